@@ -1,0 +1,8 @@
+import type { GatewayPlugin } from '../src/plugin.js'
+
+/**
+ * The plugin registry: every built-in capability, keyed by its config section and run
+ * in this order (which is also the order of their handlers in every hook chain).
+ * Later capabilities (auth, acl, flow, kafka...) are added here and nowhere else.
+ */
+export const builtinPlugins: readonly GatewayPlugin[] = []

@@ -1,0 +1,95 @@
+import { hostname } from 'node:os'
+import { z } from 'zod'
+import { LOG_LEVELS } from '../log.js'
+
+/**
+ * The core configuration schema. Plugin sections are not listed here: each plugin
+ * owns its schema and `buildConfigSchema` adds it under the plugin's section key, so
+ * the core never learns any plugin's options.
+ */
+
+const port = z.number().int().min(0).max(65535)
+const host = z.string().min(1)
+
+const tcpListener = (defaults: { enabled: boolean, host: string, port: number }) => z.strictObject({
+  enabled: z.boolean().default(defaults.enabled),
+  host: host.default(defaults.host),
+  port: port.default(defaults.port)
+})
+
+const wsPath = z.string().startsWith('/', 'must start with "/"')
+
+const tlsFiles = {
+  cert: z.string().min(1).default('tls/server.crt'),
+  key: z.string().min(1).default('tls/server.key'),
+  /** Optional CA bundle; with `requestCert` clients must present a certificate signed by it. */
+  ca: z.string().min(1).optional(),
+  requestCert: z.boolean().default(false)
+}
+
+export const listenersSchema = z.strictObject({
+  mqtt: tcpListener({ enabled: true, host: '0.0.0.0', port: 1883 }).prefault({}),
+  ws: tcpListener({ enabled: true, host: '0.0.0.0', port: 8083 }).extend({ path: wsPath.default('/mqtt') }).prefault({}),
+  mqtts: tcpListener({ enabled: false, host: '0.0.0.0', port: 8883 }).extend(tlsFiles).prefault({}),
+  wss: tcpListener({ enabled: false, host: '0.0.0.0', port: 8084 }).extend({ path: wsPath.default('/mqtt'), ...tlsFiles }).prefault({}),
+  admin: tcpListener({ enabled: true, host: '127.0.0.1', port: 9100 }).prefault({})
+})
+
+export const limitsSchema = z.strictObject({
+  /** Largest MQTT packet accepted (fixed header excluded), bytes. Larger: disconnect. */
+  maxPacketSize: z.number().int().min(64).max(268435455).default(1048576),
+  maxConnections: z.number().int().min(1).default(100000),
+  connectTimeoutMs: z.number().int().min(100).default(30000),
+  /** Largest keepalive a client may ask for, seconds; 0 = no limit. */
+  keepaliveMaxS: z.number().int().min(0).max(65535).default(0),
+  maxClientIdLength: z.number().int().min(1).max(65535).default(256),
+  maxTopicLength: z.number().int().min(1).max(65535).default(1024),
+  maxTopicLevels: z.number().int().min(1).max(100).default(32)
+})
+
+export const brokerSchema = z.strictObject({
+  /** How long a socket may refuse to drain before the client is destroyed (Aedes default 60 s is too long). */
+  drainTimeoutMs: z.number().int().min(100).default(15000),
+  /** Messages in delivery at once on the default bus (Aedes `concurrency`). */
+  concurrency: z.number().int().min(1).default(100),
+  /** Packets buffered per client while its CONNECT is being authenticated. */
+  queueLimit: z.number().int().min(1).default(42),
+  heartbeatIntervalMs: z.number().int().min(100).default(60000)
+})
+
+export const hooksSchema = z.strictObject({
+  /** Bound on any one async plugin handler; an auth handler that times out denies. */
+  timeoutMs: z.number().int().min(1).default(5000)
+})
+
+export const persistenceSchema = z.strictObject({
+  type: z.enum(['memory']).default('memory')
+})
+
+export const coreConfigShape = {
+  node: z.strictObject({
+    id: z.string().min(1).max(128).regex(/^[A-Za-z0-9._-]+$/, 'only letters, digits, ".", "_" and "-"').default(defaultNodeId)
+  }).prefault({}),
+  listeners: listenersSchema.prefault({}),
+  limits: limitsSchema.prefault({}),
+  broker: brokerSchema.prefault({}),
+  hooks: hooksSchema.prefault({}),
+  persistence: persistenceSchema.prefault({}),
+  log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).prefault({}),
+  shutdown: z.strictObject({
+    /** Upper bound for a graceful stop; past it the process exits anyway. */
+    timeoutMs: z.number().int().min(100).default(10000)
+  }).prefault({})
+}
+
+export const coreConfigSchema = z.strictObject(coreConfigShape)
+export type CoreConfig = z.infer<typeof coreConfigSchema>
+
+/**
+ * Persistence keys and cluster topics include the node id, so it must survive restarts:
+ * the host name is stable across restarts of a container or VM, a random UUID is not.
+ */
+export function defaultNodeId (): string {
+  const name = hostname().toLowerCase().replace(/[^a-z0-9._-]/g, '-').slice(0, 120)
+  return name.length > 0 ? name : 'gw-1'
+}

@@ -1,0 +1,444 @@
+import type { IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { Aedes, type AedesOptions, type AedesPublishPacket, type AuthenticateError, type Client, type PublishPacket } from 'aedes'
+import type { IConnectPacket } from 'mqtt-packet'
+import { builtinPlugins } from '../plugins/index.js'
+import { ClientInfoStore, type ClientInfo } from './client-info.js'
+import type { GatewayConfig } from './config/load.js'
+import { guardMqEmitterRecursion } from './guards/mq-guard.js'
+import { guardParser } from './guards/packet-guard.js'
+import { HookChains } from './hooks/chain.js'
+import type { AuthVerdict, PublishVerdict, SubscribeVerdict, Verdict } from './hooks/types.js'
+import { Readiness, openAdminListener } from './listeners/admin.js'
+import { openMqttListeners, type BoundListener, type MqttListenerName } from './listeners/listeners.js'
+import { SocketTracker } from './listeners/socket-tracker.js'
+import { createLogger, type Logger } from './log.js'
+import { GatewayMetrics } from './metrics.js'
+import { createPersistence, type PersistenceBackend } from './persistence.js'
+import type { GatewayPlugin, PluginInstance } from './plugin.js'
+
+export interface GatewayOptions {
+  config: GatewayConfig
+  /** Directory relative paths in the config resolve against; default: cwd. */
+  baseDir?: string
+  /** The plugin registry; default: the built-in plugins. Tests add their own. */
+  plugins?: readonly GatewayPlugin[]
+  logger?: Logger
+}
+
+export interface GatewayPorts {
+  mqtt?: number
+  mqtts?: number
+  ws?: number
+  wss?: number
+  admin?: number
+}
+
+const REFUSAL_REASON: Record<number, string> = { 2: 'identifier_rejected', 3: 'server_unavailable', 4: 'bad_credentials', 5: 'not_authorized' }
+
+function authError (returnCode: 2 | 3 | 4 | 5, message: string): AuthenticateError {
+  // AuthErrorCode is a const enum in Aedes' types; the numeric codes are the same (MQTT 3.1.1 §3.2.2.3).
+  return Object.assign(new Error(message), { returnCode }) as unknown as AuthenticateError
+}
+
+function topicLevels (topic: string): number {
+  let levels = 1
+  for (let i = 0; i < topic.length; i++) if (topic.charCodeAt(i) === 47 /* / */) levels++
+  return levels
+}
+
+/**
+ * A running gateway: Aedes plus listeners, the hook chains and the enabled plugins.
+ * `Gateway.start()` resolves once every listener is bound; `stop()` undoes it.
+ */
+export class Gateway {
+  readonly log: Logger
+  readonly metrics: GatewayMetrics
+  readonly readiness = new Readiness()
+  readonly clients = new ClientInfoStore()
+  readonly ports: GatewayPorts = {}
+  readonly hooks: HookChains
+  broker!: Aedes
+
+  readonly #config: GatewayConfig
+  readonly #baseDir: string
+  readonly #plugins: readonly GatewayPlugin[]
+  readonly #tracker: SocketTracker
+  readonly #droppedPublishes = new WeakSet<object>()
+  #listeners: BoundListener[] = []
+  #admin: { close: () => Promise<void> } | undefined
+  #pluginInstances: Array<{ name: string, instance: PluginInstance }> = []
+  #backend: PersistenceBackend | undefined
+  #stopping: Promise<void> | undefined
+
+  private constructor (opts: GatewayOptions) {
+    this.#config = opts.config
+    this.#baseDir = opts.baseDir ?? process.cwd()
+    this.#plugins = opts.plugins ?? builtinPlugins
+    this.log = opts.logger ?? createLogger(opts.config.log.level)
+    this.hooks = new HookChains(opts.config.hooks.timeoutMs, this.log)
+    this.#tracker = new SocketTracker(opts.config.limits.maxConnections)
+    this.metrics = new GatewayMetrics({
+      connectedClients: () => this.broker?.connectedClients ?? 0,
+      sockets: () => this.#tracker.perListener(),
+      subscriptions: () => this.#countSubscriptions(),
+      bytes: () => this.#tracker.bytes()
+    })
+    this.hooks.onTiming = (hook, seconds) => this.metrics.hookDuration.observe({ hook }, seconds)
+  }
+
+  get config (): Readonly<GatewayConfig> { return this.#config }
+
+  static async start (opts: GatewayOptions): Promise<Gateway> {
+    const gateway = new Gateway(opts)
+    try {
+      await gateway.#start()
+    } catch (err) {
+      await gateway.stop().catch(() => {})
+      throw err
+    }
+    return gateway
+  }
+
+  async #start (): Promise<void> {
+    const config = this.#config
+    let listenersUp = false
+    this.readiness.register('listeners', () => listenersUp ? { ready: true } : { ready: false, reason: 'listeners not bound' })
+
+    this.#backend = await createPersistence(config, { log: this.log, readiness: this.readiness })
+    const options: AedesOptions = {
+      id: config.node.id,
+      drainTimeout: config.broker.drainTimeoutMs,
+      concurrency: config.broker.concurrency,
+      queueLimit: config.broker.queueLimit,
+      heartbeatInterval: config.broker.heartbeatIntervalMs,
+      connectTimeout: config.limits.connectTimeoutMs,
+      // Keepalive and client id limits are enforced in preConnect/authenticate below:
+      // Aedes' keepaliveLimit answers with return code 6, which MQTT 3.1.1 does not define.
+      keepaliveLimit: 0,
+      maxClientsIdLength: 65535,
+      maxTopicLevels: config.limits.maxTopicLevels,
+      preConnect: (client, packet, cb) => this.#preConnect(client, packet, cb),
+      authenticate: (client, username, password, cb) => this.#authenticate(client, username, password, cb),
+      authorizePublish: (client, packet, cb) => this.#authorizePublish(client, packet, cb),
+      authorizeSubscribe: (client, sub, cb) => this.#authorizeSubscribe(client, sub, cb),
+      authorizeForward: (client, packet) => this.#authorizeForward(client, packet),
+      published: (packet, client, cb) => this.hooks.published(packet, client, () => cb(null))
+    }
+    if (this.#backend.persistence !== undefined) options.persistence = this.#backend.persistence
+    if (this.#backend.mq !== undefined) options.mq = this.#backend.mq
+    this.broker = await Aedes.createBroker(options)
+    if (this.#backend.mq === undefined) guardMqEmitterRecursion((this.broker as unknown as { mq: unknown }).mq)
+    this.#interceptDroppedPublishes()
+    this.#observeBroker()
+
+    for (const plugin of this.#plugins) {
+      const section = (config as Record<string, unknown>)[plugin.configKey]
+      if (section === undefined) continue
+      const log = this.log.child({ plugin: plugin.name })
+      const instance = await plugin.setup({
+        config: section,
+        gatewayConfig: config,
+        configDir: this.#baseDir,
+        broker: this.broker,
+        log,
+        metrics: this.metrics,
+        readiness: this.readiness,
+        clients: this.clients,
+        hook: (hook, handler) => this.hooks.register(hook, plugin.name, handler)
+      })
+      this.#pluginInstances.push({ name: plugin.name, instance: instance ?? {} })
+      log.info('plugin started')
+    }
+
+    this.#listeners = await openMqttListeners({
+      config,
+      baseDir: this.#baseDir,
+      tracker: this.#tracker,
+      log: this.log,
+      onRefused: (reason) => this.metrics.connectionsRefused.inc({ reason }),
+      handle: (stream, socket, listener, req) => this.#handle(stream, socket, listener, req)
+    })
+    for (const l of this.#listeners) this.ports[l.name] = l.port
+    if (config.listeners.admin.enabled) {
+      const admin = await openAdminListener({ host: config.listeners.admin.host, port: config.listeners.admin.port, registry: this.metrics.registry, readiness: this.readiness, log: this.log })
+      this.#admin = admin
+      this.ports.admin = admin.port
+    }
+    listenersUp = true
+    this.log.info({ node: config.node.id, listeners: this.#listeners.map((l) => `${l.name}://${l.host}:${l.port}`), admin: this.ports.admin, plugins: this.#pluginInstances.map((p) => p.name), persistence: config.persistence.type }, 'gateway started')
+  }
+
+  #handle (stream: Duplex, socket: Socket, listener: MqttListenerName, req?: IncomingMessage): void {
+    const client = this.broker.handle(stream, req)
+    guardParser(client, this.#config.limits.maxPacketSize)
+    this.clients.attach(client, {
+      listener,
+      remoteAddress: socket.remoteAddress ?? 'unknown',
+      remotePort: socket.remotePort ?? 0,
+      connectedAt: Date.now(),
+      superuser: false,
+      claims: {}
+    })
+  }
+
+  /**
+   * A PUBLISH that a plugin denied without disconnecting must still be acknowledged
+   * (MQTT 3.1.1 has no negative PUBACK) but never published. Aedes acknowledges QoS 1
+   * once authorizePublish succeeds and then calls broker.publish with the same packet
+   * object, so the denied packet is remembered and skipped here.
+   */
+  #interceptDroppedPublishes (): void {
+    const broker = this.broker as unknown as { publish: (packet: PublishPacket, client: Client | null, done: (err?: Error) => void) => void }
+    const publish = broker.publish.bind(this.broker)
+    const dropped = this.#droppedPublishes
+    broker.publish = (packet, client, done) => {
+      if (dropped.has(packet)) {
+        dropped.delete(packet)
+        if (typeof client === 'function') (client as (err?: Error) => void)()
+        else done()
+        return
+      }
+      publish(packet, client, done)
+    }
+  }
+
+  #observeBroker (): void {
+    const { broker, metrics, log } = this
+    const inByQos = [metrics.messagesIn.labels('0'), metrics.messagesIn.labels('1'), metrics.messagesIn.labels('2')]
+    broker.on('publish', (packet, client) => {
+      if (client) inByQos[packet.qos]?.inc()
+    })
+    broker.on('client', (client) => {
+      const info = this.clients.get(client)
+      metrics.connectionsTotal.inc({ listener: info?.listener ?? 'unknown' })
+      log.info({ clientId: client.id, username: info?.username, remoteAddress: info?.remoteAddress, listener: info?.listener, protocolVersion: client.version, clean: client.clean }, 'client connected')
+    })
+    broker.on('clientDisconnect', (client) => {
+      const info = this.clients.get(client) as (ClientInfo & { closeReason?: string }) | undefined
+      const reason = info?.closeReason ?? 'closed'
+      metrics.disconnects.inc({ reason })
+      log.info({ clientId: client.id, remoteAddress: info?.remoteAddress, listener: info?.listener, reason }, 'client disconnected')
+    })
+    broker.on('keepaliveTimeout', (client) => {
+      const info = this.clients.get(client) as (ClientInfo & { closeReason?: string }) | undefined
+      if (info) info.closeReason = 'keepalive_timeout'
+    })
+    broker.on('clientError', (client, err) => {
+      const info = this.clients.get(client) as (ClientInfo & { closeReason?: string }) | undefined
+      if (info && info.closeReason === undefined) {
+        info.closeReason = reasonOf(err)
+        log.warn({ clientId: client.id, remoteAddress: info.remoteAddress, listener: info.listener, err: err.message }, 'client error; closing its connection')
+      }
+    })
+    broker.on('connectionError', (client, err) => {
+      const info = this.clients.get(client) as (ClientInfo & { closeReason?: string }) | undefined
+      if (info && info.closeReason !== undefined) return
+      if (info) info.closeReason = reasonOf(err)
+      metrics.connectionsRefused.inc({ reason: reasonOf(err) })
+      log.warn({ clientId: (client as { id: string | null }).id ?? undefined, remoteAddress: info?.remoteAddress, listener: info?.listener, err: err.message }, 'connection error before CONNACK; closing it')
+    })
+  }
+
+  #countSubscriptions (): number {
+    const clients = (this.broker as unknown as { clients?: Record<string, { subscriptions: object }> } | undefined)?.clients
+    if (!clients) return 0
+    let n = 0
+    for (const id in clients) n += Object.keys(clients[id]!.subscriptions).length
+    return n
+  }
+
+  #refuse (returnCode: 2 | 3 | 4 | 5, reason: string, client: Client, info: ClientInfo | undefined): AuthenticateError {
+    const label = REFUSAL_REASON[returnCode] ?? 'not_authorized'
+    this.metrics.connectionsRefused.inc({ reason: label })
+    if (info) (info as ClientInfo & { closeReason?: string }).closeReason = label
+    this.log.info({ clientId: client.id, username: info?.username, remoteAddress: info?.remoteAddress, listener: info?.listener, returnCode, reason }, 'connection refused')
+    return authError(returnCode, reason)
+  }
+
+  #preConnect (client: Client, packet: IConnectPacket, cb: (error: Error | null, success: boolean) => void): void {
+    const info = this.clients.get(client)
+    if (!info) {
+      cb(new Error('connection not registered by a listener'), false)
+      return
+    }
+    info.protocolVersion = packet.protocolVersion
+    if (packet.username !== undefined) info.username = packet.username
+    const limits = this.#config.limits
+    // MQTT 3.1.1 cannot tell a client which keepalive to use: like Mosquitto's
+    // max_keepalive, refuse with "identifier rejected" (Aedes' own code 6 is not valid 3.1.1).
+    if (limits.keepaliveMaxS > 0 && (packet.keepalive === 0 || (packet.keepalive ?? 0) > limits.keepaliveMaxS)) {
+      info.pendingRefusal = { returnCode: 2, reason: `keepalive ${packet.keepalive ?? 0}s outside 1..${limits.keepaliveMaxS}s` }
+    } else if (Buffer.byteLength(packet.clientId ?? '') > limits.maxClientIdLength) {
+      info.pendingRefusal = { returnCode: 2, reason: `client id longer than ${limits.maxClientIdLength} bytes` }
+    }
+    this.hooks.decide<'preConnect', Verdict>('preConnect', { client, packet, info }, (f) => ({ result: 'deny', reason: f.error.message }), (verdict) => {
+      if (verdict.result === 'deny') {
+        // Aedes sends no CONNACK for a preConnect error and closes the socket; an Error is
+        // required (calling back (null, false) would leave the socket open).
+        this.metrics.connectionsRefused.inc({ reason: 'preconnect_denied' })
+        ;(info as ClientInfo & { closeReason?: string }).closeReason = 'preconnect_denied'
+        this.log.info({ clientId: packet.clientId, remoteAddress: info.remoteAddress, reason: verdict.reason }, 'connection refused before CONNACK')
+        cb(new Error(verdict.reason), false)
+      } else {
+        cb(null, true)
+      }
+    })
+  }
+
+  #authenticate (client: Client, username: string | undefined, password: Buffer | undefined, cb: (error: AuthenticateError | null, success: boolean | null) => void): void {
+    const info = this.clients.get(client)
+    if (!info) {
+      cb(authError(3, 'connection not registered'), null)
+      return
+    }
+    if (info.pendingRefusal) {
+      cb(this.#refuse(info.pendingRefusal.returnCode, info.pendingRefusal.reason, client, info), null)
+      return
+    }
+    this.hooks.decide<'authenticate', AuthVerdict>('authenticate', { client, clientId: client.id, username, password, info },
+      // Fail closed: an authenticator that errors or times out refuses the client.
+      (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}`, returnCode: 5 }),
+      (verdict) => {
+        if (verdict.result === 'deny') {
+          cb(this.#refuse(('returnCode' in verdict && verdict.returnCode) || 5, verdict.reason, client, info), null)
+          return
+        }
+        if (verdict.result === 'allow') {
+          info.superuser = verdict.superuser ?? false
+          if (verdict.claims) info.claims = Object.freeze({ ...verdict.claims })
+        }
+        cb(null, true)
+      })
+  }
+
+  #authorizePublish (client: Client | null, packet: PublishPacket, cb: (error?: Error | null) => void): void {
+    const topic = packet.topic
+    // Aedes' default authorizePublish blocks $SYS/; replacing the hook must keep that.
+    if (topic.startsWith('$SYS/')) {
+      this.metrics.messagesDropped.inc({ reason: 'sys_topic' })
+      cb(new Error('$SYS/ topics are reserved for the broker'))
+      return
+    }
+    if (Buffer.byteLength(topic) > this.#config.limits.maxTopicLength) {
+      this.metrics.messagesDropped.inc({ reason: 'topic_too_long' })
+      cb(new Error(`topic longer than maxTopicLength ${this.#config.limits.maxTopicLength}`))
+      return
+    }
+    if (this.hooks.size('authorizePublish') === 0) {
+      cb(null)
+      return
+    }
+    const info = this.clients.get(client)
+    this.hooks.decide<'authorizePublish', PublishVerdict>('authorizePublish', { client, info, packet },
+      (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}`, disconnect: true }),
+      (verdict) => {
+        if (verdict.result !== 'deny') {
+          cb(null)
+          return
+        }
+        this.metrics.messagesDropped.inc({ reason: 'publish_denied' })
+        if ('disconnect' in verdict && verdict.disconnect) {
+          cb(new Error(`publish to "${topic}" denied: ${verdict.reason}`))
+        } else {
+          this.#droppedPublishes.add(packet)
+          cb(null)
+        }
+      })
+  }
+
+  #authorizeSubscribe (client: Client, sub: { topic: string, qos: 0 | 1 | 2 }, cb: (error: Error | null, subscription?: { topic: string, qos: 0 | 1 | 2 } | null) => void): void {
+    const limits = this.#config.limits
+    if (Buffer.byteLength(sub.topic) > limits.maxTopicLength || topicLevels(sub.topic) > limits.maxTopicLevels) {
+      this.log.info({ clientId: client.id, topic: sub.topic.slice(0, 128) }, 'subscription refused: filter exceeds topic limits')
+      cb(null, null)
+      return
+    }
+    if (this.hooks.size('authorizeSubscribe') === 0) {
+      cb(null, sub)
+      return
+    }
+    const info = this.clients.get(client)
+    if (!info) {
+      cb(null, null)
+      return
+    }
+    this.hooks.decide<'authorizeSubscribe', SubscribeVerdict>('authorizeSubscribe', { client, info, subscription: sub },
+      (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}` }),
+      (verdict) => {
+        if (verdict.result === 'deny') {
+          cb(null, null)
+          return
+        }
+        // Aedes stores packet.subscriptions, not the returned object: rewrite in place.
+        if (verdict.result === 'allow' && verdict.qos !== undefined && verdict.qos < sub.qos) sub.qos = verdict.qos
+        cb(null, sub)
+      })
+  }
+
+  #authorizeForward (client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
+    const verdict = this.hooks.size('authorizeForward') === 0
+      ? undefined
+      : this.hooks.forward({ client, info: this.clients.get(client), packet })
+    if (verdict?.result === 'deny') {
+      this.metrics.messagesDropped.inc({ reason: 'forward_denied' })
+      return null
+    }
+    this.metrics.messagesOut.inc({ qos: String(packet.qos) })
+    return packet
+  }
+
+  /** SIGHUP: every plugin re-reads its files; a failing plugin keeps its old state. */
+  async reload (): Promise<void> {
+    for (const { name, instance } of this.#pluginInstances) {
+      try {
+        await instance.reload?.()
+      } catch (err) {
+        this.log.error({ plugin: name, err: (err as Error).message }, 'plugin reload failed; previous state kept')
+      }
+    }
+  }
+
+  /** Stops accepting, disconnects clients, closes plugins and the store. Idempotent. */
+  stop (): Promise<void> {
+    this.#stopping ??= this.#stop()
+    return this.#stopping
+  }
+
+  async #stop (): Promise<void> {
+    this.log.info('gateway stopping')
+    const listeners = this.#listeners
+    this.#listeners = []
+    // Stop accepting first; close() resolves once existing sockets are gone, so do not wait yet.
+    const closingListeners = Promise.all(listeners.map((l) => l.close()))
+    if (this.broker) await new Promise<void>((resolve) => this.broker.close(() => resolve()))
+    // Sockets that never sent CONNECT are not Aedes clients yet.
+    this.#tracker.destroyAll()
+    await closingListeners
+    for (const { name, instance } of [...this.#pluginInstances].reverse()) {
+      try {
+        await instance.close?.()
+      } catch (err) {
+        this.log.error({ plugin: name, err: (err as Error).message }, 'plugin failed to close')
+      }
+    }
+    this.#pluginInstances = []
+    await this.#backend?.close()
+    await this.#admin?.close()
+    this.log.info('gateway stopped')
+  }
+}
+
+function reasonOf (err: Error): string {
+  const code = (err as { code?: unknown }).code
+  if (code === 'PACKET_TOO_LARGE') return 'packet_too_large'
+  if (code === 'MALFORMED_STRING') return 'malformed_packet'
+  if (typeof code === 'string' && code.startsWith('E')) return 'socket_error'
+  const message = err.message.toLowerCase()
+  if (message.includes('connect did not arrive')) return 'connect_timeout'
+  if (message.includes('keep alive') || message.includes('keepalive')) return 'keepalive_timeout'
+  if (message.includes('denied')) return 'publish_denied'
+  if (message.includes('reserved')) return 'sys_topic'
+  return 'protocol_error'
+}

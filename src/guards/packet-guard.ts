@@ -1,0 +1,110 @@
+import { isUtf8 } from 'node:buffer'
+import type { Client } from 'aedes'
+
+/**
+ * Input checks that Aedes 1.2.0 / mqtt-packet 9 do not make, applied inside the
+ * client's own mqtt-packet parser so that a bad packet is rejected before its body is
+ * buffered or handed to Aedes:
+ *
+ * - Maximum packet size: checked as soon as the fixed header's remaining length is
+ *   known, so a 200 MB PUBLISH is refused after its first 5 bytes, not after buffering.
+ * - Well-formed UTF-8 without U+0000 in every string field (MQTT 3.1.1 §1.5.3,
+ *   [MQTT-1.5.3-1], [MQTT-1.5.3-2]: the server MUST close the connection).
+ *   mqtt-packet decodes with Buffer#toString, which silently turns bad bytes into
+ *   U+FFFD, so the bytes are checked before decoding.
+ *
+ * The parser instance's prototype is swapped for a subclass prototype instead of
+ * wrapping methods per client: no closures per connection (idle memory matters at a
+ * million connections). The parser is mqtt-packet's, created in Aedes' Client
+ * constructor; `handle()` returns that client before any byte is read, which is when
+ * this runs.
+ */
+
+/** The internals of mqtt-packet's Parser that this guard relies on (mqtt-packet 9.x). */
+interface ParserInternals {
+  packet: { length: number }
+  _list: { length: number, readUInt16BE: (offset: number) => number, slice: (start: number, end: number) => Buffer }
+  _pos: number
+  _parseLength: () => boolean
+  _parseString: () => string | null
+  _emitError: (err: Error) => void
+}
+
+export class PacketTooLargeError extends Error {
+  readonly code = 'PACKET_TOO_LARGE'
+  constructor (size: number, max: number) {
+    super(`packet of ${size} bytes exceeds maxPacketSize ${max}`)
+  }
+}
+
+export class MalformedStringError extends Error {
+  readonly code = 'MALFORMED_STRING'
+}
+
+type GuardedParser = ParserInternals & { _guardMaxPacketSize: number, _guardError: Error | null }
+
+const guardedProtos = new WeakMap<object, object>()
+
+function guardedPrototypeFor (original: ParserInternals): object {
+  const base = Object.getPrototypeOf(original) as ParserInternals
+  const cached = guardedProtos.get(base)
+  if (cached) return cached
+  const baseParseLength = base._parseLength
+  const baseParseString = base._parseString
+  const baseEmitError = base._emitError
+  const proto: object = Object.create(base, {
+    _parseLength: {
+      value: function (this: GuardedParser): boolean {
+        const ok = baseParseLength.call(this)
+        if (ok && this.packet.length > this._guardMaxPacketSize) {
+          this._emitError(new PacketTooLargeError(this.packet.length, this._guardMaxPacketSize))
+          return false
+        }
+        return ok
+      }
+    },
+    _parseString: {
+      value: function (this: GuardedParser): string | null {
+        const pos = this._pos
+        // Same bounds as mqtt-packet's own check; let it report truncation itself.
+        if (pos + 2 <= this._list.length) {
+          const length = this._list.readUInt16BE(pos)
+          const end = pos + 2 + length
+          if (end <= this._list.length && end <= this.packet.length) {
+            const bytes = this._list.slice(pos + 2, end)
+            if (!isUtf8(bytes)) {
+              this._guardError = new MalformedStringError('string field is not well-formed UTF-8 [MQTT-1.5.3-1]')
+              return null
+            }
+            if (bytes.includes(0)) {
+              this._guardError = new MalformedStringError('string field contains U+0000 [MQTT-1.5.3-2]')
+              return null
+            }
+          }
+        }
+        return baseParseString.call(this)
+      }
+    },
+    _emitError: {
+      value: function (this: GuardedParser, err: Error): void {
+        // Report the guard's precise reason instead of mqtt-packet's generic "Cannot parse topic".
+        const reason = this._guardError ?? err
+        this._guardError = null
+        baseEmitError.call(this, reason)
+      }
+    }
+  })
+  guardedProtos.set(base, proto)
+  return proto
+}
+
+export function guardParser (client: Client, maxPacketSize: number): void {
+  const parser = (client as unknown as { _parser?: ParserInternals })._parser
+  if (!parser || typeof parser._parseLength !== 'function' || typeof parser._parseString !== 'function') {
+    throw new Error('Aedes client has no mqtt-packet parser where expected; packet guards cannot be installed')
+  }
+  const guarded = parser as GuardedParser
+  guarded._guardMaxPacketSize = maxPacketSize
+  guarded._guardError = null
+  Object.setPrototypeOf(parser, guardedPrototypeFor(parser))
+}

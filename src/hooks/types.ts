@@ -1,0 +1,90 @@
+import type { Client, PublishPacket, Subscription } from 'aedes'
+import type { IConnectPacket } from 'mqtt-packet'
+import type { ClientInfo } from '../client-info.js'
+
+/**
+ * Decisions a hook handler returns, in the style of Mosquitto 2 plugin events
+ * (MOSQ_ERR_SUCCESS / MOSQ_ERR_PLUGIN_DEFER) and EMQX hooks (ok / stop):
+ * `allow` and `deny` end the chain, `pass` hands the question to the next handler.
+ */
+export interface Allow { result: 'allow' }
+export interface Deny { result: 'deny', reason: string }
+export interface Pass { result: 'pass' }
+
+export const ALLOW: Allow = Object.freeze({ result: 'allow' })
+export const PASS: Pass = Object.freeze({ result: 'pass' })
+export function deny (reason: string): Deny { return { result: 'deny', reason } }
+
+export type Verdict = Allow | Deny | Pass
+
+/** CONNACK return codes an authenticator may answer with (MQTT 3.1.1 §3.2.2.3). */
+export type ConnackRefusal = 2 | 3 | 4 | 5
+
+export interface AuthAllow extends Allow {
+  superuser?: boolean
+  /** Attributes of the identity (from an auth callback), usable by ACL templates. */
+  claims?: Readonly<Record<string, string>>
+}
+export interface AuthDeny extends Deny {
+  /** 4 = bad user name or password, 5 = not authorized (default), 3 = server unavailable. */
+  returnCode?: ConnackRefusal
+}
+export type AuthVerdict = AuthAllow | AuthDeny | Pass
+
+export interface PublishDeny extends Deny {
+  /** true: close the connection (MQTT 3.1.1 has no negative PUBACK); false: drop the message but acknowledge it. */
+  disconnect?: boolean
+}
+export type PublishVerdict = Allow | PublishDeny | Pass
+
+export interface SubscribeAllow extends Allow {
+  /** Grant a lower QoS than requested. */
+  qos?: 0 | 1 | 2
+}
+export type SubscribeVerdict = SubscribeAllow | Deny | Pass
+
+export interface ConnectRequest {
+  client: Client
+  packet: IConnectPacket
+  info: ClientInfo
+}
+export interface AuthRequest {
+  client: Client
+  clientId: string
+  username: string | undefined
+  /** Raw password bytes; never log them. */
+  password: Buffer | undefined
+  info: ClientInfo
+}
+export interface PublishRequest {
+  /** null for the will of a client whose broker died. */
+  client: Client | null
+  info: ClientInfo | undefined
+  packet: PublishPacket
+}
+export interface SubscribeRequest {
+  client: Client
+  info: ClientInfo
+  subscription: Subscription
+}
+export interface ForwardRequest {
+  client: Client
+  info: ClientInfo | undefined
+  packet: PublishPacket
+}
+
+type MaybePromise<T> = T | Promise<T>
+
+export interface HookHandlers {
+  preConnect: (req: ConnectRequest) => MaybePromise<Verdict>
+  authenticate: (req: AuthRequest) => MaybePromise<AuthVerdict>
+  authorizePublish: (req: PublishRequest) => MaybePromise<PublishVerdict>
+  authorizeSubscribe: (req: SubscribeRequest) => MaybePromise<SubscribeVerdict>
+  /** Synchronous: Aedes calls it inside every delivery. */
+  authorizeForward: (req: ForwardRequest) => Verdict
+  /** Observer, not a decision: every handler runs; Aedes waits for them before reading more from the publisher. */
+  published: (packet: PublishPacket, client: Client | null) => MaybePromise<void>
+}
+
+export type HookName = keyof HookHandlers
+export const HOOK_NAMES: readonly HookName[] = ['preConnect', 'authenticate', 'authorizePublish', 'authorizeSubscribe', 'authorizeForward', 'published']

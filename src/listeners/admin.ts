@@ -1,0 +1,67 @@
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Registry } from 'prom-client'
+import type { Logger } from '../log.js'
+import { closeServer, listen } from './listeners.js'
+
+export interface ReadinessReport {
+  ready: boolean
+  checks: Record<string, { ready: boolean, reason?: string }>
+}
+
+/**
+ * Named readiness checks. Plugins and the core register one per dependency (listeners,
+ * Redis, Kafka...); /readyz is 200 only when every check is ready.
+ */
+export class Readiness {
+  readonly #checks = new Map<string, () => { ready: boolean, reason?: string }>()
+
+  register (name: string, check: () => { ready: boolean, reason?: string }): void {
+    if (this.#checks.has(name)) throw new Error(`readiness check "${name}" registered twice`)
+    this.#checks.set(name, check)
+  }
+
+  report (): ReadinessReport {
+    const checks: ReadinessReport['checks'] = {}
+    let ready = true
+    for (const [name, check] of this.#checks) {
+      let result: { ready: boolean, reason?: string }
+      try {
+        result = check()
+      } catch (err) {
+        result = { ready: false, reason: `check failed: ${(err as Error).message}` }
+      }
+      checks[name] = result
+      if (!result.ready) ready = false
+    }
+    return { ready, checks }
+  }
+}
+
+export async function openAdminListener (opts: { host: string, port: number, registry: Registry, readiness: Readiness, log: Logger }): Promise<{ port: number, close: () => Promise<void> }> {
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end()
+      return
+    }
+    if (path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}\n')
+    } else if (path === '/readyz') {
+      const report = opts.readiness.report()
+      res.writeHead(report.ready ? 200 : 503, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ status: report.ready ? 'ready' : 'not ready', ...report }) + '\n')
+    } else if (path === '/metrics') {
+      opts.registry.metrics().then((text) => {
+        res.writeHead(200, { 'content-type': opts.registry.contentType }).end(text)
+      }, (err: Error) => {
+        opts.log.error({ err: err.message }, 'metrics collection failed')
+        res.writeHead(500).end()
+      })
+    } else {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
+    }
+  })
+  const address: AddressInfo = await listen(server, opts.host, opts.port)
+  return { port: address.port, close: () => closeServer(server) }
+}
