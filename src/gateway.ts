@@ -17,6 +17,7 @@ import { createLogger, type Logger } from './log.js'
 import { GatewayMetrics } from './metrics.js'
 import { createPersistence, type PersistenceBackend } from './persistence.js'
 import type { GatewayPlugin, PluginInstance } from './plugin.js'
+import { isValidTopicFilter, topicLevels } from './topic.js'
 
 export interface GatewayOptions {
   config: GatewayConfig
@@ -40,12 +41,6 @@ const REFUSAL_REASON: Record<number, string> = { 2: 'identifier_rejected', 3: 's
 function authError (returnCode: 2 | 3 | 4 | 5, message: string): AuthenticateError {
   // AuthErrorCode is a const enum in Aedes' types; the numeric codes are the same (MQTT 3.1.1 §3.2.2.3).
   return Object.assign(new Error(message), { returnCode }) as unknown as AuthenticateError
-}
-
-function topicLevels (topic: string): number {
-  let levels = 1
-  for (let i = 0; i < topic.length; i++) if (topic.charCodeAt(i) === 47 /* / */) levels++
-  return levels
 }
 
 /**
@@ -118,7 +113,9 @@ export class Gateway {
       // Aedes' keepaliveLimit answers with return code 6, which MQTT 3.1.1 does not define.
       keepaliveLimit: 0,
       maxClientsIdLength: 65535,
-      maxTopicLevels: config.limits.maxTopicLevels,
+      // Aedes closes the connection for a SUBSCRIBE deeper than this; the core applies
+      // limits.maxTopicLevels itself so that a deep filter gets SUBACK 0x80 instead.
+      maxTopicLevels: 100,
       preConnect: (client, packet, cb) => this.#preConnect(client, packet, cb),
       authenticate: (client, username, password, cb) => this.#authenticate(client, username, password, cb),
       authorizePublish: (client, packet, cb) => this.#authorizePublish(client, packet, cb),
@@ -321,9 +318,10 @@ export class Gateway {
       cb(new Error('$SYS/ topics are reserved for the broker'))
       return
     }
-    if (Buffer.byteLength(topic) > this.#config.limits.maxTopicLength) {
+    const limits = this.#config.limits
+    if (Buffer.byteLength(topic) > limits.maxTopicLength || topicLevels(topic) > limits.maxTopicLevels) {
       this.metrics.messagesDropped.inc({ reason: 'topic_too_long' })
-      cb(new Error(`topic longer than maxTopicLength ${this.#config.limits.maxTopicLength}`))
+      cb(new Error(`topic exceeds maxTopicLength ${limits.maxTopicLength} bytes or maxTopicLevels ${limits.maxTopicLevels}`))
       return
     }
     if (this.hooks.size('authorizePublish') === 0) {
@@ -350,6 +348,11 @@ export class Gateway {
 
   #authorizeSubscribe (client: Client, sub: { topic: string, qos: 0 | 1 | 2 }, cb: (error: Error | null, subscription?: { topic: string, qos: 0 | 1 | 2 } | null) => void): void {
     const limits = this.#config.limits
+    if (!isValidTopicFilter(sub.topic)) {
+      // A malformed filter is a protocol violation: close, as Aedes does for the cases it detects.
+      cb(new Error(`invalid topic filter "${sub.topic.slice(0, 128)}"`))
+      return
+    }
     if (Buffer.byteLength(sub.topic) > limits.maxTopicLength || topicLevels(sub.topic) > limits.maxTopicLevels) {
       this.log.info({ clientId: client.id, topic: sub.topic.slice(0, 128) }, 'subscription refused: filter exceeds topic limits')
       cb(null, null)

@@ -22,13 +22,17 @@ import type { Client } from 'aedes'
 
 /** The internals of mqtt-packet's Parser that this guard relies on (mqtt-packet 9.x). */
 interface ParserInternals {
-  packet: { length: number }
+  packet: { length: number, cmd?: string }
+  /** Set by Aedes' Client constructor (`this._parser.client = this`). */
+  client?: { conn?: { write: (b: Buffer) => unknown } }
   _list: { length: number, readUInt16BE: (offset: number) => number, slice: (start: number, end: number) => Buffer }
   _pos: number
   _parseLength: () => boolean
   _parseString: () => string | null
   _emitError: (err: Error) => void
 }
+
+const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
 
 export class PacketTooLargeError extends Error {
   readonly code = 'PACKET_TOO_LARGE'
@@ -90,6 +94,12 @@ function guardedPrototypeFor (original: ParserInternals): object {
         // Report the guard's precise reason instead of mqtt-packet's generic "Cannot parse topic".
         const reason = this._guardError ?? err
         this._guardError = null
+        // mqtt-packet rejects an unknown protocol level itself, before Aedes could answer;
+        // the spec wants CONNACK 0x01 first [MQTT-3.1.2-2]. A 4-byte write to a writable
+        // TCP socket is handed to the kernel synchronously, before Aedes destroys it.
+        if (this.packet.cmd === 'connect' && reason.message === 'Invalid protocol version') {
+          this.client?.conn?.write(CONNACK_UNACCEPTABLE_PROTOCOL)
+        }
         baseEmitError.call(this, reason)
       }
     }

@@ -1,0 +1,56 @@
+import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
+import { describe, it } from 'node:test'
+import { guardMqEmitterRecursion } from '../../src/guards/mq-guard.js'
+
+// mqemitter is Aedes' dependency (CJS); load the very copy Aedes uses.
+const require = createRequire(import.meta.url)
+const aedesDir = require.resolve('aedes/package.json').replace(/package\.json$/, '')
+const mqemitter = createRequire(aedesDir)('mqemitter') as (opts: object) => {
+  on: (topic: string, fn: (m: unknown, done: () => void) => void, cb?: () => void) => void
+  removeListener: (topic: string, fn: (m: unknown, done: () => void) => void, cb?: () => void) => void
+  emit: (m: { topic: string }, cb: (err?: Error) => void) => void
+}
+
+/**
+ * The scenario of aedes#193 / mqemitter#204: 20k messages queued behind the bus'
+ * concurrency limit, then their only subscriber goes away. Returns what happened.
+ */
+async function drainQueuedMessagesWithoutListeners (guarded: boolean): Promise<{ threw: string | undefined, completed: number }> {
+  const mq = mqemitter({ concurrency: 100, matchEmptyLevels: true })
+  if (guarded) guardMqEmitterRecursion(mq)
+  const held: Array<() => void> = []
+  const listener = (_m: unknown, done: () => void): void => { held.push(done) }
+  await new Promise<void>((resolve) => mq.on('t', listener, resolve))
+  const total = 20000
+  let completed = 0
+  const allDone = new Promise<void>((resolve) => {
+    for (let i = 0; i < total; i++) {
+      mq.emit({ topic: 't' }, () => {
+        if (++completed === total) resolve()
+      })
+    }
+  })
+  await new Promise<void>((resolve) => mq.removeListener('t', listener, resolve))
+  let threw: string | undefined
+  try {
+    for (const done of held.splice(0)) done()
+  } catch (err) {
+    threw = (err as Error).message
+  }
+  if (threw === undefined) await Promise.race([allDone, new Promise((resolve) => setTimeout(resolve, 5000))])
+  return { threw, completed }
+}
+
+describe('mqemitter recursion guard', () => {
+  it('unguarded mqemitter overflows the stack (the defect this guards)', async () => {
+    const result = await drainQueuedMessagesWithoutListeners(false)
+    assert.match(result.threw ?? '', /Maximum call stack size exceeded/)
+  })
+
+  it('guarded mqemitter completes every queued message', async () => {
+    const result = await drainQueuedMessagesWithoutListeners(true)
+    assert.equal(result.threw, undefined)
+    assert.equal(result.completed, 20000)
+  })
+})

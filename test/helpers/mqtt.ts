@@ -1,0 +1,53 @@
+import { once } from 'node:events'
+import { connect as netConnect, type Socket } from 'node:net'
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+
+export interface Received { topic: string, payload: string, qos: number, retain: boolean }
+
+export async function connectClient (url: string, opts: IClientOptions = {}): Promise<MqttClient> {
+  const client = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
+  return client
+}
+
+/** Collects every message a client receives. */
+export function collect (client: MqttClient): Received[] {
+  const received: Received[] = []
+  client.on('message', (topic, payload, packet) => {
+    received.push({ topic, payload: payload.toString(), qos: packet.qos, retain: packet.retain })
+  })
+  return received
+}
+
+/** Resolves once `predicate` holds, polling; rejects after `timeoutMs` with `what` in the message. */
+export async function waitFor (predicate: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await sleep(10)
+  }
+}
+
+export function sleep (ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+export async function endClient (client: MqttClient, force = false): Promise<void> {
+  if (client.disconnected && !client.connected) return
+  await client.endAsync(force)
+}
+
+/** A raw TCP connection to the broker, for bytes no well-behaved client sends. */
+export async function rawSocket (port: number): Promise<{ socket: Socket, data: () => Buffer, closed: Promise<void> }> {
+  const socket = netConnect({ host: '127.0.0.1', port })
+  await once(socket, 'connect')
+  const chunks: Buffer[] = []
+  socket.on('data', (c: Buffer) => chunks.push(c))
+  socket.on('error', () => {})
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+  return { socket, data: () => Buffer.concat(chunks), closed }
+}
+
+/** Resolves true if the socket closes within `ms`. */
+export async function closesWithin (closed: Promise<void>, ms: number): Promise<boolean> {
+  return Promise.race([closed.then(() => true), sleep(ms).then(() => false)])
+}
