@@ -374,8 +374,6 @@ export class Gateway {
           cb(null, null)
           return
         }
-        // Aedes stores packet.subscriptions, not the returned object: rewrite in place.
-        if (verdict.result === 'allow' && verdict.qos !== undefined && verdict.qos < sub.qos) sub.qos = verdict.qos
         cb(null, sub)
       })
   }

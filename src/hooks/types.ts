@@ -37,11 +37,11 @@ export interface PublishDeny extends Deny {
 }
 export type PublishVerdict = Allow | PublishDeny | Pass
 
-export interface SubscribeAllow extends Allow {
-  /** Grant a lower QoS than requested. */
-  qos?: 0 | 1 | 2
-}
-export type SubscribeVerdict = SubscribeAllow | Deny | Pass
+/**
+ * No QoS downgrade: Aedes 1.2.0 fixes the granted QoS of a SUBACK before calling
+ * authorizeSubscribe, so a lower grant could not be announced to the client.
+ */
+export type SubscribeVerdict = Allow | Deny | Pass
 
 export interface ConnectRequest {
   client: Client

@@ -4,9 +4,25 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 
 export interface Received { topic: string, payload: string, qos: number, retain: boolean }
 
-export async function connectClient (url: string, opts: IClientOptions = {}): Promise<MqttClient> {
-  const client = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
-  return client
+/** Connects without auto-reconnect; rejects on a refused CONNACK (err.code = return code) or a close before CONNACK. */
+export function connectClient (url: string, opts: IClientOptions = {}): Promise<MqttClient> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
+    const fail = (err: Error): void => {
+      client.removeListener('connect', ok)
+      client.end(true)
+      reject(err)
+    }
+    const onClose = (): void => fail(new Error('connection closed before CONNACK'))
+    const ok = (): void => {
+      client.removeListener('error', fail)
+      client.removeListener('close', onClose)
+      resolve(client)
+    }
+    client.once('connect', ok)
+    client.once('error', fail)
+    client.once('close', onClose)
+  })
 }
 
 /** Collects every message a client receives. */

@@ -1,0 +1,207 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import { z } from 'zod'
+import type { MqttClient } from 'mqtt'
+import { ALLOW, PASS, deny, type AuthVerdict, type PublishVerdict, type SubscribeVerdict, type Verdict } from '../../src/hooks/types.js'
+import { definePlugin } from '../../src/plugin.js'
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { collect, connectClient, endClient, sleep, waitFor } from '../helpers/mqtt.js'
+
+/**
+ * Two plugins written only against the plugin API, as later capabilities are: the
+ * core composes them into chains without knowing either.
+ */
+const events: string[] = []
+
+const gatekeeper = definePlugin({
+  name: 'gatekeeper',
+  configKey: 'gatekeeper',
+  schema: z.strictObject({ password: z.string(), slowUser: z.string().default('slow') }),
+  setup: (ctx) => {
+    ctx.hook('preConnect', ({ packet }): Verdict => packet.clientId === 'banned' ? deny('banned client id') : PASS)
+    ctx.hook('authenticate', async ({ username, password }): Promise<AuthVerdict> => {
+      if (username === undefined) return PASS
+      if (username === ctx.config.slowUser) return new Promise(() => {})
+      if (username === 'crash') throw new Error('auth backend exploded')
+      if (username === 'blocked') return { result: 'deny', reason: 'account blocked', returnCode: 5 }
+      if (password?.toString() !== ctx.config.password) return { result: 'deny', reason: 'bad password', returnCode: 4 }
+      return { result: 'allow', superuser: username === 'root', claims: { tenant: 'acme' } }
+    })
+    ctx.hook('authorizePublish', ({ packet, info }): PublishVerdict => {
+      if (packet.topic.startsWith('secret/')) return { result: 'deny', reason: 'secret', disconnect: false }
+      if (packet.topic.startsWith('fatal/')) return { result: 'deny', reason: 'fatal', disconnect: true }
+      if (packet.topic === 'whoami') packet.payload = Buffer.from(`${info?.username}:${info?.claims.tenant}:${info?.superuser}`)
+      return PASS
+    })
+    ctx.hook('authorizeSubscribe', ({ subscription }): SubscribeVerdict => {
+      if (subscription.topic.startsWith('forbidden/')) return deny('forbidden')
+      if (subscription.topic.startsWith('granted/')) return ALLOW
+      return PASS
+    })
+    ctx.hook('authorizeForward', ({ packet, info }): Verdict => packet.topic === 'private/root' && !info?.superuser ? deny('root only') : PASS)
+    ctx.hook('published', async (packet, client) => { if (client && packet.topic.startsWith('audit/')) events.push(`gatekeeper:${packet.topic}`) })
+    return { close: () => { events.push('gatekeeper closed') } }
+  }
+})
+
+const auditor = definePlugin({
+  name: 'auditor',
+  configKey: 'auditor',
+  schema: z.strictObject({}),
+  setup: (ctx) => {
+    ctx.hook('authenticate', ({ username }): AuthVerdict => username === undefined ? deny('anonymous not allowed') : PASS)
+    ctx.hook('published', (packet, client) => { if (client && packet.topic.startsWith('audit/')) events.push(`auditor:${packet.topic}`) })
+    ctx.readiness.register('auditor', () => ({ ready: true }))
+    return { close: () => { events.push('auditor closed') } }
+  }
+})
+
+/** A plugin whose section is absent: it must not run at all. */
+const absent = definePlugin({
+  name: 'absent',
+  configKey: 'absent',
+  schema: z.strictObject({}),
+  setup: (ctx) => { ctx.hook('authenticate', () => deny('absent plugin ran')) }
+})
+
+describe('plugins compose into hook chains (real clients)', () => {
+  let gw: TestGateway
+  let observer: MqttClient
+  let observed: ReturnType<typeof collect>
+  const auth = { username: 'alice', password: 'pw' }
+
+  before(async () => {
+    gw = await startTestGateway(`
+hooks: { timeoutMs: 300 }
+gatekeeper: { password: pw }
+auditor: {}
+`, { plugins: [gatekeeper, auditor, absent] })
+    observer = await connectClient(gw.mqttUrl, { username: 'root', password: 'pw', clientId: 'observer' })
+    observed = collect(observer)
+    await observer.subscribeAsync('#', { qos: 1 })
+  })
+  after(async () => {
+    await endClient(observer)
+    await gw.stop()
+  })
+
+  async function refusal (opts: object): Promise<number | undefined> {
+    try {
+      const c = await connectClient(gw.mqttUrl, opts)
+      await endClient(c)
+      return 0
+    } catch (err) {
+      return (err as { code?: number }).code
+    }
+  }
+
+  it('authenticate: allow, bad password (4), explicit deny (5), anonymous passed on to the next plugin (5)', async () => {
+    assert.equal(await refusal(auth), 0)
+    assert.equal(await refusal({ username: 'alice', password: 'wrong' }), 4)
+    assert.equal(await refusal({ username: 'blocked', password: 'pw' }), 5)
+    assert.equal(await refusal({}), 5)
+    const refused = gw.logs.find('connection refused')
+    assert.ok(refused.some((l) => l.reason === 'anonymous not allowed'))
+    assert.ok(refused.every((l) => !JSON.stringify(l).includes('wrong')), 'password never logged')
+  })
+
+  it('authenticate: a handler that throws or hangs fails closed with CONNACK 5', async () => {
+    assert.equal(await refusal({ username: 'crash', password: 'pw' }), 5)
+    const started = Date.now()
+    assert.equal(await refusal({ username: 'slow', password: 'pw' }), 5)
+    assert.ok(Date.now() - started < 2000)
+    assert.ok(gw.logs.lines.some((l) => l.msg === 'hook handler failed; denying' && l.plugin === 'gatekeeper'))
+  })
+
+  it('preConnect deny closes the connection without CONNACK', async () => {
+    const code = await refusal({ ...auth, clientId: 'banned', connectTimeout: 1000 })
+    assert.notEqual(code, 0)
+  })
+
+  it('authorizePublish: a denied QoS 1 publish is acknowledged but never delivered; others flow', async () => {
+    const c = await connectClient(gw.mqttUrl, auth)
+    await c.publishAsync('secret/x', 'hidden', { qos: 1 })
+    await c.publishAsync('open/x', 'visible', { qos: 1 })
+    await waitFor(() => observed.some((m) => m.topic === 'open/x'), 'open message')
+    assert.ok(!observed.some((m) => m.topic === 'secret/x'))
+    assert.equal(c.connected, true)
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
+    assert.match(metrics, /mqgw_messages_dropped_total\{reason="publish_denied"\} 1/)
+    await endClient(c)
+  })
+
+  it('authorizePublish: a deny with disconnect closes the connection', async () => {
+    const c = await connectClient(gw.mqttUrl, auth)
+    const closed = new Promise<void>((resolve) => c.once('close', () => resolve()))
+    c.publish('fatal/x', 'bye', { qos: 1 })
+    await closed
+    assert.ok(!observed.some((m) => m.topic === 'fatal/x'))
+    await endClient(c, true)
+  })
+
+  it('clients can never publish to $SYS/', async () => {
+    const c = await connectClient(gw.mqttUrl, { username: 'root', password: 'pw' })
+    const closed = new Promise<void>((resolve) => c.once('close', () => resolve()))
+    c.publish('$SYS/fake', 'x', { qos: 0 })
+    await closed
+    await endClient(c, true)
+  })
+
+  it('claims and superuser from authenticate are visible to later hooks', async () => {
+    const c = await connectClient(gw.mqttUrl, auth)
+    await c.publishAsync('whoami', 'x', { qos: 1 })
+    await waitFor(() => observed.some((m) => m.topic === 'whoami'), 'whoami')
+    assert.equal(observed.find((m) => m.topic === 'whoami')!.payload, 'alice:acme:false')
+    await endClient(c)
+  })
+
+  it('authorizeSubscribe: a denied filter gets 0x80 while the other filters of the same SUBSCRIBE are granted', async () => {
+    const c = await connectClient(gw.mqttUrl, auth)
+    // Read the SUBACK as sent: MQTT.js turns a 0x80 into an error and reports requested QoS.
+    const granted = await new Promise<number[]>((resolve) => {
+      c.on('packetreceive', (packet) => { if (packet.cmd === 'suback') resolve(packet.granted as number[]) })
+      c.subscribe({ 'ok/a': { qos: 1 }, 'forbidden/a': { qos: 1 }, 'granted/a': { qos: 2 } }, () => {})
+    })
+    assert.deepEqual(granted, [1, 128, 2])
+    const received = collect(c)
+    await observer.publishAsync('forbidden/a', 'no', { qos: 1 })
+    await observer.publishAsync('granted/a', 'yes', { qos: 1 })
+    await waitFor(() => received.length === 1, 'granted message')
+    await sleep(100)
+    assert.deepEqual(received.map((m) => [m.topic, m.qos]), [['granted/a', 1]])
+    await endClient(c)
+  })
+
+  it('authorizeForward: a message is withheld from clients the hook denies', async () => {
+    const c = await connectClient(gw.mqttUrl, auth)
+    const received = collect(c)
+    await c.subscribeAsync('private/#', { qos: 1 })
+    await c.publishAsync('private/root', 'for root', { qos: 1 })
+    await c.publishAsync('private/all', 'for all', { qos: 1 })
+    await waitFor(() => received.length === 1 && observed.some((m) => m.topic === 'private/root'), 'deliveries')
+    assert.deepEqual(received.map((m) => m.topic), ['private/all'])
+    await endClient(c)
+  })
+
+  it('published observers of every plugin run in registry order', async () => {
+    const c = await connectClient(gw.mqttUrl, auth)
+    await c.publishAsync('audit/1', 'x', { qos: 1 })
+    await waitFor(() => events.includes('auditor:audit/1'), 'auditor observer')
+    assert.deepEqual(events.filter((e) => e.endsWith('audit/1')), ['gatekeeper:audit/1', 'auditor:audit/1'])
+    await endClient(c)
+  })
+
+  it('hook latency is exported per hook', async () => {
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
+    assert.match(metrics, /mqgw_hook_duration_seconds_count\{hook="authenticate"\} [1-9]/)
+    assert.match(metrics, /mqgw_hook_duration_seconds_count\{hook="authorizePublish"\} [1-9]/)
+    assert.match(metrics, /mqgw_hook_duration_seconds_count\{hook="published"\} [1-9]/)
+  })
+
+  it('plugins close in reverse order on stop', async () => {
+    const other = await startTestGateway('gatekeeper: { password: x }\nauditor: {}', { plugins: [gatekeeper, auditor] })
+    events.length = 0
+    await other.stop()
+    assert.deepEqual(events, ['auditor closed', 'gatekeeper closed'])
+  })
+})
