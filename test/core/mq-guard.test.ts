@@ -1,15 +1,17 @@
 import assert from 'node:assert/strict'
-import { createRequire } from 'node:module'
 import { describe, it } from 'node:test'
+import { Aedes } from 'aedes'
 import { guardMqEmitterRecursion } from '../../src/guards/mq-guard.js'
 
-// mqemitter is Aedes' dependency (CJS); load the very copy Aedes uses.
-const require = createRequire(import.meta.url)
-const aedesDir = require.resolve('aedes/package.json').replace(/package\.json$/, '')
-const mqemitter = createRequire(aedesDir)('mqemitter') as (opts: object) => {
+interface Bus {
   on: (topic: string, fn: (m: unknown, done: () => void) => void, cb?: () => void) => void
   removeListener: (topic: string, fn: (m: unknown, done: () => void) => void, cb?: () => void) => void
   emit: (m: { topic: string }, cb: (err?: Error) => void) => void
+}
+
+/** The very bus Aedes builds by default (mqemitter with Aedes' options); the broker is never started. */
+function aedesDefaultBus (): Bus {
+  return (new Aedes({ concurrency: 100 }) as unknown as { mq: Bus }).mq
 }
 
 /**
@@ -17,7 +19,7 @@ const mqemitter = createRequire(aedesDir)('mqemitter') as (opts: object) => {
  * concurrency limit, then their only subscriber goes away. Returns what happened.
  */
 async function drainQueuedMessagesWithoutListeners (guarded: boolean): Promise<{ threw: string | undefined, completed: number }> {
-  const mq = mqemitter({ concurrency: 100, matchEmptyLevels: true })
+  const mq = aedesDefaultBus()
   if (guarded) guardMqEmitterRecursion(mq)
   const held: Array<() => void> = []
   const listener = (_m: unknown, done: () => void): void => { held.push(done) }

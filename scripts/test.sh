@@ -1,0 +1,30 @@
+#!/bin/sh
+# README test command: installs what the suite needs (idempotent), builds, runs every test.
+#   npm test                        whole suite
+#   npm test -- dist/test/core/config.test.js    chosen files (after a build)
+set -eu
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+# Real programs the tests talk to: Mosquitto's command-line clients and openssl (TLS certificates).
+missing=""
+command -v mosquitto_pub >/dev/null 2>&1 || missing="$missing mosquitto-clients"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+[ -z "$missing" ] || apt_install $missing
+
+# Eclipse Paho (Python) in a private virtual environment.
+VENV=.cache/venv
+if ! "$VENV/bin/python" -c 'import paho.mqtt' >/dev/null 2>&1; then
+  echo "setup: python venv with paho-mqtt" >&2
+  rm -rf "$VENV"
+  python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$VENV"; }
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'paho-mqtt>=2,<3' >&2
+fi
+
+ensure_node_modules
+build
+
+if [ "$#" -eq 0 ]; then set -- dist/test; fi
+# One file at a time: tests start servers and measure deliveries; 2 cores are not enough
+# for parallel files to stay out of each other's way.
+exec node --test --test-concurrency=1 --test-timeout=120000 "$@"

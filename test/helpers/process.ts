@@ -1,0 +1,76 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+
+export const CLI = join(process.cwd(), 'dist/src/cli.js')
+
+/** A port that was free a moment ago on 127.0.0.1. */
+export function freePort (): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+export interface GatewayProcess {
+  child: ChildProcess
+  stdout: () => string
+  stderr: () => string
+  exited: Promise<number | null>
+  ports: { mqtt: number, ws: number, admin: number }
+}
+
+/** Runs the real CLI as a separate OS process and waits for its "gateway started" line. */
+export async function spawnGateway (args: string[], env: Record<string, string> = {}): Promise<GatewayProcess> {
+  const ports = { mqtt: await freePort(), ws: await freePort(), admin: await freePort() }
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, MQGW_MQTT_HOST: '127.0.0.1', MQGW_WS_HOST: '127.0.0.1', MQGW_MQTT_PORT: String(ports.mqtt), MQGW_WS_PORT: String(ports.ws), MQGW_ADMIN_PORT: String(ports.admin), ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let out = ''
+  let err = ''
+  child.stdout!.on('data', (c: Buffer) => { out += c.toString() })
+  child.stderr!.on('data', (c: Buffer) => { err += c.toString() })
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  const deadline = Date.now() + 15000
+  while (!out.includes('"gateway started"')) {
+    if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}: ${err}${out}`)
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL')
+      throw new Error(`gateway did not start within 15 s: ${err}${out}`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  return { child, stdout: () => out, stderr: () => err, exited, ports }
+}
+
+/** Runs a command to completion with a time bound; never throws on a non-zero exit. */
+export function run (cmd: string, args: string[], timeoutMs = 15000): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
+    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.once('error', (e) => { clearTimeout(timer); reject(new Error(`${cmd} could not run: ${e.message} (the test command installs it; see scripts/test.sh)`)) })
+    child.once('exit', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
+  })
+}
+
+/** Starts a command and returns it running (for subscribers that wait for messages). */
+export function start (cmd: string, args: string[]): { child: ChildProcess, output: () => string, done: Promise<number | null> } {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  child.stdout!.on('data', (c: Buffer) => { output += c.toString() })
+  child.stderr!.on('data', (c: Buffer) => { output += c.toString() })
+  const done = new Promise<number | null>((resolve) => {
+    child.once('error', () => resolve(-1))
+    child.once('exit', (code) => resolve(code))
+  })
+  return { child, output: () => output, done }
+}
