@@ -52,7 +52,8 @@ async function main (): Promise<number> {
 
   let gateway: Gateway
   try {
-    gateway = await Gateway.start({ config: loaded.config, baseDir: loaded.baseDir, logger: log })
+    // Relative paths in the config (certificates, ACL file) resolve against the working directory.
+    gateway = await Gateway.start({ config: loaded.config, baseDir: process.cwd(), logger: log })
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'gateway failed to start')
     return 1

@@ -48,7 +48,8 @@ export interface GatewayPlugin<S extends z.ZodType = z.ZodType> {
   configKey: string
   schema: S
   envOverrides?: readonly EnvOverride[]
-  setup: (ctx: PluginContext<z.infer<S>>) => Promise<PluginInstance | void> | PluginInstance | void
+  // Method syntax on purpose: a registry holds plugins of different section types.
+  setup (ctx: PluginContext<z.infer<S>>): Promise<PluginInstance | void> | PluginInstance | void
 }
 
 /** Helper that keeps the schema's type attached to setup's context. */

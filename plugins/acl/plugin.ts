@@ -1,0 +1,154 @@
+import { watch, type FSWatcher } from 'node:fs'
+import { basename, dirname, resolve } from 'node:path'
+import { Counter } from 'prom-client'
+import type { ClientInfo } from '../../src/client-info.js'
+import { ALLOW, PASS, deny, type PublishVerdict, type SubscribeVerdict, type Verdict } from '../../src/hooks/types.js'
+import { definePlugin } from '../../src/plugin.js'
+import { CallbackError, HttpCallback, callbackMetrics } from '../shared/http-callback.js'
+import { AclFileError, AclRules, type AclAction, type AclIdentity } from './rules.js'
+import { aclConfigSchema } from './schema.js'
+
+interface CallbackAnswer { allow: boolean }
+
+function parseAnswer (body: unknown): CallbackAnswer {
+  const result = (body as { result?: unknown } | null)?.result
+  if (result !== 'allow' && result !== 'deny') throw new CallbackError('result must be "allow" or "deny"')
+  return { allow: result === 'allow' }
+}
+
+/**
+ * Topic-template ACL (Zhihu's design: the user's identity is in the topic, so most
+ * checks are local) with HTTP callbacks for the special cases, hot-reloaded rules,
+ * and a forward-time check so that no path (restored persistent subscriptions,
+ * retained messages, the offline queue, aedes#200) delivers what the rules forbid.
+ */
+export const aclPlugin = definePlugin({
+  name: 'acl',
+  configKey: 'acl',
+  schema: aclConfigSchema,
+  setup: (ctx) => {
+    const config = ctx.config
+    const log = ctx.log
+    const file = resolve(config.file)
+    const callbackNames = new Set(Object.keys(config.callbacks))
+    // A bad file at start is a configuration error: refuse to start rather than run open.
+    let rules = AclRules.load(file, callbackNames)
+    log.info({ file, rules: rules.size }, 'ACL rules loaded')
+
+    const denials = new Counter({ name: 'mqgw_acl_denials_total', help: 'ACL denials, by action (publish, subscribe, forward)', labelNames: ['action'], registers: [ctx.metrics.registry] })
+    const reloads = new Counter({ name: 'mqgw_acl_reloads_total', help: 'ACL file reloads, by result (ok, rejected)', labelNames: ['result'], registers: [ctx.metrics.registry] })
+    const metrics = callbackMetrics(ctx.metrics.registry)
+    const callbacks = new Map<string, HttpCallback<CallbackAnswer>>()
+    for (const [name, cb] of Object.entries(config.callbacks)) {
+      callbacks.set(name, new HttpCallback<CallbackAnswer>({ name: `acl:${name}`, url: cb.url, timeoutMs: cb.timeoutMs }, metrics, parseAnswer,
+        (answer) => answer.allow ? cb.cacheTtlMs : (cb.denyCacheTtlMs ?? cb.cacheTtlMs)))
+    }
+
+    const identityOf = (clientId: string, info: ClientInfo): AclIdentity => ({
+      clientid: clientId, username: info.username, claims: info.claims, superuser: info.superuser, listener: info.listener
+    })
+    const isSys = (topic: string): boolean => topic.startsWith('$SYS/') || topic === '$SYS'
+
+    /** Decides locally; returns a promise only when a callback must confirm an allow. */
+    const decide = (clientId: string, info: ClientInfo, action: AclAction, topic: string): boolean | Promise<boolean> => {
+      if (info.superuser) return true
+      if (config.sysTopics === 'superuser' && isSys(topic)) return false
+      const id = identityOf(clientId, info)
+      const decision = rules.check(id, action, topic.split('/'), config.noMatch)
+      if (decision.permission === 'deny') return false
+      if (decision.callback === undefined) return true
+      const callback = callbacks.get(decision.callback)!
+      const key = `${clientId}\u0000${action}\u0000${topic}`
+      return callback.decide(key, () => ({ clientid: clientId, username: info.username ?? null, action, topic, claims: info.claims }))
+        .then((answer) => answer.allow, (err: Error) => {
+          log.warn({ clientId, username: info.username, action, topic, callback: decision.callback, err: err.message }, 'ACL callback failed; denying')
+          return false
+        })
+    }
+
+    const logDenial = (action: string, clientId: string, info: ClientInfo | undefined, topic: string): void => {
+      denials.inc({ action })
+      log.info({ clientId, username: info?.username, action, topic }, 'ACL denied')
+    }
+
+    // Handlers answer synchronously unless a callback is involved: no promise or timer
+    // on the per-PUBLISH path for rules decided locally.
+    ctx.hook('authorizePublish', ({ client, info, packet }) => {
+      // A will of a client whose node died is published without a client; it was checked at CONNECT.
+      if (!client || !info) return PASS
+      const verdict = (allowed: boolean): PublishVerdict => {
+        if (allowed) return ALLOW
+        logDenial('publish', client.id, info, packet.topic)
+        return { result: 'deny', reason: 'ACL', disconnect: packet.qos > 0 && config.denyAction === 'disconnect' }
+      }
+      const allowed = decide(client.id, info, 'publish', packet.topic)
+      return typeof allowed === 'boolean' ? verdict(allowed) : allowed.then(verdict)
+    })
+
+    ctx.hook('authorizeSubscribe', ({ client, info, subscription }) => {
+      const verdict = (allowed: boolean): SubscribeVerdict => {
+        if (allowed) return ALLOW
+        logDenial('subscribe', client.id, info, subscription.topic)
+        return deny('ACL')
+      }
+      const allowed = decide(client.id, info, 'subscribe', subscription.topic)
+      return typeof allowed === 'boolean' ? verdict(allowed) : allowed.then(verdict)
+    })
+
+    // Synchronous: rules are local; a callback rule uses the decision cached when the
+    // subscription was authorized (or a later one) and otherwise trusts that decision.
+    ctx.hook('authorizeForward', ({ client, info, packet }): Verdict => {
+      if (!info || info.superuser) return PASS
+      const topic = packet.topic
+      let allowed: boolean
+      if (config.sysTopics === 'superuser' && isSys(topic)) {
+        allowed = false
+      } else {
+        const decision = rules.check(identityOf(client.id, info), 'subscribe', topic.split('/'), config.noMatch)
+        allowed = decision.permission === 'allow'
+        if (allowed && decision.callback !== undefined) {
+          allowed = callbacks.get(decision.callback)!.peek(`${client.id}\u0000subscribe\u0000${topic}`)?.allow ?? true
+        }
+      }
+      if (allowed) return PASS
+      denials.inc({ action: 'forward' })
+      return deny('ACL')
+    })
+
+    const reload = (why: string): void => {
+      try {
+        const next = AclRules.load(file, callbackNames)
+        rules = next
+        reloads.inc({ result: 'ok' })
+        log.info({ file, rules: next.size, why }, 'ACL rules reloaded')
+      } catch (err) {
+        reloads.inc({ result: 'rejected' })
+        const message = err instanceof AclFileError ? err.message : (err as Error).message
+        log.error({ file, why, err: message }, 'ACL file rejected; previous rules stay in force')
+      }
+    }
+
+    // Watch the directory, not the file: editors and config management replace files by
+    // rename, which ends a watch on the old inode.
+    let timer: NodeJS.Timeout | undefined
+    let watcher: FSWatcher | undefined
+    try {
+      watcher = watch(dirname(file), (_event, name) => {
+        if (name !== null && name !== basename(file)) return
+        clearTimeout(timer)
+        timer = setTimeout(() => reload('file changed'), 100)
+      })
+      watcher.on('error', (err) => log.warn({ err: err.message }, 'ACL file watch failed; SIGHUP still reloads'))
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'cannot watch the ACL file; SIGHUP still reloads')
+    }
+
+    return {
+      reload: () => reload('SIGHUP'),
+      close: () => {
+        clearTimeout(timer)
+        watcher?.close()
+      }
+    }
+  }
+})

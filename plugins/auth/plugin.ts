@@ -1,0 +1,97 @@
+import { createHash } from 'node:crypto'
+import { Counter } from 'prom-client'
+import type { AuthVerdict } from '../../src/hooks/types.js'
+import { definePlugin } from '../../src/plugin.js'
+import { CallbackError, HttpCallback, callbackMetrics } from '../shared/http-callback.js'
+import { verifyPassword } from './password-hash.js'
+import { authConfigSchema } from './schema.js'
+
+type CallbackAnswer =
+  | { result: 'allow', superuser: boolean, claims: Record<string, string> }
+  | { result: 'deny' }
+  | { result: 'ignore' }
+
+function parseAnswer (body: unknown): CallbackAnswer {
+  if (typeof body !== 'object' || body === null) throw new CallbackError('answer must be a JSON object')
+  const { result, superuser, claims } = body as { result?: unknown, superuser?: unknown, claims?: unknown }
+  if (result === 'deny' || result === 'ignore') return { result }
+  if (result !== 'allow') throw new CallbackError('result must be "allow", "deny" or "ignore"')
+  const flat: Record<string, string> = {}
+  if (typeof claims === 'object' && claims !== null) {
+    for (const [k, v] of Object.entries(claims)) {
+      if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') flat[k] = String(v)
+    }
+  }
+  return { result, superuser: superuser === true, claims: flat }
+}
+
+/**
+ * Authentication: an HTTP callback to a business service, then static users, then
+ * anonymous, in that order (as an EMQX authenticator chain). The callback's `ignore`
+ * hands the client to the next authenticator; when none accepts, the client is refused.
+ */
+export const authPlugin = definePlugin({
+  name: 'auth',
+  configKey: 'auth',
+  schema: authConfigSchema,
+  envOverrides: [{ env: 'MQGW_AUTH_HTTP_URL', path: ['auth', 'http', 'url'], parse: 'string' }],
+  setup: (ctx) => {
+    const config = ctx.config
+    const results = new Counter({ name: 'mqgw_auth_results_total', help: 'Authentication results, by source and outcome', labelNames: ['source', 'outcome'], registers: [ctx.metrics.registry] })
+    const users = new Map(config.users.map((u) => [u.username, u]))
+    const http = config.http
+    const callback = http
+      ? new HttpCallback<CallbackAnswer>({ name: 'auth', url: http.url, timeoutMs: http.timeoutMs }, callbackMetrics(ctx.metrics.registry), parseAnswer,
+        (answer) => answer.result === 'allow' ? http.cacheTtlMs : http.denyCacheTtlMs)
+      : undefined
+
+    ctx.hook('authenticate', async ({ clientId, username, password, info }): Promise<AuthVerdict> => {
+      if (callback) {
+        // The cache key carries a hash of the password, never the password itself.
+        const key = createHash('sha256').update(`${clientId}\u0000${username ?? ''}\u0000`).update(password ?? Buffer.alloc(0)).digest('base64')
+        let answer: CallbackAnswer
+        try {
+          answer = await callback.decide(key, () => ({
+            clientid: clientId,
+            username: username ?? null,
+            password: password?.toString('utf8') ?? null,
+            peerhost: info.remoteAddress,
+            protocol: info.protocolVersion === 3 ? 'mqtt3.1' : 'mqtt3.1.1',
+            listener: info.listener
+          }))
+        } catch (err) {
+          results.inc({ source: 'http', outcome: 'error' })
+          // Fail closed with "not authorized": the credentials may be fine, the service is not.
+          return { result: 'deny', reason: (err as Error).message, returnCode: 5 }
+        }
+        if (answer.result === 'allow') {
+          results.inc({ source: 'http', outcome: 'allow' })
+          return { result: 'allow', superuser: answer.superuser, claims: answer.claims }
+        }
+        if (answer.result === 'deny') {
+          results.inc({ source: 'http', outcome: 'deny' })
+          return { result: 'deny', reason: 'auth callback denied the credentials', returnCode: 4 }
+        }
+        results.inc({ source: 'http', outcome: 'ignore' })
+      }
+      if (username !== undefined) {
+        const user = users.get(username)
+        if (user) {
+          const ok = password !== undefined && await verifyPassword(password, user.passwordHash)
+          results.inc({ source: 'users', outcome: ok ? 'allow' : 'deny' })
+          return ok
+            ? { result: 'allow', superuser: user.superuser, claims: user.claims }
+            : { result: 'deny', reason: 'wrong password for static user', returnCode: 4 }
+        }
+        results.inc({ source: 'users', outcome: 'deny' })
+        return { result: 'deny', reason: 'no authenticator accepted this user name', returnCode: 5 }
+      }
+      if (config.anonymous) {
+        results.inc({ source: 'anonymous', outcome: 'allow' })
+        return { result: 'allow' }
+      }
+      results.inc({ source: 'anonymous', outcome: 'deny' })
+      return { result: 'deny', reason: 'anonymous connections are not allowed', returnCode: 5 }
+    })
+  }
+})
