@@ -51,6 +51,19 @@ describe('configuration', () => {
     assert.deepEqual(config, parseConfig('', { plugins: [], env: {} }))
   })
 
+  it('every shipped config/*.yaml gateway config is valid with the built-in plugins, and the example ACL file loads', async () => {
+    const { readdirSync } = await import('node:fs')
+    const { builtinPlugins } = await import('../../plugins/index.js')
+    const { AclRules } = await import('../../plugins/acl/rules.js')
+    const files = readdirSync('config').filter((f) => f.endsWith('.yaml') && f !== 'acl.yaml')
+    assert.ok(files.length >= 2)
+    for (const f of files) {
+      const { config } = loadConfigFile(join('config', f), { plugins: builtinPlugins, env: {} })
+      const acl = config.acl as { file: string, callbacks: Record<string, unknown> } | undefined
+      if (acl) assert.ok(AclRules.load(acl.file, new Set(Object.keys(acl.callbacks))).size > 0, f)
+    }
+  })
+
   it('unknown keys are errors naming the key path and line', () => {
     const message = problemsOf(() => parseConfig('listeners:\n  mqtt:\n    port: 1883\n    prot: 1884\nbogus: 1\n', { plugins: [], env: {} }))
     assert.match(message, /listeners\.mqtt\.prot \(line 4\): unknown key/)

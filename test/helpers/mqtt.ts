@@ -1,6 +1,6 @@
 import { once } from 'node:events'
 import { connect as netConnect, type Socket } from 'node:net'
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import mqtt, { type IClientOptions, type MqttClient, type Packet } from 'mqtt'
 
 export interface Received { topic: string, payload: string, qos: number, retain: boolean }
 
@@ -66,4 +66,17 @@ export async function rawSocket (port: number): Promise<{ socket: Socket, data: 
 /** Resolves true if the socket closes within `ms`. */
 export async function closesWithin (closed: Promise<void>, ms: number): Promise<boolean> {
   return Promise.race([closed.then(() => true), sleep(ms).then(() => false)])
+}
+
+/** SUBACK return codes as sent (MQTT.js turns 0x80 into an error and reports the requested QoS). */
+export function subscribeRaw (client: MqttClient, topics: Record<string, { qos: 0 | 1 | 2 }>): Promise<number[]> {
+  return new Promise((resolve) => {
+    const onPacket = (packet: Packet): void => {
+      if (packet.cmd !== 'suback') return
+      client.removeListener('packetreceive', onPacket)
+      resolve(packet.granted as number[])
+    }
+    client.on('packetreceive', onPacket)
+    client.subscribe(topics, () => {})
+  })
 }
