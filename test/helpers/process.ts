@@ -24,7 +24,7 @@ export interface GatewayProcess {
   ports: { mqtt: number, ws: number, admin: number }
 }
 
-/** Runs the real CLI as a separate OS process and waits for its "gateway started" line. */
+/** Runs the real CLI as a separate OS process and waits until its /readyz answers 200. */
 export async function spawnGateway (args: string[], env: Record<string, string> = {}): Promise<GatewayProcess> {
   const ports = { mqtt: await freePort(), ws: await freePort(), admin: await freePort() }
   const child = spawn(process.execPath, [CLI, ...args], {
@@ -37,13 +37,15 @@ export async function spawnGateway (args: string[], env: Record<string, string> 
   child.stderr!.on('data', (c: Buffer) => { err += c.toString() })
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
   const deadline = Date.now() + 15000
-  while (!out.includes('"gateway started"')) {
+  for (;;) {
     if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}: ${err}${out}`)
     if (Date.now() > deadline) {
       child.kill('SIGKILL')
-      throw new Error(`gateway did not start within 15 s: ${err}${out}`)
+      throw new Error(`gateway did not become ready within 15 s: ${err}${out}`)
     }
-    await new Promise((resolve) => setTimeout(resolve, 20))
+    const ready = await fetch(`http://127.0.0.1:${ports.admin}/readyz`).then((r) => r.status === 200, () => false)
+    if (ready) break
+    await new Promise((resolve) => setTimeout(resolve, 25))
   }
   return { child, stdout: () => out, stderr: () => err, exited, ports }
 }

@@ -1,0 +1,91 @@
+/**
+ * Load generator, run as its own process so that it never shares an event loop with
+ * the broker it measures. Every loop is bounded in count and in time.
+ *
+ *   node dist/bench/loadgen.js '{"mode":"connect","url":"mqtt://127.0.0.1:1883","count":2000,"concurrency":50,"clientPrefix":"c","username":"u","password":"pw"}'
+ *   node dist/bench/loadgen.js '{"mode":"publish","url":"mqtt://127.0.0.1:1883","count":20000,"inflight":100,"topic":"t/x","qos":1,"username":"u","password":"pw"}'
+ *
+ * Prints one JSON line with the measurement.
+ */
+import mqtt, { type IClientOptions } from 'mqtt'
+
+interface Common { url: string, username?: string, password?: string, timeLimitMs?: number }
+interface ConnectJob extends Common { mode: 'connect', count: number, concurrency: number, clientPrefix: string, uniqueUsers?: boolean }
+interface PublishJob extends Common { mode: 'publish', count: number, inflight: number, topic: string, qos: 0 | 1, payloadBytes?: number, clientId?: string }
+type Job = ConnectJob | PublishJob
+
+function percentile (sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0
+  return sorted[Math.min(sorted.length - 1, Math.floor(p / 100 * sorted.length))]!
+}
+
+async function connectOnce (job: ConnectJob, i: number): Promise<{ ms: number, client: mqtt.MqttClient | undefined, code: number }> {
+  const started = performance.now()
+  const opts: IClientOptions = {
+    clientId: `${job.clientPrefix}-${i}`, reconnectPeriod: 0, connectTimeout: 10000, clean: true,
+    ...(job.username ? { username: job.uniqueUsers ? `${job.username}-${i}` : job.username, password: job.password ?? '' } : {})
+  }
+  return new Promise((resolve) => {
+    const client = mqtt.connect(job.url, opts)
+    client.once('connect', () => resolve({ ms: performance.now() - started, client, code: 0 }))
+    client.once('error', (err) => {
+      client.end(true)
+      resolve({ ms: performance.now() - started, client: undefined, code: (err as { code?: number }).code ?? -1 })
+    })
+  })
+}
+
+async function runConnect (job: ConnectJob): Promise<object> {
+  const deadline = Date.now() + (job.timeLimitMs ?? 60000)
+  const latencies: number[] = []
+  const clients: mqtt.MqttClient[] = []
+  let next = 0
+  let refused = 0
+  const started = performance.now()
+  const worker = async (): Promise<void> => {
+    while (next < job.count && Date.now() < deadline) {
+      const r = await connectOnce(job, next++)
+      if (r.client) clients.push(r.client)
+      else refused++
+      latencies.push(r.ms)
+    }
+  }
+  await Promise.all(Array.from({ length: job.concurrency }, worker))
+  const seconds = (performance.now() - started) / 1000
+  await Promise.all(clients.map((c) => c.endAsync(true)))
+  latencies.sort((a, b) => a - b)
+  return { connected: clients.length, refused, seconds, connectsPerSecond: clients.length / seconds, p50ms: percentile(latencies, 50), p99ms: percentile(latencies, 99) }
+}
+
+async function runPublish (job: PublishJob): Promise<object> {
+  const client = await mqtt.connectAsync(job.url, {
+    clientId: job.clientId ?? `pub-${process.pid}`, reconnectPeriod: 0,
+    ...(job.username ? { username: job.username, password: job.password ?? '' } : {})
+  })
+  const payload = Buffer.alloc(job.payloadBytes ?? 100, 120)
+  const deadline = Date.now() + (job.timeLimitMs ?? 60000)
+  let sent = 0
+  let acked = 0
+  const started = performance.now()
+  await new Promise<void>((resolve) => {
+    const pump = (): void => {
+      while (sent < job.count && sent - acked < job.inflight && Date.now() < deadline) {
+        sent++
+        client.publish(job.topic, payload, { qos: job.qos }, () => {
+          acked++
+          if (acked === sent && (sent === job.count || Date.now() >= deadline)) resolve()
+          else pump()
+        })
+      }
+    }
+    pump()
+  })
+  const seconds = (performance.now() - started) / 1000
+  await client.endAsync()
+  return { published: acked, seconds, messagesPerSecond: acked / seconds }
+}
+
+const job = JSON.parse(process.argv[2] ?? '{}') as Job
+const result = job.mode === 'connect' ? await runConnect(job) : await runPublish(job)
+process.stdout.write(JSON.stringify(result) + '\n')
+process.exit(0)
