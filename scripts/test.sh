@@ -6,9 +6,11 @@ set -eu
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-# Real programs the tests talk to: Mosquitto's command-line clients and openssl (TLS certificates).
+# Real programs the tests talk to: Mosquitto's command-line clients, Redis (each test
+# starts its own redis-server on a free port), openssl (TLS certificates).
 missing=""
 command -v mosquitto_pub >/dev/null 2>&1 || missing="$missing mosquitto-clients"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 [ -z "$missing" ] || apt_install $missing
 
@@ -27,4 +29,4 @@ build
 if [ "$#" -eq 0 ]; then set -- dist/test; fi
 # One file at a time: tests start servers and measure deliveries; 2 cores are not enough
 # for parallel files to stay out of each other's way.
-exec node --test --test-concurrency=1 --test-timeout=120000 "$@"
+exec node --test --test-concurrency=1 --test-timeout=600000 "$@"

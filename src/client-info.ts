@@ -13,6 +13,8 @@ export interface ClientInfo {
   remotePort: number
   connectedAt: number
   protocolVersion?: number
+  /** CONNECT's clean session flag. */
+  clean?: boolean
   username?: string
   superuser: boolean
   claims: Readonly<Record<string, string>>

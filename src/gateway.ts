@@ -15,7 +15,7 @@ import { openMqttListeners, type BoundListener, type MqttListenerName } from './
 import { SocketTracker } from './listeners/socket-tracker.js'
 import { createLogger, type Logger } from './log.js'
 import { GatewayMetrics } from './metrics.js'
-import { createPersistence, type PersistenceBackend } from './persistence.js'
+import { createPersistence, type PersistenceBackend } from './persistence/index.js'
 import type { GatewayPlugin, PluginInstance } from './plugin.js'
 import { isValidTopicFilter, topicLevels } from './topic.js'
 
@@ -60,7 +60,8 @@ export class Gateway {
   readonly #baseDir: string
   readonly #plugins: readonly GatewayPlugin[]
   readonly #tracker: SocketTracker
-  readonly #droppedPublishes = new WeakSet<object>()
+  readonly #skipPublish = new WeakSet<object>()
+  #publish: (packet: PublishPacket, client: Client | null, done: (err?: Error) => void) => void = () => {}
   #listeners: BoundListener[] = []
   #admin: { close: () => Promise<void> } | undefined
   #pluginInstances: Array<{ name: string, instance: PluginInstance }> = []
@@ -101,7 +102,14 @@ export class Gateway {
     let listenersUp = false
     this.readiness.register('listeners', () => listenersUp ? { ready: true } : { ready: false, reason: 'listeners not bound' })
 
-    this.#backend = await createPersistence(config, { log: this.log, readiness: this.readiness })
+    this.#backend = await createPersistence(config, { log: this.log, readiness: this.readiness, metrics: this.metrics })
+    // Admin first: /healthz and /readyz (503) answer while dependencies come up.
+    if (config.listeners.admin.enabled) {
+      const admin = await openAdminListener({ host: config.listeners.admin.host, port: config.listeners.admin.port, registry: this.metrics.registry, readiness: this.readiness, log: this.log })
+      this.#admin = admin
+      this.ports.admin = admin.port
+    }
+    await this.#backend.ready()
     const options: AedesOptions = {
       id: config.node.id,
       drainTimeout: config.broker.drainTimeoutMs,
@@ -127,8 +135,9 @@ export class Gateway {
     if (this.#backend.mq !== undefined) options.mq = this.#backend.mq
     this.broker = await Aedes.createBroker(options)
     if (this.#backend.mq === undefined) guardMqEmitterRecursion((this.broker as unknown as { mq: unknown }).mq)
-    this.#interceptDroppedPublishes()
+    this.#interceptPublish()
     this.#observeBroker()
+    await this.#backend.start(this.broker)
 
     for (const plugin of this.#plugins) {
       const section = (config as Record<string, unknown>)[plugin.configKey]
@@ -158,11 +167,6 @@ export class Gateway {
       handle: (stream, socket, listener, req) => this.#handle(stream, socket, listener, req)
     })
     for (const l of this.#listeners) this.ports[l.name] = l.port
-    if (config.listeners.admin.enabled) {
-      const admin = await openAdminListener({ host: config.listeners.admin.host, port: config.listeners.admin.port, registry: this.metrics.registry, readiness: this.readiness, log: this.log })
-      this.#admin = admin
-      this.ports.admin = admin.port
-    }
     listenersUp = true
     this.log.info({ node: config.node.id, listeners: this.#listeners.map((l) => `${l.name}://${l.host}:${l.port}`), admin: this.ports.admin, plugins: this.#pluginInstances.map((p) => p.name), persistence: config.persistence.type }, 'gateway started')
   }
@@ -181,24 +185,47 @@ export class Gateway {
   }
 
   /**
-   * A PUBLISH that a plugin denied without disconnecting must still be acknowledged
-   * (MQTT 3.1.1 has no negative PUBACK) but never published. Aedes acknowledges QoS 1
-   * once authorizePublish succeeds and then calls broker.publish with the same packet
-   * object, so the denied packet is remembered and skipped here.
+   * Aedes calls broker.publish with the very packet object that went through
+   * authorizePublish; two kinds of packets are remembered there and skipped here:
+   * - denied without disconnect: acknowledged (MQTT 3.1.1 has no negative PUBACK) but
+   *   never published;
+   * - QoS 1 already published inside authorizePublish (see #publishBeforeAck).
    */
-  #interceptDroppedPublishes (): void {
+  #interceptPublish (): void {
     const broker = this.broker as unknown as { publish: (packet: PublishPacket, client: Client | null, done: (err?: Error) => void) => void }
     const publish = broker.publish.bind(this.broker)
-    const dropped = this.#droppedPublishes
+    this.#publish = publish
+    const skip = this.#skipPublish
     broker.publish = (packet, client, done) => {
-      if (dropped.has(packet)) {
-        dropped.delete(packet)
+      if (skip.has(packet)) {
+        skip.delete(packet)
         if (typeof client === 'function') (client as (err?: Error) => void)()
         else done()
         return
       }
       publish(packet, client, done)
     }
+  }
+
+  /**
+   * Aedes writes a QoS 1 PUBACK right after authorizePublish and only then calls
+   * broker.publish, which stores the message for persistent subscribers (Redis) and
+   * hands it to the bus: a crash in between loses an acknowledged message. So the
+   * gateway publishes first, here, and lets the PUBACK go only once that succeeded;
+   * if storing fails the client gets no PUBACK and the connection is closed, so the
+   * client sends it again. Wills (no messageId) keep Aedes' own path.
+   */
+  #publishBeforeAck (client: Client, packet: PublishPacket, cb: (error?: Error | null) => void): void {
+    this.#publish(packet, client, (err) => {
+      if (err) {
+        this.metrics.messagesDropped.inc({ reason: 'store_failed' })
+        this.log.warn({ clientId: client.id, topic: packet.topic, err: err.message }, 'QoS 1 publish could not be stored; not acknowledged')
+        cb(new Error(`publish not stored: ${err.message}`))
+        return
+      }
+      this.#skipPublish.add(packet)
+      cb(null)
+    })
   }
 
   #observeBroker (): void {
@@ -261,6 +288,7 @@ export class Gateway {
       return
     }
     info.protocolVersion = packet.protocolVersion
+    info.clean = packet.clean !== false
     if (packet.username !== undefined) info.username = packet.username
     const limits = this.#config.limits
     // MQTT 3.1.1 cannot tell a client which keepalive to use: like Mosquitto's
@@ -294,6 +322,11 @@ export class Gateway {
       cb(this.#refuse(info.pendingRefusal.returnCode, info.pendingRefusal.reason, client, info), null)
       return
     }
+    // A persistent session cannot be served without its store: "server unavailable".
+    if (info.clean === false && this.#backend && !this.#backend.available()) {
+      cb(this.#refuse(3, 'session store unavailable', client, info), null)
+      return
+    }
     this.hooks.decide<'authenticate', AuthVerdict>('authenticate', { client, clientId: client.id, username, password, info },
       // Fail closed: an authenticator that errors or times out refuses the client.
       (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}`, returnCode: 5 }),
@@ -324,8 +357,12 @@ export class Gateway {
       cb(new Error(`topic exceeds maxTopicLength ${limits.maxTopicLength} bytes or maxTopicLevels ${limits.maxTopicLevels}`))
       return
     }
+    const allow = (): void => {
+      if (client && packet.qos === 1 && packet.messageId !== undefined) this.#publishBeforeAck(client, packet, cb)
+      else cb(null)
+    }
     if (this.hooks.size('authorizePublish') === 0) {
-      cb(null)
+      allow()
       return
     }
     const info = this.clients.get(client)
@@ -333,14 +370,14 @@ export class Gateway {
       (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}`, disconnect: true }),
       (verdict) => {
         if (verdict.result !== 'deny') {
-          cb(null)
+          allow()
           return
         }
         this.metrics.messagesDropped.inc({ reason: 'publish_denied' })
         if ('disconnect' in verdict && verdict.disconnect) {
           cb(new Error(`publish to "${topic}" denied: ${verdict.reason}`))
         } else {
-          this.#droppedPublishes.add(packet)
+          this.#skipPublish.add(packet)
           cb(null)
         }
       })

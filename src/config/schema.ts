@@ -1,6 +1,7 @@
 import { hostname } from 'node:os'
 import { z } from 'zod'
 import { LOG_LEVELS } from '../log.js'
+import { persistenceSchema } from '../persistence/schema.js'
 
 /**
  * The core configuration schema. Plugin sections are not listed here: each plugin
@@ -62,9 +63,6 @@ export const hooksSchema = z.strictObject({
   timeoutMs: z.number().int().min(1).default(5000)
 })
 
-export const persistenceSchema = z.strictObject({
-  type: z.enum(['memory']).default('memory')
-})
 
 export const coreConfigShape = {
   node: z.strictObject({
@@ -74,7 +72,7 @@ export const coreConfigShape = {
   limits: limitsSchema.prefault({}),
   broker: brokerSchema.prefault({}),
   hooks: hooksSchema.prefault({}),
-  persistence: persistenceSchema.prefault({}),
+  persistence: persistenceSchema.default({ type: 'memory' }),
   log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).prefault({}),
   shutdown: z.strictObject({
     /** Upper bound for a graceful stop; past it the process exits anyway. */

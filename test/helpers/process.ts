@@ -24,8 +24,8 @@ export interface GatewayProcess {
   ports: { mqtt: number, ws: number, admin: number }
 }
 
-/** Runs the real CLI as a separate OS process and waits until its /readyz answers 200. */
-export async function spawnGateway (args: string[], env: Record<string, string> = {}): Promise<GatewayProcess> {
+/** Runs the real CLI as a separate OS process and waits until its /readyz (or /healthz) answers 200. */
+export async function spawnGateway (args: string[], env: Record<string, string> = {}, waitFor: 'readyz' | 'healthz' = 'readyz'): Promise<GatewayProcess> {
   const ports = { mqtt: await freePort(), ws: await freePort(), admin: await freePort() }
   const child = spawn(process.execPath, [CLI, ...args], {
     env: { ...process.env, MQGW_MQTT_HOST: '127.0.0.1', MQGW_WS_HOST: '127.0.0.1', MQGW_MQTT_PORT: String(ports.mqtt), MQGW_WS_PORT: String(ports.ws), MQGW_ADMIN_PORT: String(ports.admin), ...env },
@@ -43,7 +43,7 @@ export async function spawnGateway (args: string[], env: Record<string, string> 
       child.kill('SIGKILL')
       throw new Error(`gateway did not become ready within 15 s: ${err}${out}`)
     }
-    const ready = await fetch(`http://127.0.0.1:${ports.admin}/readyz`).then((r) => r.status === 200, () => false)
+    const ready = await fetch(`http://127.0.0.1:${ports.admin}/${waitFor}`).then((r) => r.status === 200, () => false)
     if (ready) break
     await new Promise((resolve) => setTimeout(resolve, 25))
   }

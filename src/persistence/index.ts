@@ -1,0 +1,42 @@
+import type { Aedes } from 'aedes'
+import type { GatewayConfig } from '../config/load.js'
+import type { Readiness } from '../listeners/admin.js'
+import type { Logger } from '../log.js'
+import type { GatewayMetrics } from '../metrics.js'
+import { createRedisBackend } from './redis.js'
+
+/**
+ * The session store and message bus chosen by `persistence.type`. `undefined`
+ * members leave Aedes' in-memory defaults in place.
+ */
+export interface PersistenceBackend {
+  /** An aedes-persistence implementation (typed `any` by Aedes itself). */
+  persistence?: unknown
+  /** An mqemitter-compatible bus (`on`, `removeListener`, `emit`, `close`). */
+  mq?: unknown
+  /** Whether persistent sessions can be served now (a CONNECT with clean:false is refused with 0x03 otherwise). */
+  available: () => boolean
+  /** Resolves once the store can be used (Redis connected); the broker is built after it. */
+  ready: () => Promise<void>
+  /** Called once the broker listens: background work that needs the broker. */
+  start: (broker: Aedes) => Promise<void>
+  close: () => Promise<void>
+}
+
+export interface PersistenceDeps {
+  log: Logger
+  readiness: Readiness
+  metrics: GatewayMetrics
+}
+
+export async function createPersistence (config: GatewayConfig, deps: PersistenceDeps): Promise<PersistenceBackend> {
+  const persistence = config.persistence
+  switch (persistence.type) {
+    case 'memory':
+      // Aedes' defaults: aedes-persistence (memory) and mqemitter. Sessions of
+      // clean:false clients live as long as this process.
+      return { available: () => true, ready: async () => {}, start: async () => {}, close: async () => {} }
+    case 'redis':
+      return createRedisBackend(persistence, config.node.id, deps)
+  }
+}

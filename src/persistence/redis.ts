@@ -1,0 +1,162 @@
+import { randomBytes } from 'node:crypto'
+import type { Aedes, Client } from 'aedes'
+import aedesPersistenceRedis from 'aedes-persistence-redis'
+import type { Cluster, Redis } from 'ioredis'
+import mqemitterRedis from 'mqemitter-redis'
+import { Counter } from 'prom-client'
+import type { PersistenceBackend, PersistenceDeps } from './index.js'
+import { createRedisConnection, isReady } from './redis-connection.js'
+import { MARK_OFFLINE, TRIM_QUEUE } from './redis-scripts.js'
+import type { RedisPersistenceConfig } from './schema.js'
+
+const ONLINE_KEY = 'mqgw:sessions:online'
+const OFFLINE_KEY = 'mqgw:sessions:offline'
+
+const outgoingKey = (clientId: string): string => `outgoing:${encodeURIComponent(clientId)}`
+
+type ScriptConn = (Redis | Cluster) & {
+  mqgwTrimQueue: (key: string, keep: number) => Promise<number>
+  mqgwMarkOffline: (online: string, offline: string, clientId: string, token: string, now: number) => Promise<number>
+}
+
+/**
+ * Redis sessions (aedes-persistence-redis) and the Redis bus (mqemitter-redis), with the
+ * defects of those packages handled here (numbers as in the README's list):
+ *  1. multi-filter SUBSCRIBE of a persistent session never acknowledged (aedes#569);
+ *  2. bus connection errors re-emitted on `mq.state` crash the process without a listener;
+ *  3. broker counters restart at 0, so a restarted node with a stable id would overwrite
+ *     queued packets (`packet:<id>:<counter>`) of its previous life;
+ *  4. persistent sessions never expire and offline queues are unbounded;
+ *  6. only `maxSessionDelivery` queued messages are sent per reconnect.
+ * (5, PUBACK only after storage, is the core's: see Gateway#authorizePublish.)
+ */
+export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: string, deps: PersistenceDeps): Promise<PersistenceBackend> {
+  const { log, readiness, metrics } = deps
+  const registers = [metrics.registry]
+  const queueDropped = new Counter({ name: 'mqgw_offline_queue_dropped_total', help: 'Queued messages dropped because a session queue exceeded maxOfflineQueue', registers })
+  const sessionsExpired = new Counter({ name: 'mqgw_sessions_expired_total', help: 'Offline persistent sessions removed after sessionExpiryS', registers })
+
+  const conn = createRedisConnection(cfg.redis, 'sessions') as ScriptConn
+  conn.defineCommand('mqgwTrimQueue', { numberOfKeys: 1, lua: TRIM_QUEUE })
+  conn.defineCommand('mqgwMarkOffline', { numberOfKeys: 2, lua: MARK_OFFLINE })
+  const pubConn = createRedisConnection(cfg.redis, 'bus-pub')
+  const subConn = createRedisConnection(cfg.redis, 'bus-sub')
+
+  // One line per outage and connection, not one per retry.
+  const lastErrors = new Map<string, string>()
+  const onRedisError = (source: string) => (err: Error): void => {
+    if (lastErrors.get(source) === err.message) return
+    lastErrors.set(source, err.message)
+    log.error({ redis: source, err: err.message }, 'Redis connection error; retrying')
+  }
+  conn.on('error', onRedisError('sessions'))
+  conn.on('ready', () => { lastErrors.clear(); log.info('Redis connection ready') })
+
+  // Defect 6: the whole queue flows on reconnect; it is bounded by maxOfflineQueue anyway.
+  const persistence = aedesPersistenceRedis({ conn, cluster: cfg.redis.cluster !== undefined, maxSessionDelivery: cfg.maxOfflineQueue + 1 })
+  const store = persistence.asyncPersistence
+
+  // Defect 1: Aedes calls addSubscriptions once per filter, each time with the whole
+  // list (N² writes), and the store's broadcast-wait map is keyed by the first filter,
+  // so concurrent calls overwrite each other's waiters. One call per SUBSCRIBE packet.
+  const addSubscriptions = store.addSubscriptions.bind(store)
+  const pendingSubscribes = new WeakMap<object, Promise<unknown>>()
+  store.addSubscriptions = (client, subs) => {
+    let pending = pendingSubscribes.get(subs)
+    if (!pending) {
+      pending = addSubscriptions(client, subs)
+      pendingSubscribes.set(subs, pending)
+    }
+    return pending
+  }
+
+  // Defect 4 (queue bound): after each enqueue, drop the oldest beyond maxOfflineQueue.
+  const enqueue = store.outgoingEnqueueCombi.bind(store)
+  store.outgoingEnqueueCombi = async (subs, packet) => {
+    await enqueue(subs, packet)
+    const trims = await Promise.all(subs.map((sub) => conn.mqgwTrimQueue(outgoingKey(sub.clientId), cfg.maxOfflineQueue)))
+    const dropped = trims.reduce((a, b) => a + b, 0)
+    if (dropped > 0) queueDropped.inc(dropped)
+  }
+
+  const mq = mqemitterRedis({ pubConn, subConn } as unknown as Parameters<typeof mqemitterRedis>[0])
+  // Defect 2: without this listener an unreachable Redis kills the process (ECONNREFUSED).
+  ;(mq as unknown as { state: NodeJS.EventEmitter }).state.on('error', onRedisError('bus'))
+
+  readiness.register('redis', () => {
+    const down = [['sessions', conn], ['bus-pub', pubConn], ['bus-sub', subConn]].filter(([, c]) => !isReady(c as Redis)).map(([name]) => name)
+    return down.length === 0 ? { ready: true } : { ready: false, reason: `Redis not connected: ${down.join(', ')}` }
+  })
+
+  const token = (): string => `${nodeId}|${randomBytes(6).toString('base64url')}`
+  const connectionTokens = new WeakMap<Client, string>()
+  let janitor: NodeJS.Timeout | undefined
+  let sweeping = false
+
+  /** Defect 4 (expiry): remove sessions offline for longer than sessionExpiryS; every node may run it, ZREM decides who does. */
+  const sweep = async (): Promise<void> => {
+    if (sweeping || !isReady(conn)) return
+    sweeping = true
+    try {
+      const cutoff = Date.now() - cfg.sessionExpiryS * 1000
+      const expired = await conn.zrangebyscore(OFFLINE_KEY, '-inf', cutoff, 'LIMIT', 0, 500)
+      for (const clientId of expired) {
+        if (await conn.zrem(OFFLINE_KEY, clientId) !== 1) continue
+        if (await conn.hexists(ONLINE_KEY, clientId)) continue
+        const dropped = await conn.mqgwTrimQueue(outgoingKey(clientId), 0)
+        await store.cleanSubscriptions({ id: clientId })
+        sessionsExpired.inc()
+        log.info({ clientId, droppedMessages: dropped }, 'persistent session expired')
+      }
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'session expiry sweep failed; will retry')
+    } finally {
+      sweeping = false
+    }
+  }
+
+  return {
+    persistence,
+    mq,
+    available: () => isReady(conn) && isReady(pubConn) && isReady(subConn),
+    // The store loads every persistent subscription at setup: wait for Redis rather than
+    // fail (ioredis keeps reconnecting); /healthz and /readyz answer meanwhile.
+    ready: async () => {
+      const waitFor = (c: Redis | Cluster, name: string): Promise<void> => isReady(c)
+        ? Promise.resolve()
+        : new Promise((resolve) => {
+          log.info({ redis: name }, 'waiting for Redis')
+          c.once('ready', () => resolve())
+        })
+      await Promise.all([waitFor(conn, 'sessions'), waitFor(pubConn, 'bus-pub'), waitFor(subConn, 'bus-sub')])
+    },
+    start: async (broker: Aedes) => {
+      // Defect 3: continue counting from a value this node id cannot have used before.
+      ;(broker as unknown as { counter: number }).counter = Date.now() * 1000
+      broker.on('client', (client) => {
+        if (client.clean) return
+        const t = token()
+        connectionTokens.set(client, t)
+        conn.multi().hset(ONLINE_KEY, client.id, t).zrem(OFFLINE_KEY, client.id).exec().catch((err: Error) => {
+          log.warn({ clientId: client.id, err: err.message }, 'could not record session as online')
+        })
+      })
+      broker.on('clientDisconnect', (client) => {
+        const t = connectionTokens.get(client)
+        if (client.clean || t === undefined) return
+        conn.mqgwMarkOffline(ONLINE_KEY, OFFLINE_KEY, client.id, t, Date.now()).catch((err: Error) => {
+          log.warn({ clientId: client.id, err: err.message }, 'could not record session as offline')
+        })
+      })
+      const every = Math.min(30000, Math.max(200, Math.floor(cfg.sessionExpiryS * 1000 / 4)))
+      janitor = setInterval(() => { void sweep() }, every)
+      janitor.unref()
+    },
+    close: async () => {
+      clearInterval(janitor)
+      await new Promise<void>((resolve) => { (mq as unknown as { close: (cb: () => void) => void }).close(() => resolve()) })
+      await Promise.resolve(persistence.destroy()).catch(() => {})
+      for (const c of [conn, pubConn, subConn]) c.disconnect()
+    }
+  }
+}

@@ -1,0 +1,129 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import type { MqttClient } from 'mqtt'
+import { startNode, type ClusterNode } from '../helpers/cluster.js'
+import { collect, connectClient, endClient, sleep, subscribeRaw, waitFor } from '../helpers/mqtt.js'
+import { TestRedis } from '../helpers/redis.js'
+
+describe('session expiry and offline queue bound', () => {
+  const redis = new TestRedis()
+  let node: ClusterNode
+  before(async () => {
+    await redis.start()
+    node = await startNode(redis, 'gw-exp', { persistence: { sessionExpiryS: 2, maxOfflineQueue: 5 } })
+  })
+  after(async () => {
+    await node.crash()
+    await redis.stop()
+  })
+
+  it('an offline session keeps only the newest maxOfflineQueue messages; drops are counted', async () => {
+    const sub = await connectClient(node.url, { clientId: 'bounded', clean: false })
+    await sub.subscribeAsync('bounded/t', { qos: 1 })
+    await endClient(sub)
+    const pub = await connectClient(node.url)
+    for (let i = 0; i < 12; i++) await pub.publishAsync('bounded/t', `q${i}`, { qos: 1 })
+    await endClient(pub)
+    const back = await connectClient(node.url, { clientId: 'bounded', clean: false })
+    const received = collect(back)
+    await waitFor(() => received.length >= 5, 'five queued messages')
+    await sleep(200)
+    assert.deepEqual(received.map((m) => m.payload), ['q7', 'q8', 'q9', 'q10', 'q11'])
+    const metrics = await (await fetch(`${node.admin}/metrics`)).text()
+    assert.match(metrics, /mqgw_offline_queue_dropped_total 7/)
+    await endClient(back)
+  })
+
+  it('an offline persistent session and its queue are removed after sessionExpiryS', async () => {
+    const db = redis.client()
+    const sub = await connectClient(node.url, { clientId: 'expiring', clean: false })
+    await sub.subscribeAsync('exp/t', { qos: 1 })
+    await endClient(sub)
+    const pub = await connectClient(node.url)
+    await pub.publishAsync('exp/t', 'queued', { qos: 1 })
+    assert.equal(await db.llen('outgoing:expiring'), 1)
+    // Expiry 2 s; the sweep runs every 500 ms.
+    const deadline = Date.now() + 6000
+    while (Date.now() < deadline && await db.sismember('clients', 'expiring') === 1) await sleep(100)
+    assert.equal(await db.sismember('clients', 'expiring'), 0, 'session removed')
+    assert.equal(await db.exists('outgoing:expiring'), 0, 'queue removed')
+    assert.equal((await db.keys('packet:*')).length, 0, 'no orphaned packets')
+    await pub.publishAsync('exp/t', 'after-expiry', { qos: 1 })
+    const back = await connectClient(node.url, { clientId: 'expiring', clean: false })
+    const received = collect(back)
+    await sleep(300)
+    assert.deepEqual(received, [], 'no subscription, no queue')
+    const metrics = await (await fetch(`${node.admin}/metrics`)).text()
+    assert.match(metrics, /mqgw_sessions_expired_total [1-9]/)
+    await Promise.all([endClient(back), endClient(pub)])
+    db.disconnect()
+  })
+
+  it('a session that reconnects before expiry is kept', async () => {
+    const sub = await connectClient(node.url, { clientId: 'returning', clean: false })
+    await sub.subscribeAsync('ret/t', { qos: 1 })
+    await endClient(sub)
+    await sleep(1000)
+    const back = await connectClient(node.url, { clientId: 'returning', clean: false })
+    await sleep(2500)
+    const pub = await connectClient(node.url)
+    const received = collect(back)
+    await pub.publishAsync('ret/t', 'still subscribed', { qos: 1 })
+    await waitFor(() => received.length === 1, 'message to the kept session')
+    await Promise.all([endClient(back), endClient(pub)])
+  })
+})
+
+describe('gateway without Redis at start', () => {
+  it('keeps running and reports not ready; becomes ready and serves when Redis comes up (mq.state errors handled)', async () => {
+    const redis = new TestRedis()
+    const { freePort } = await import('../helpers/process.js')
+    redis.port = await freePort()
+    const node = await startNode(redis, 'gw-early', { waitFor: 'healthz' })
+    try {
+      await sleep(1500)
+      assert.equal(node.child.exitCode, null, 'still running with Redis unreachable')
+      const res = await fetch(`${node.admin}/readyz`)
+      assert.equal(res.status, 503)
+      await redis.start()
+      let ready = false
+      for (let i = 0; i < 200 && !ready; i++) { ready = (await fetch(`${node.admin}/readyz`)).status === 200; if (!ready) await sleep(50) }
+      assert.equal(ready, true)
+      const c = await connectClient(node.url, { clientId: 'early', clean: false })
+      const received = collect(c)
+      await c.subscribeAsync('early/t', { qos: 1 })
+      await c.publishAsync('early/t', 'works', { qos: 1 })
+      await waitFor(() => received.length === 1, 'round trip after Redis came up')
+      await endClient(c)
+    } finally {
+      await node.crash()
+      await redis.stop()
+    }
+  })
+})
+
+describe('the defects exist in the packages themselves (plain Aedes, no gateway)', () => {
+  it('aedes-persistence-redis + mqemitter-redis: a multi-topic SUBSCRIBE of a clean:false client gets no SUBACK', async () => {
+    const redis = new TestRedis()
+    await redis.start()
+    const { Aedes } = await import('aedes')
+    const { createServer } = await import('node:net')
+    const persistenceRedis = (await import('aedes-persistence-redis')).default
+    const mqemitterRedis = (await import('mqemitter-redis')).default
+    const mq = mqemitterRedis({ connectionString: redis.url } as unknown as Parameters<typeof mqemitterRedis>[0])
+    const broker = await Aedes.createBroker({ persistence: persistenceRedis({ port: redis.port, host: '127.0.0.1' }), mq })
+    const server = createServer(broker.handle)
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const port = (server.address() as { port: number }).port
+      const c = await connectClient(`mqtt://127.0.0.1:${port}`, { clientId: 'plain-multi', clean: false })
+      const outcome = await Promise.race([subscribeRaw(c, { 'p/1': { qos: 1 }, 'p/2': { qos: 1 } }), sleep(2000).then(() => 'no SUBACK')])
+      assert.equal(outcome, 'no SUBACK')
+      await endClient(c, true)
+    } finally {
+      await new Promise<void>((resolve) => broker.close(() => resolve()))
+      server.close()
+      await redis.stop()
+    }
+  })
+})
