@@ -1,0 +1,161 @@
+/**
+ * An in-process bus with the interface Aedes expects of `mq` (mqemitter's `on`,
+ * `removeListener`, `emit`, `close`), matching with SubscriptionIndex (hash-sharded exact
+ * filters plus a wildcard trie) instead of one qlobber trie. It holds only this node's
+ * subscriptions.
+ *
+ * Differences from mqemitter 7, each on purpose:
+ *  - No broker-wide concurrency slot or message queue. mqemitter lets at most `concurrency`
+ *    messages be in delivery at once, so one slow subscriber that holds `done` stalls every
+ *    publisher on the node. Here every emit is independent; a publisher still gets
+ *    back-pressure because its own callback waits for the `done` of each listener it reached.
+ *  - `removeListener` takes effect immediately (mqemitter defers it to setImmediate, so a
+ *    re-subscription briefly holds both the old and the new listener). Each emit delivers to
+ *    the listeners that matched when it started, whatever is removed while it is in flight.
+ *  - A listener that throws counts as done and does not stop delivery to the others.
+ *  - No unbounded synchronous recursion (mqemitter's queue recursed once per queued message:
+ *    aedes#193, mqemitter#204). Completion callbacks nested inside other completion callbacks
+ *    (a publisher that emits the next message from the callback of the previous one while
+ *    everything completes synchronously) go to a later turn after a bounded depth.
+ */
+import type { AedesPublishPacket } from 'aedes'
+import { SubscriptionIndex } from './subscription-index.js'
+
+/** What Aedes subscribes: called with each matching packet; must call `done` exactly once. */
+export type BusListener<P> = (packet: P, done: () => void) => void
+export type EmitCallback = (err?: Error) => void
+
+export interface LocalBusOptions {
+  /** Exact-filter shards in the subscription index (default 256). */
+  shards?: number
+}
+
+/**
+ * How many completion callbacks may run nested inside one another on one stack before the
+ * next one is moved to a later turn. Small enough to stay far from the stack limit whatever
+ * each callback does, large enough that ordinary publishing never pays for a deferral.
+ */
+const MAX_NESTED_COMPLETIONS = 32
+
+function noop (): void {}
+
+/**
+ * Completion callbacks currently running nested on this thread's stack. Module-wide rather
+ * than per bus: the stack is shared by every bus in the process.
+ */
+let nestedCompletions = 0
+
+/** Runs an emit callback, or defers it when too many already run nested on this stack. */
+function complete (cb: EmitCallback, err: Error | undefined): void {
+  if (nestedCompletions >= MAX_NESTED_COMPLETIONS) {
+    setImmediate(cb, err)
+    return
+  }
+  nestedCompletions++
+  try {
+    cb(err)
+  } finally {
+    nestedCompletions--
+  }
+}
+
+/** The `done` bookkeeping of one emit. */
+class Delivery {
+  /** Listeners that have not called done yet, plus one held by emit until it has called them all. */
+  private pending: number
+  constructor (listenerCount: number, private readonly callback: EmitCallback) {
+    this.pending = listenerCount + 1
+  }
+
+  release (): void {
+    if (--this.pending === 0) complete(this.callback, undefined)
+  }
+}
+
+export class LocalBus<P extends { topic: string } = AedesPublishPacket> {
+  private readonly index: SubscriptionIndex<BusListener<P>>
+  private closed = false
+  private thrownByListeners = 0
+
+  constructor (options: LocalBusOptions = {}) {
+    this.index = new SubscriptionIndex<BusListener<P>>(options.shards === undefined ? {} : { shards: options.shards })
+  }
+
+  /** (filter, listener) pairs held; Aedes adds one per client subscription plus a few `$SYS/+/...` of its own. */
+  get subscriptionCount (): number {
+    return this.index.size
+  }
+
+  /** Listener calls that threw (each counted as done); the bus does not log. */
+  get listenerErrorCount (): number {
+    return this.thrownByListeners
+  }
+
+  get isClosed (): boolean {
+    return this.closed
+  }
+
+  /** Adds `listener` under `filter` now; `cb` runs on a later turn (as mqemitter). */
+  on (filter: string, listener: BusListener<P>, cb?: () => void): this {
+    if (typeof listener !== 'function') throw new TypeError('listener must be a function')
+    this.index.add(filter, listener)
+    if (cb !== undefined) setImmediate(cb)
+    return this
+  }
+
+  /** Removes one registration of `listener` under `filter` now; `cb` runs on a later turn. */
+  removeListener (filter: string, listener: BusListener<P>, cb?: () => void): this {
+    this.index.remove(filter, listener)
+    if (cb !== undefined) setImmediate(cb)
+    return this
+  }
+
+  /**
+   * Calls every listener whose filter matches `packet.topic` (once per matching registration)
+   * with `(packet, done)`; `cb` runs once all of them have called done. With no listener,
+   * `cb` runs before emit returns.
+   */
+  emit (packet: P, cb: EmitCallback = noop): this {
+    if (this.closed) {
+      complete(cb, new Error('bus closed'))
+      return this
+    }
+    let listeners: Array<BusListener<P>>
+    try {
+      listeners = this.index.match(packet.topic)
+    } catch (err) {
+      // Only `too many words` (beyond 100 levels); Aedes refuses such topics before the bus.
+      complete(cb, err as Error)
+      return this
+    }
+    const delivery = new Delivery(listeners.length, cb)
+    for (const listener of listeners) this.deliver(listener, packet, delivery)
+    // emit's own hold: cb can only run here or later, never inside a listener's synchronous
+    // `done` (where the catch below would swallow what cb throws).
+    delivery.release()
+    return this
+  }
+
+  /** Refuses further emits (they call back with Error('bus closed')); `cb` runs on a later turn. */
+  close (cb?: () => void): void {
+    this.closed = true
+    if (cb !== undefined) setImmediate(cb)
+  }
+
+  private deliver (listener: BusListener<P>, packet: P, delivery: Delivery): void {
+    // One done per (listener, emit): calling it twice, or calling it and then throwing,
+    // counts once.
+    let called = false
+    const done = (): void => {
+      if (called) return
+      called = true
+      delivery.release()
+    }
+    try {
+      listener(packet, done)
+    } catch {
+      this.thrownByListeners++
+      done()
+    }
+  }
+}
