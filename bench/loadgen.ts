@@ -12,7 +12,9 @@ import mqtt, { type IClientOptions } from 'mqtt'
 interface Common { url: string, username?: string, password?: string, timeLimitMs?: number }
 interface ConnectJob extends Common { mode: 'connect', count: number, concurrency: number, clientPrefix: string, uniqueUsers?: boolean }
 interface PublishJob extends Common { mode: 'publish', count: number, inflight: number, topic: string, qos: 0 | 1, payloadBytes?: number, clientId?: string }
-type Job = ConnectJob | PublishJob
+/** One subscriber (on `url`) and one publisher (on `publishUrl`): throughput and end-to-end latency. */
+interface PubSubJob extends Common { mode: 'pubsub', publishUrl: string, count: number, inflight: number, topic: string, qos: 0 | 1, payloadBytes?: number }
+type Job = ConnectJob | PublishJob | PubSubJob
 
 function percentile (sorted: number[], p: number): number {
   if (sorted.length === 0) return 0
@@ -85,7 +87,44 @@ async function runPublish (job: PublishJob): Promise<object> {
   return { published: acked, seconds, messagesPerSecond: acked / seconds }
 }
 
+async function runPubSub (job: PubSubJob): Promise<object> {
+  const auth = job.username ? { username: job.username, password: job.password ?? '' } : {}
+  const sub = await mqtt.connectAsync(job.url, { clientId: `bench-sub-${process.pid}`, reconnectPeriod: 0, ...auth })
+  const pub = await mqtt.connectAsync(job.publishUrl, { clientId: `bench-pub-${process.pid}`, reconnectPeriod: 0, ...auth })
+  await sub.subscribeAsync(job.topic, { qos: job.qos })
+  const latencies: number[] = []
+  const deadline = Date.now() + (job.timeLimitMs ?? 60000)
+  const padding = Buffer.alloc(Math.max(0, (job.payloadBytes ?? 100) - 8), 120)
+  let received = 0
+  let sent = 0
+  let acked = 0
+  const started = performance.now()
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))
+    sub.on('message', (_topic, payload) => {
+      latencies.push(performance.now() - payload.readDoubleLE(0))
+      if (++received >= job.count) { clearTimeout(timer); resolve() }
+      else pump()
+    })
+    const pump = (): void => {
+      // The window counts messages not yet received, so latency is not queueing in the generator.
+      while (sent < job.count && sent - received < job.inflight && Date.now() < deadline) {
+        const payload = Buffer.alloc(8 + padding.length)
+        payload.writeDoubleLE(performance.now(), 0)
+        padding.copy(payload, 8)
+        sent++
+        pub.publish(job.topic, payload, { qos: job.qos }, () => { acked++ })
+      }
+    }
+    pump()
+  })
+  const seconds = (performance.now() - started) / 1000
+  await Promise.all([sub.endAsync(true), pub.endAsync(true)])
+  latencies.sort((a, b) => a - b)
+  return { sent, acked, received, seconds, messagesPerSecond: received / seconds, p50ms: percentile(latencies, 50), p99ms: percentile(latencies, 99) }
+}
+
 const job = JSON.parse(process.argv[2] ?? '{}') as Job
-const result = job.mode === 'connect' ? await runConnect(job) : await runPublish(job)
+const result = job.mode === 'connect' ? await runConnect(job) : job.mode === 'publish' ? await runPublish(job) : await runPubSub(job)
 process.stdout.write(JSON.stringify(result) + '\n')
 process.exit(0)

@@ -25,7 +25,7 @@ export interface GatewayProcess {
 }
 
 /** Runs the real CLI as a separate OS process and waits until its /readyz (or /healthz) answers 200. */
-export async function spawnGateway (args: string[], env: Record<string, string> = {}, waitFor: 'readyz' | 'healthz' = 'readyz'): Promise<GatewayProcess> {
+export async function spawnGateway (args: string[], env: Record<string, string> = {}, waitFor: 'readyz' | 'healthz' = 'readyz', startTimeoutMs = 15000): Promise<GatewayProcess> {
   const ports = { mqtt: await freePort(), ws: await freePort(), admin: await freePort() }
   const child = spawn(process.execPath, [CLI, ...args], {
     env: { ...process.env, MQGW_MQTT_HOST: '127.0.0.1', MQGW_WS_HOST: '127.0.0.1', MQGW_MQTT_PORT: String(ports.mqtt), MQGW_WS_PORT: String(ports.ws), MQGW_ADMIN_PORT: String(ports.admin), ...env },
@@ -36,12 +36,12 @@ export async function spawnGateway (args: string[], env: Record<string, string> 
   child.stdout!.on('data', (c: Buffer) => { out += c.toString() })
   child.stderr!.on('data', (c: Buffer) => { err += c.toString() })
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  const deadline = Date.now() + 15000
+  const deadline = Date.now() + startTimeoutMs
   for (;;) {
     if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}: ${err}${out}`)
     if (Date.now() > deadline) {
       child.kill('SIGKILL')
-      throw new Error(`gateway did not become ready within 15 s: ${err}${out}`)
+      throw new Error(`gateway did not become ready within ${startTimeoutMs / 1000} s: ${err}${out}`)
     }
     const ready = await fetch(`http://127.0.0.1:${ports.admin}/${waitFor}`).then((r) => r.status === 200, () => false)
     if (ready) break

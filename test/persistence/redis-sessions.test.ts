@@ -126,4 +126,14 @@ describe('the defects exist in the packages themselves (plain Aedes, no gateway)
       await redis.stop()
     }
   })
+
+  it('mqemitter-redis without an mq.state error listener crashes the process when Redis is unreachable', async () => {
+    const { freePort, run } = await import('../helpers/process.js')
+    const port = await freePort()
+    const script = `const m = require('mqemitter-redis')({ port: ${port}, host: '127.0.0.1' }); setTimeout(() => { console.log('survived'); process.exit(0) }, 3000)`
+    const result = await run(process.execPath, ['-e', script], 10000)
+    assert.notEqual(result.code, 0)
+    assert.match(result.stderr, /ECONNREFUSED/)
+    assert.doesNotMatch(result.stdout, /survived/)
+  })
 })

@@ -1,0 +1,93 @@
+/**
+ * Redis mode (issue: Redis sessions and cluster):
+ *  1. QoS 1 end to end, publisher on node B and subscriber on node A (Redis sessions +
+ *     Redis bus), side by side with one node in memory mode: msgs/s, p50/p99 latency.
+ *  2. Time to ready for a node starting with 100k persistent sessions in Redis.
+ * Needs redis-server (Debian package); starts its own on a free 127.0.0.1 port.
+ */
+import { createRequire } from 'node:module'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { TestRedis } from '../test/helpers/redis.js'
+import { loadgen, report, spawnGateway, stopGateway } from './lib.js'
+
+const require = createRequire(import.meta.url)
+// The store's own encoder, so the sessions written here are exactly what it would write.
+const msgpack = createRequire(require.resolve('aedes-persistence-redis'))('msgpack-lite') as { encode: (v: unknown) => Buffer }
+
+const dir = mkdtempSync(join(tmpdir(), 'mqgw-bench-redis-'))
+const configFile = (name: string, body: string): string => {
+  const file = join(dir, `${name}.yaml`)
+  writeFileSync(file, `log: { level: warn }\n${body}`)
+  return file
+}
+
+interface PubSubResult { messagesPerSecond: number, p50ms: number, p99ms: number, received: number }
+
+async function throughput (redis: TestRedis): Promise<void> {
+  const job = { mode: 'pubsub', count: 20000, inflight: 100, topic: 'bench/qos1', qos: 1, payloadBytes: 100, timeLimitMs: 60000 }
+  const rows: Array<Record<string, string | number>> = []
+  const raw: Record<string, unknown> = {}
+
+  const memory = await spawnGateway(['--config', configFile('memory', 'node: { id: bench-mem }')])
+  try {
+    const url = `mqtt://127.0.0.1:${memory.ports.mqtt}`
+    await loadgen({ ...job, count: 2000, url, publishUrl: url })
+    const r = await loadgen<PubSubResult>({ ...job, url, publishUrl: url })
+    raw.memory = r
+    rows.push({ setup: 'one node, memory', 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms })
+  } finally {
+    await stopGateway(memory)
+  }
+
+  const redisConfig = (id: string): string => configFile(id, `node: { id: ${id} }\npersistence: { type: redis, redis: { url: "${redis.url}" } }`)
+  const a = await spawnGateway(['--config', redisConfig('bench-a')])
+  const b = await spawnGateway(['--config', redisConfig('bench-b')])
+  try {
+    const url = `mqtt://127.0.0.1:${a.ports.mqtt}`
+    const publishUrl = `mqtt://127.0.0.1:${b.ports.mqtt}`
+    await loadgen({ ...job, count: 2000, url, publishUrl })
+    const r = await loadgen<PubSubResult>({ ...job, url, publishUrl })
+    raw.redis = r
+    rows.push({ setup: 'two nodes, Redis (pub B → sub A)', 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms })
+  } finally {
+    await stopGateway(a)
+    await stopGateway(b)
+  }
+  const base = rows[0]!['msgs/s'] as number
+  for (const row of rows) row['ratio to memory'] = (row['msgs/s'] as number) / base
+  report('QoS 1 end to end, 20,000 messages, 100 in flight', rows, raw)
+}
+
+async function timeToReady (redis: TestRedis, sessions: number): Promise<void> {
+  const db = redis.client()
+  await db.flushall()
+  const batch = 5000
+  for (let i = 0; i < sessions; i += batch) {
+    const pipeline = db.pipeline()
+    for (let j = i; j < Math.min(sessions, i + batch); j++) {
+      const id = `device-${j}`
+      pipeline.sadd('clients', id)
+      pipeline.hset(`client:${encodeURIComponent(id)}`, `device/${id}/cmd`, msgpack.encode({ topic: `device/${id}/cmd`, qos: 1 }))
+    }
+    await pipeline.exec()
+  }
+  db.disconnect()
+  const started = Date.now()
+  const gw = await spawnGateway(['--config', configFile('bench-ready', `node: { id: bench-ready }\npersistence: { type: redis, redis: { url: "${redis.url}" } }`)], {}, 'readyz', 600000)
+  const seconds = (Date.now() - started) / 1000
+  const rss = Number(/VmRSS:\s+(\d+)/.exec(await (await import('node:fs/promises')).readFile(`/proc/${gw.child.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
+  await stopGateway(gw)
+  report(`Time to ready with ${sessions} persistent sessions in Redis`, [{ sessions, 'seconds to /readyz 200': seconds, 'RSS MB after load': rss, 'target s': 10 }], { sessions, seconds, rssMB: rss })
+}
+
+const redis = new TestRedis()
+await redis.start()
+try {
+  await throughput(redis)
+  await timeToReady(redis, Number(process.argv[2] ?? 100000))
+} finally {
+  await redis.stop()
+}
+process.exit(0)
