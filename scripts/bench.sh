@@ -12,5 +12,5 @@ if [ "$#" -eq 0 ]; then
 fi
 for name in "$@"; do
   echo "== bench/$name" >&2
-  node "dist/bench/$name.bench.js"
+  node --expose-gc --max-old-space-size=8192 "dist/bench/$name.bench.js"
 done
