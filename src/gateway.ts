@@ -134,6 +134,7 @@ export class Gateway {
     if (this.#backend.persistence !== undefined) options.persistence = this.#backend.persistence
     if (this.#backend.mq !== undefined) options.mq = this.#backend.mq
     this.broker = await Aedes.createBroker(options)
+    // Only if some backend ever leaves Aedes its default mqemitter bus.
     if (this.#backend.mq === undefined) guardMqEmitterRecursion((this.broker as unknown as { mq: unknown }).mq)
     this.#interceptPublish()
     this.#observeBroker()

@@ -3,6 +3,7 @@ import type { GatewayConfig } from '../config/load.js'
 import type { Readiness } from '../listeners/admin.js'
 import type { Logger } from '../log.js'
 import type { GatewayMetrics } from '../metrics.js'
+import { LocalBus } from '../bus/local-bus.js'
 import { createRedisBackend } from './redis.js'
 
 /**
@@ -33,10 +34,11 @@ export async function createPersistence (config: GatewayConfig, deps: Persistenc
   const persistence = config.persistence
   switch (persistence.type) {
     case 'memory':
-      // Aedes' defaults: aedes-persistence (memory) and mqemitter. Sessions of
-      // clean:false clients live as long as this process.
-      return { available: () => true, ready: async () => {}, start: async () => {}, close: async () => {} }
+      // Aedes' in-memory store (sessions of clean:false clients live as long as this
+      // process) and our LocalBus: the sharded subscription index, and no broker-wide
+      // delivery slots (mqemitter's `concurrency`) that one slow client could hold.
+      return { mq: new LocalBus({ shards: config.broker.subscriptionShards }), available: () => true, ready: async () => {}, start: async () => {}, close: async () => {} }
     case 'redis':
-      return createRedisBackend(persistence, config.node.id, deps)
+      return createRedisBackend(persistence, config.node.id, config.broker.subscriptionShards, deps)
   }
 }

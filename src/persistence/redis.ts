@@ -4,6 +4,7 @@ import aedesPersistenceRedis from 'aedes-persistence-redis'
 import type { Cluster, Redis } from 'ioredis'
 import mqemitterRedis from 'mqemitter-redis'
 import { Counter } from 'prom-client'
+import { SubscriptionIndex } from '../bus/subscription-index.js'
 import type { PersistenceBackend, PersistenceDeps } from './index.js'
 import { createRedisConnection, isReady } from './redis-connection.js'
 import { MARK_OFFLINE, TRIM_QUEUE } from './redis-scripts.js'
@@ -30,7 +31,7 @@ type ScriptConn = (Redis | Cluster) & {
  *  6. only `maxSessionDelivery` queued messages are sent per reconnect.
  * (5, PUBACK only after storage, is the core's: see Gateway#authorizePublish.)
  */
-export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: string, deps: PersistenceDeps): Promise<PersistenceBackend> {
+export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: string, subscriptionShards: number, deps: PersistenceDeps): Promise<PersistenceBackend> {
   const { log, readiness, metrics } = deps
   const registers = [metrics.registry]
   const queueDropped = new Counter({ name: 'mqgw_offline_queue_dropped_total', help: 'Queued messages dropped because a session queue exceeded maxOfflineQueue', registers })
@@ -80,6 +81,9 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   }
 
   const mq = mqemitterRedis({ pubConn, subConn } as unknown as Parameters<typeof mqemitterRedis>[0])
+  // Local matching of bus messages through the sharded subscription index instead of
+  // mqemitter's qlobber trie: mqemitter calls only add/remove/match on `_matcher`.
+  ;(mq as unknown as { _matcher: SubscriptionIndex<object> })._matcher = new SubscriptionIndex<object>({ shards: subscriptionShards })
   // Defect 2: without this listener an unreachable Redis kills the process (ECONNREFUSED).
   ;(mq as unknown as { state: NodeJS.EventEmitter }).state.on('error', onRedisError('bus'))
 

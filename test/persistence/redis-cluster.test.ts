@@ -39,8 +39,8 @@ describe('Redis sessions and a multi-node cluster (real redis-server, gateway pr
 
   before(async () => {
     await redis.start()
-    a = await startNode(redis, 'gw-a', { persistence: { maxOfflineQueue: 10000 } })
-    b = await startNode(redis, 'gw-b', { persistence: { maxOfflineQueue: 10000 } })
+    a = await startNode(redis, 'gw-a', { persistence: { maxOfflineQueue: 10000 }, yaml: 'flow: {}' })
+    b = await startNode(redis, 'gw-b', { persistence: { maxOfflineQueue: 10000 }, yaml: 'flow: {}' })
     nodes.push(a, b)
   })
   after(async () => {
@@ -105,7 +105,7 @@ describe('Redis sessions and a multi-node cluster (real redis-server, gateway pr
     const duplicates = received.length + after.length - total
     console.log(`# crash-sub: ${total} delivered, ${duplicates} duplicates`)
     await Promise.all([endClient(back), endClient(pub)])
-    a = await startNode(redis, 'gw-a', { persistence: { maxOfflineQueue: 10000 } })
+    a = await startNode(redis, 'gw-a', { persistence: { maxOfflineQueue: 10000 }, yaml: 'flow: {}' })
     nodes.push(a)
   })
 
@@ -123,7 +123,7 @@ describe('Redis sessions and a multi-node cluster (real redis-server, gateway pr
     await waitFor(() => [...acked].every((p) => payloads().has(p)), 'every acknowledged message', 20000)
     await endClient(sub)
     await endClient(pub, true)
-    a = await startNode(redis, 'gw-a', { persistence: { maxOfflineQueue: 10000 } })
+    a = await startNode(redis, 'gw-a', { persistence: { maxOfflineQueue: 10000 }, yaml: 'flow: {}' })
     nodes.push(a)
   })
 
@@ -135,7 +135,7 @@ describe('Redis sessions and a multi-node cluster (real redis-server, gateway pr
     for (let i = 0; i < 3; i++) await pub1.publishAsync('restart/t', `before-${i}`, { qos: 1 })
     await endClient(pub1)
     await a.stop()
-    a = await startNode(redis, 'gw-a', { persistence: { maxOfflineQueue: 10000 } })
+    a = await startNode(redis, 'gw-a', { persistence: { maxOfflineQueue: 10000 }, yaml: 'flow: {}' })
     nodes.push(a)
     // Enough publishes for the restarted node's counter to pass the values of its previous
     // life: without the fix, packet:gw-a:<counter> keys of the old queue are overwritten.

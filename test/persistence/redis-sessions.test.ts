@@ -74,6 +74,46 @@ describe('session expiry and offline queue bound', () => {
   })
 })
 
+describe('flow control with Redis sessions', () => {
+  it('a persistent session\'s queue in Redis flows through the in-flight window after reconnect, in order', async () => {
+    const redis = new TestRedis()
+    await redis.start()
+    const node = await startNode(redis, 'gw-flow', { yaml: 'flow: { inflightWindow: 5 }' })
+    try {
+      const { RawClient } = await import('../helpers/raw-client.js')
+      const port = Number(new URL(node.url).port)
+      const first = await RawClient.connect(port, 'stored-redis', { clean: false })
+      await first.subscribe('sr/t', 1)
+      first.destroy()
+      await first.closed
+      const pub = await connectClient(node.url)
+      for (let i = 0; i < 30; i++) await pub.publishAsync('sr/t', String(i), { qos: 1 })
+      const back = await RawClient.connect(port, 'stored-redis', { clean: false })
+      const payloads = (): string[] => back.publishes().map((p) => p.payload.toString())
+      await waitFor(() => back.publishes().length >= 5, 'first 5 stored messages')
+      await sleep(300)
+      assert.deepEqual(payloads(), ['0', '1', '2', '3', '4'])
+      const acked = new Set<number>()
+      const deadline = Date.now() + 10000
+      while (Date.now() < deadline && back.publishes().length < 30) {
+        for (const p of back.publishes()) if (!acked.has(p.messageId!)) { acked.add(p.messageId!); back.ack(p.messageId!) }
+        await sleep(5)
+      }
+      assert.deepEqual(payloads(), Array.from({ length: 30 }, (_, i) => String(i)))
+      for (const p of back.publishes()) if (!acked.has(p.messageId!)) back.ack(p.messageId!)
+      await sleep(300)
+      const db = redis.client()
+      assert.equal(await db.llen('outgoing:stored-redis'), 0, 'acknowledged messages leave Redis')
+      db.disconnect()
+      back.destroy()
+      await endClient(pub)
+    } finally {
+      await node.crash()
+      await redis.stop()
+    }
+  })
+})
+
 describe('gateway without Redis at start', () => {
   it('keeps running and reports not ready; becomes ready and serves when Redis comes up (mq.state errors handled)', async () => {
     const redis = new TestRedis()
