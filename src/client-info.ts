@@ -18,6 +18,9 @@ export interface ClientInfo {
   username?: string
   superuser: boolean
   claims: Readonly<Record<string, string>>
+  /** PUBLISH authorizations waiting for this client's previous one (per-client order through async hooks). */
+  publishQueue?: Array<(release: () => void) => void>
+  publishing?: boolean
   /** A refusal decided while the CONNECT was checked, sent as CONNACK once Aedes allows it. */
   pendingRefusal?: { returnCode: 2 | 3 | 4 | 5, reason: string }
 }

@@ -9,7 +9,7 @@ import type { GatewayConfig } from './config/load.js'
 import { guardMqEmitterRecursion } from './guards/mq-guard.js'
 import { guardParser } from './guards/packet-guard.js'
 import { HookChains } from './hooks/chain.js'
-import type { AuthVerdict, PublishVerdict, SubscribeVerdict, Verdict } from './hooks/types.js'
+import type { AuthVerdict, MessageVerdict, PublishVerdict, SubscribeVerdict, Verdict } from './hooks/types.js'
 import { Readiness, openAdminListener } from './listeners/admin.js'
 import { openMqttListeners, type BoundListener, type MqttListenerName } from './listeners/listeners.js'
 import { SocketTracker } from './listeners/socket-tracker.js'
@@ -358,26 +358,86 @@ export class Gateway {
       cb(new Error(`topic exceeds maxTopicLength ${limits.maxTopicLength} bytes or maxTopicLevels ${limits.maxTopicLevels}`))
       return
     }
-    const allow = (): void => {
+    const info = this.clients.get(client)
+    const authorize = (release: () => void): void => {
+      if (this.hooks.size('authorizePublish') === 0) {
+        this.#routeMessage(client, info, packet, cb)
+        release()
+        return
+      }
+      this.hooks.decide<'authorizePublish', PublishVerdict>('authorizePublish', { client, info, packet },
+        (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}`, disconnect: true }),
+        (verdict) => {
+          if (verdict.result !== 'deny') {
+            // Started before the next PUBLISH of this client is authorized: order kept.
+            this.#routeMessage(client, info, packet, cb)
+            release()
+            return
+          }
+          release()
+          this.metrics.messagesDropped.inc({ reason: 'publish_denied' })
+          if ('disconnect' in verdict && verdict.disconnect) {
+            cb(new Error(`publish to "${topic}" denied: ${verdict.reason}`))
+          } else {
+            this.#skipPublish.add(packet)
+            cb(null)
+          }
+        })
+    }
+    // Aedes hands every packet of one socket read to its handlers at once, so async hooks
+    // could finish out of order; each client's PUBLISHes pass authorization one at a time.
+    if (info && client) this.#inPublishOrder(info, authorize)
+    else authorize(() => {})
+  }
+
+  #inPublishOrder (info: ClientInfo, task: (release: () => void) => void): void {
+    const queue = info.publishQueue ??= []
+    queue.push(task)
+    if (info.publishing) return
+    info.publishing = true
+    this.#drainPublishQueue(info)
+  }
+
+  #drainPublishQueue (info: ClientInfo): void {
+    const queue = info.publishQueue!
+    // A loop, not recursion: a read of thousands of packets decided synchronously must not grow the stack.
+    while (queue.length > 0) {
+      const task = queue.shift()!
+      let inCall = true
+      let releasedInCall = false
+      task(() => {
+        if (inCall) releasedInCall = true
+        else this.#drainPublishQueue(info)
+      })
+      inCall = false
+      if (!releasedInCall) return
+    }
+    info.publishing = false
+  }
+
+  /** After authorization: a plugin may take the message over (messagePublish), else it is published here. */
+  #routeMessage (client: Client | null, info: ClientInfo | undefined, packet: PublishPacket, cb: (error?: Error | null) => void): void {
+    const publish = (): void => {
       if (client && packet.qos === 1 && packet.messageId !== undefined) this.#publishBeforeAck(client, packet, cb)
       else cb(null)
     }
-    if (this.hooks.size('authorizePublish') === 0) {
-      allow()
+    if (this.hooks.size('messagePublish') === 0) {
+      publish()
       return
     }
-    const info = this.clients.get(client)
-    this.hooks.decide<'authorizePublish', PublishVerdict>('authorizePublish', { client, info, packet },
+    this.hooks.decide<'messagePublish', MessageVerdict>('messagePublish', { client, info, packet },
       (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}`, disconnect: true }),
       (verdict) => {
-        if (verdict.result !== 'deny') {
-          allow()
-          return
-        }
-        this.metrics.messagesDropped.inc({ reason: 'publish_denied' })
-        if ('disconnect' in verdict && verdict.disconnect) {
-          cb(new Error(`publish to "${topic}" denied: ${verdict.reason}`))
+        if (verdict.result === 'pass') {
+          publish()
+        } else if (verdict.result === 'handled') {
+          this.#skipPublish.add(packet)
+          cb(null)
+        } else if ('disconnect' in verdict && verdict.disconnect) {
+          this.metrics.messagesDropped.inc({ reason: 'not_accepted' })
+          cb(new Error(`publish to "${packet.topic}" not accepted: ${verdict.reason}`))
         } else {
+          this.metrics.messagesDropped.inc({ reason: 'not_accepted' })
           this.#skipPublish.add(packet)
           cb(null)
         }

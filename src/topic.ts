@@ -24,3 +24,17 @@ export function topicLevels (topic: string): number {
   for (let i = 0; i < topic.length; i++) if (topic.charCodeAt(i) === 47 /* / */) levels++
   return levels
 }
+
+/** Whether a topic (no wildcards) matches a filter (MQTT 3.1.1 §4.7; `a/#` matches `a`; wildcard-first filters skip `$` topics). */
+export function topicMatchesFilter (filter: string, topic: string): boolean {
+  const f = filter.split('/')
+  const t = topic.split('/')
+  if ((f[0] === '#' || f[0] === '+') && topic.startsWith('$')) return false
+  for (let i = 0; i < f.length; i++) {
+    const level = f[i]!
+    if (level === '#') return true
+    if (i >= t.length) return false
+    if (level !== '+' && level !== t[i]) return false
+  }
+  return f.length === t.length
+}

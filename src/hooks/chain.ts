@@ -60,7 +60,7 @@ export class HookChains {
    * Synchronous handlers are run without allocating promises: this is on the
    * per-PUBLISH path.
    */
-  decide<H extends Exclude<HookName, 'published' | 'authorizeForward'>, V extends Verdict>(
+  decide<H extends Exclude<HookName, 'published' | 'authorizeForward'>, V extends { result: string }>(
     hook: H,
     request: Parameters<HookHandlers[H]>[0],
     onFailure: (failure: HookFailure) => V,

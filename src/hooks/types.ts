@@ -43,6 +43,16 @@ export type PublishVerdict = Allow | PublishDeny | Pass
  */
 export type SubscribeVerdict = Allow | Deny | Pass
 
+/**
+ * A plugin that takes a message over (e.g. routes it to Kafka) answers `handled`: the
+ * client's PUBLISH is acknowledged (once the promise resolves) and the gateway does
+ * not publish it to its own subscribers. A `deny` with `disconnect` refuses it without
+ * acknowledgement (the client sends it again); without `disconnect` it is dropped.
+ */
+export interface Handled { result: 'handled' }
+export const HANDLED: Handled = Object.freeze({ result: 'handled' })
+export type MessageVerdict = Handled | PublishDeny | Pass
+
 export interface ConnectRequest {
   client: Client
   packet: IConnectPacket
@@ -80,6 +90,12 @@ export interface HookHandlers {
   authenticate: (req: AuthRequest) => MaybePromise<AuthVerdict>
   authorizePublish: (req: PublishRequest) => MaybePromise<PublishVerdict>
   authorizeSubscribe: (req: SubscribeRequest) => MaybePromise<SubscribeVerdict>
+  /**
+   * After authorization, before the PUBACK: where a message may be taken over. Called
+   * in each client's publish order (the first handler synchronously), so a plugin that
+   * starts its work synchronously keeps the client's order.
+   */
+  messagePublish: (req: PublishRequest) => MaybePromise<MessageVerdict>
   /** Synchronous: Aedes calls it inside every delivery. */
   authorizeForward: (req: ForwardRequest) => Verdict
   /** Observer, not a decision: every handler runs; Aedes waits for them before reading more from the publisher. */
@@ -87,4 +103,4 @@ export interface HookHandlers {
 }
 
 export type HookName = keyof HookHandlers
-export const HOOK_NAMES: readonly HookName[] = ['preConnect', 'authenticate', 'authorizePublish', 'authorizeSubscribe', 'authorizeForward', 'published']
+export const HOOK_NAMES: readonly HookName[] = ['preConnect', 'authenticate', 'authorizePublish', 'messagePublish', 'authorizeSubscribe', 'authorizeForward', 'published']

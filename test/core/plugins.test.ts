@@ -201,3 +201,38 @@ auditor: {}
     assert.deepEqual(events, ['auditor closed', 'gatekeeper closed'])
   })
 })
+
+describe('messagePublish: plugins that take messages over, in each client\'s order', () => {
+  it('async authorization with random delays still hands messages over in publish order; handled messages are acknowledged, not delivered locally', async () => {
+    const seen: string[] = []
+    const router = definePlugin({
+      name: 'router',
+      configKey: 'router',
+      schema: z.strictObject({}),
+      setup: (ctx) => {
+        ctx.hook('authorizePublish', () => new Promise<Verdict>((resolve) => setTimeout(() => resolve(PASS), Math.random() * 5)))
+        ctx.hook('messagePublish', ({ packet }) => {
+          if (!packet.topic.startsWith('routed/')) return PASS
+          seen.push(packet.payload.toString())
+          return new Promise((resolve) => setTimeout(() => resolve({ result: 'handled' }), Math.random() * 5))
+        })
+      }
+    })
+    const gw = await startTestGateway('router: {}', { plugins: [router] })
+    try {
+      const sub = await connectClient(gw.mqttUrl)
+      const received = collect(sub)
+      await sub.subscribeAsync('#', { qos: 1 })
+      const pub = await connectClient(gw.mqttUrl)
+      const sent = Array.from({ length: 200 }, (_, i) => String(i))
+      await Promise.all(sent.map((p) => pub.publishAsync('routed/t', p, { qos: 1 })))
+      assert.deepEqual(seen, sent)
+      await pub.publishAsync('plain/t', 'local', { qos: 1 })
+      await waitFor(() => received.length === 1, 'the unrouted message')
+      assert.deepEqual(received.map((m) => m.topic), ['plain/t'])
+      await Promise.all([endClient(sub), endClient(pub)])
+    } finally {
+      await gw.stop()
+    }
+  })
+})

@@ -1,0 +1,136 @@
+import { isUtf8 } from 'node:buffer'
+import type { PublishPacket } from 'aedes'
+import { Counter, Gauge, Histogram } from 'prom-client'
+import { HANDLED, PASS, type MessageVerdict } from '../../src/hooks/types.js'
+import { definePlugin } from '../../src/plugin.js'
+import { topicMatchesFilter } from '../../src/topic.js'
+import { createKafkaJsClient, type BridgeKafkaClient, type ConsumedRecord } from './kafka-client.js'
+import { kafkaConfigSchema } from './schema.js'
+
+/** Replaceable in tests and for another Kafka client; kafkajs by default. */
+export let kafkaClientFactory: typeof createKafkaJsClient = createKafkaJsClient
+export function setKafkaClientFactory (factory: typeof createKafkaJsClient): void { kafkaClientFactory = factory }
+
+/**
+ * The Kafka bridge: routes (MQTT → Kafka) and consume rules (Kafka → MQTT) give Zhihu's
+ * four patterns. A routed PUBLISH is taken over in the messagePublish hook (after the
+ * ACL): QoS 1/2 are acknowledged only once Kafka acknowledged the record (acks = all);
+ * the message reaches MQTT subscribers only through the consume path, so exactly once.
+ */
+export const kafkaPlugin = definePlugin({
+  name: 'kafka',
+  configKey: 'kafka',
+  schema: kafkaConfigSchema,
+  envOverrides: [{ env: 'MQGW_KAFKA_BROKERS', path: ['kafka', 'brokers'], parse: 'csv' }],
+  setup: async (ctx) => {
+    const config = ctx.config
+    const log = ctx.log
+    const nodeId = ctx.gatewayConfig.node.id
+    const registers = [ctx.metrics.registry]
+    const produced = new Counter({ name: 'mqgw_kafka_produced_total', help: 'Records produced to Kafka, by topic', labelNames: ['topic'], registers })
+    const consumed = new Counter({ name: 'mqgw_kafka_consumed_total', help: 'Records consumed from Kafka and published to MQTT, by topic', labelNames: ['topic'], registers })
+    const skipped = new Counter({ name: 'mqgw_kafka_skipped_total', help: 'Consumed records without a usable MQTT topic, by reason', labelNames: ['reason'], registers })
+    const dropped = new Counter({ name: 'mqgw_kafka_dropped_total', help: 'Routed messages not produced, by reason', labelNames: ['reason'], registers })
+    const latency = new Histogram({ name: 'mqgw_kafka_produce_duration_seconds', help: 'Time until Kafka acknowledged a record', labelNames: ['topic'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10], registers })
+    const lag = new Gauge({ name: 'mqgw_kafka_consumer_lag', help: 'Records behind the end of the partition after the last batch', labelNames: ['topic', 'partition'], registers })
+    let buffered = 0
+    new Gauge({ name: 'mqgw_kafka_qos0_buffered', help: 'Routed QoS 0 messages waiting for Kafka', registers, collect () { this.set(buffered) } }) // eslint-disable-line no-new
+
+    const client: BridgeKafkaClient = kafkaClientFactory({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs }, log)
+    ctx.readiness.register('kafka', () => {
+      if (!client.producerConnected()) return { ready: false, reason: 'Kafka producer not connected' }
+      if (config.consume.length > 0 && !client.consumerRunning()) return { ready: false, reason: 'Kafka consumer not running' }
+      return { ready: true }
+    })
+
+    let lastProduceError = ''
+    const produce = (topic: string, record: Parameters<BridgeKafkaClient['produce']>[1]): Promise<void> => {
+      const end = latency.startTimer({ topic })
+      return client.produce(topic, record).then(() => {
+        end()
+        produced.inc({ topic })
+        lastProduceError = ''
+      }, (err: Error) => {
+        if (err.message !== lastProduceError) {
+          lastProduceError = err.message
+          log.warn({ topic, err: err.message }, 'Kafka produce failed')
+        }
+        throw err
+      })
+    }
+
+    ctx.hook('messagePublish', ({ client: mqttClient, info, packet }): MessageVerdict | Promise<MessageVerdict> => {
+      const route = config.routes.find((r) => topicMatchesFilter(r.mqtt, packet.topic))
+      if (!route) return PASS
+      const clientId = mqttClient?.id ?? ''
+      const username = info?.username ?? ''
+      const key = route.key === 'clientid' ? clientId : route.key === 'username' ? username : packet.topic
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
+      const record = {
+        key,
+        value: payload,
+        headers: {
+          'mqtt-topic': packet.topic,
+          'mqtt-qos': String(packet.qos),
+          'mqtt-retain': String(packet.retain),
+          'client-id': clientId,
+          username,
+          'node-id': nodeId,
+          timestamp: String(Date.now())
+        }
+      }
+      if (packet.qos === 0) {
+        // At most once: not waited for, but bounded.
+        if (buffered >= config.maxBufferedQos0) {
+          dropped.inc({ reason: 'qos0_buffer_full' })
+          return HANDLED
+        }
+        buffered++
+        produce(route.kafkaTopic, record).catch(() => { dropped.inc({ reason: 'qos0_produce_failed' }) }).finally(() => { buffered-- })
+        return HANDLED
+      }
+      // Started now, in the client's order; acknowledged only when Kafka has it.
+      return produce(route.kafkaTopic, record).then(() => HANDLED, (err: Error) => ({ result: 'deny' as const, reason: `Kafka: ${err.message}`, disconnect: true }))
+    })
+
+    const maxTopicLength = ctx.gatewayConfig.limits.maxTopicLength
+    const ruleQos = new Map(config.consume.map((c) => [c.kafkaTopic, c.qos]))
+    let lastSkipLog = 0
+    const skip = (reason: string, record: ConsumedRecord): void => {
+      skipped.inc({ reason })
+      if (Date.now() - lastSkipLog > 10000) {
+        lastSkipLog = Date.now()
+        log.warn({ topic: record.topic, partition: record.partition, offset: record.offset, reason }, 'Kafka record skipped: no usable MQTT topic (logged at most every 10 s)')
+      }
+    }
+    const toPacket = (record: ConsumedRecord): PublishPacket | undefined => {
+      const raw = record.headers['mqtt-topic']
+      if (!raw || raw.length === 0) { skip('no_topic', record); return undefined }
+      if (!isUtf8(raw) || raw.includes(0)) { skip('invalid_topic', record); return undefined }
+      const topic = raw.toString('utf8')
+      if (topic.includes('+') || topic.includes('#') || topic.startsWith('$') || raw.length > maxTopicLength) { skip('invalid_topic', record); return undefined }
+      const qosHeader = record.headers['mqtt-qos']?.toString()
+      const qos = qosHeader === '0' || qosHeader === '1' || qosHeader === '2' ? Number(qosHeader) as 0 | 1 | 2 : (ruleQos.get(record.topic) ?? 0)
+      const retain = record.headers['mqtt-retain']?.toString() === 'true'
+      return { cmd: 'publish', topic, payload: record.value ?? Buffer.alloc(0), qos, retain, dup: false } as PublishPacket
+    }
+    const publish = (packet: PublishPacket): Promise<void> => new Promise((resolve, reject) => {
+      (ctx.broker.publish as unknown as (p: PublishPacket, cb: (err?: Error) => void) => void)(packet, (err) => err ? reject(err) : resolve())
+    })
+
+    if (config.consume.length > 0) {
+      void client.consume(config.consume.map((c) => c.kafkaTopic), config.groupId, async (records) => {
+        // Published in partition order; offsets are committed after all were handed on.
+        const pending: Array<Promise<void>> = []
+        for (const record of records) {
+          const packet = toPacket(record)
+          if (!packet) continue
+          pending.push(publish(packet).then(() => { consumed.inc({ topic: record.topic }) }))
+        }
+        await Promise.all(pending)
+      }, (topic, partition, value) => lag.set({ topic, partition: String(partition) }, value))
+    }
+
+    return { close: () => client.close() }
+  }
+})

@@ -1,0 +1,33 @@
+import { z } from 'zod'
+import { isValidTopicFilter } from '../../src/topic.js'
+
+const kafkaTopic = z.string().regex(/^[A-Za-z0-9._-]{1,249}$/, 'not a valid Kafka topic name')
+
+export const kafkaConfigSchema = z.strictObject({
+  brokers: z.array(z.string().min(1)).min(1),
+  clientId: z.string().min(1).default('mqtt-gateway'),
+  /** MQTT → Kafka: the first route whose filter matches a PUBLISH takes it (it is then not published to MQTT subscribers directly). */
+  routes: z.array(z.strictObject({
+    mqtt: z.string().refine(isValidTopicFilter, 'not a valid MQTT topic filter'),
+    kafkaTopic,
+    /** Record key: one client's (or user's, or topic's) messages stay ordered in one partition. */
+    key: z.enum(['clientid', 'username', 'topic']).default('clientid')
+  })).default([]),
+  /** Kafka → MQTT: records are published to the MQTT topic in their `mqtt-topic` header. */
+  consume: z.array(z.strictObject({
+    kafkaTopic,
+    /** QoS when the record has no `mqtt-qos` header. */
+    qos: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(0)
+  })).default([]),
+  /**
+   * One consumer group for all nodes: each record is consumed by one node and reaches
+   * the subscribers of every node through the cluster bus (see README).
+   */
+  groupId: z.string().min(1).default('mqtt-gateway-bridge'),
+  /** Routed QoS 0 messages waiting for Kafka; beyond this they are dropped (counted). */
+  maxBufferedQos0: z.number().int().min(0).default(10000),
+  /** How long a produce may take (retries included) before a QoS 1 PUBLISH is refused. */
+  produceTimeoutMs: z.number().int().min(100).default(10000),
+  connectionTimeoutMs: z.number().int().min(100).default(3000)
+})
+export type KafkaConfig = z.infer<typeof kafkaConfigSchema>
