@@ -11,6 +11,14 @@ cd "$(dirname "$0")/.."
 missing=""
 command -v mosquitto_pub >/dev/null 2>&1 || missing="$missing mosquitto-clients"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+# The access layer's tests: LuaJIT for the CONNECT parser, nginx with stream + njs for end to end.
+command -v luajit >/dev/null 2>&1 || missing="$missing luajit"
+command -v nginx >/dev/null 2>&1 || missing="$missing nginx"
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$missing libnginx-mod-stream"
+[ -e /usr/lib/nginx/modules/ngx_stream_js_module.so ] || missing="$missing libnginx-mod-stream-js"
+# Real Apache Kafka for the bridge tests: Java runs the broker, Maven fetches its jars (scripts/kafka/kafka.sh).
+command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
+command -v mvn >/dev/null 2>&1 || missing="$missing maven"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 [ -z "$missing" ] || apt_install $missing
 

@@ -12,6 +12,7 @@ import { HookChains } from './hooks/chain.js'
 import type { AuthVerdict, MessageVerdict, PublishVerdict, SubscribeVerdict, Verdict } from './hooks/types.js'
 import { Readiness, openAdminListener } from './listeners/admin.js'
 import { openMqttListeners, type BoundListener, type MqttListenerName } from './listeners/listeners.js'
+import type { Peer } from './listeners/proxy-protocol.js'
 import { SocketTracker } from './listeners/socket-tracker.js'
 import { createLogger, type Logger } from './log.js'
 import { GatewayMetrics } from './metrics.js'
@@ -165,20 +166,20 @@ export class Gateway {
       tracker: this.#tracker,
       log: this.log,
       onRefused: (reason) => this.metrics.connectionsRefused.inc({ reason }),
-      handle: (stream, socket, listener, req) => this.#handle(stream, socket, listener, req)
+      handle: (stream, socket, listener, req, peer) => this.#handle(stream, socket, listener, req, peer)
     })
     for (const l of this.#listeners) this.ports[l.name] = l.port
     listenersUp = true
     this.log.info({ node: config.node.id, listeners: this.#listeners.map((l) => `${l.name}://${l.host}:${l.port}`), admin: this.ports.admin, plugins: this.#pluginInstances.map((p) => p.name), persistence: config.persistence.type }, 'gateway started')
   }
 
-  #handle (stream: Duplex, socket: Socket, listener: MqttListenerName, req?: IncomingMessage): void {
+  #handle (stream: Duplex, socket: Socket, listener: MqttListenerName, req?: IncomingMessage, peer?: Peer): void {
     const client = this.broker.handle(stream, req)
     guardParser(client, this.#config.limits.maxPacketSize)
     this.clients.attach(client, {
       listener,
-      remoteAddress: socket.remoteAddress ?? 'unknown',
-      remotePort: socket.remotePort ?? 0,
+      remoteAddress: peer?.address ?? socket.remoteAddress ?? 'unknown',
+      remotePort: peer?.port ?? socket.remotePort ?? 0,
       connectedAt: Date.now(),
       superuser: false,
       claims: {}

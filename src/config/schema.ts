@@ -28,11 +28,23 @@ const tlsFiles = {
   requestCert: z.boolean().default(false)
 }
 
+const proxied = {
+  /** Expect a PROXY protocol (v1/v2) header from a trusted proxy (listeners.trustedProxies); others are refused. */
+  proxyProtocol: z.boolean().default(false)
+}
+const forwarded = {
+  /** Take the client address from X-Forwarded-For when the request comes from a trusted proxy. */
+  forwardedFor: z.boolean().default(false)
+}
+
 export const listenersSchema = z.strictObject({
-  mqtt: tcpListener({ enabled: true, host: '0.0.0.0', port: 1883 }).prefault({}),
-  ws: tcpListener({ enabled: true, host: '0.0.0.0', port: 8083 }).extend({ path: wsPath.default('/mqtt') }).prefault({}),
-  mqtts: tcpListener({ enabled: false, host: '0.0.0.0', port: 8883 }).extend(tlsFiles).prefault({}),
-  wss: tcpListener({ enabled: false, host: '0.0.0.0', port: 8084 }).extend({ path: wsPath.default('/mqtt'), ...tlsFiles }).prefault({}),
+  /** Addresses or CIDR blocks of the access layer, for PROXY protocol and X-Forwarded-For. */
+  trustedProxies: z.array(z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'an IP address or CIDR block')).default(['127.0.0.1', '::1']),
+  proxyHeaderTimeoutMs: z.number().int().min(100).default(5000),
+  mqtt: tcpListener({ enabled: true, host: '0.0.0.0', port: 1883 }).extend(proxied).prefault({}),
+  ws: tcpListener({ enabled: true, host: '0.0.0.0', port: 8083 }).extend({ path: wsPath.default('/mqtt'), ...forwarded }).prefault({}),
+  mqtts: tcpListener({ enabled: false, host: '0.0.0.0', port: 8883 }).extend({ ...tlsFiles, ...proxied }).prefault({}),
+  wss: tcpListener({ enabled: false, host: '0.0.0.0', port: 8084 }).extend({ path: wsPath.default('/mqtt'), ...tlsFiles, ...forwarded }).prefault({}),
   admin: tcpListener({ enabled: true, host: '127.0.0.1', port: 9100 }).prefault({})
 })
 

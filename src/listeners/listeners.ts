@@ -8,12 +8,13 @@ import { createServer as createTlsServer, type TlsOptions } from 'node:tls'
 import { WebSocketServer, createWebSocketStream } from 'ws'
 import type { CoreConfig } from '../config/schema.js'
 import type { Logger } from '../log.js'
+import { ProxyProtocolError, TrustedProxies, readProxyHeader, type Peer } from './proxy-protocol.js'
 import type { SocketTracker } from './socket-tracker.js'
 
 export type MqttListenerName = 'mqtt' | 'mqtts' | 'ws' | 'wss'
 
-/** Hands a transport stream to the broker. `socket` is the TCP socket underneath (for addresses and limits). */
-export type ConnectionHandler = (stream: Duplex, socket: Socket, listener: MqttListenerName, req?: IncomingMessage) => void
+/** Hands a transport stream to the broker. `socket` is the TCP socket underneath; `peer` the client's address when a trusted proxy told it. */
+export type ConnectionHandler = (stream: Duplex, socket: Socket, listener: MqttListenerName, req?: IncomingMessage, peer?: Peer) => void
 
 export interface BoundListener {
   name: MqttListenerName
@@ -80,9 +81,26 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
     return false
   }
 
+  const trusted = new TrustedProxies(config.listeners.trustedProxies)
   const openStreamListener = async (name: 'mqtt' | 'mqtts', host: string, port: number, tls?: TlsOptions): Promise<void> => {
+    const proxyProtocol = config.listeners[name].proxyProtocol
     const onSocket = (socket: Socket): void => {
-      if (admit(name, socket)) handle(socket, socket, name)
+      if (!admit(name, socket)) return
+      if (!proxyProtocol) {
+        handle(socket, socket, name)
+        return
+      }
+      if (!trusted.has(socket.remoteAddress)) {
+        onRefused('untrusted_proxy')
+        log.warn({ listener: name, remoteAddress: socket.remoteAddress }, 'connection refused: PROXY protocol expected from a trusted proxy')
+        socket.destroy()
+        return
+      }
+      readProxyHeader(socket, config.listeners.proxyHeaderTimeoutMs).then((peer) => handle(socket, socket, name, undefined, peer), (err: Error) => {
+        onRefused('proxy_protocol')
+        log.warn({ listener: name, remoteAddress: socket.remoteAddress, err: err instanceof ProxyProtocolError ? err.message : String(err) }, 'connection refused: bad PROXY protocol header')
+        socket.destroy()
+      })
     }
     let server: NetServer
     if (tls) {
@@ -121,11 +139,18 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
       }
       const tcp = req.socket
       if (!admit(name, tcp)) return
+      let peer: Peer | undefined
+      if (config.listeners[name].forwardedFor && trusted.has(tcp.remoteAddress)) {
+        // The last hop was appended by our trusted proxy (nginx $proxy_add_x_forwarded_for).
+        const hops = String(req.headers['x-forwarded-for'] ?? '').split(',').map((h) => h.trim()).filter((h) => h.length > 0)
+        const last = hops.at(-1)
+        if (last) peer = { address: last, port: 0 }
+      }
       wss.handleUpgrade(req, socket, head, (ws) => {
         const stream = createWebSocketStream(ws)
         // ws reports protocol violations (oversized or text frames) on the socket; the
         // stream's error reaches Aedes, which closes that client only.
-        handle(stream, tcp, name, req)
+        handle(stream, tcp, name, req, peer)
       })
     })
     const address = await listen(httpServer, host, port)
