@@ -34,7 +34,8 @@ fi
 ensure_node_modules
 build
 
-if [ "$#" -eq 0 ]; then set -- dist/test; fi
+# Only *.test.js files are tests (node 20's --test would also run helper modules in a directory).
+if [ "$#" -eq 0 ]; then set -- $(find dist/test -name '*.test.js' | sort); fi
 # One file at a time: tests start servers and measure deliveries; 2 cores are not enough
 # for parallel files to stay out of each other's way.
 exec node --test --test-concurrency=1 --test-timeout=600000 "$@"
