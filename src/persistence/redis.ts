@@ -159,7 +159,8 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     close: async () => {
       clearInterval(janitor)
       await new Promise<void>((resolve) => { (mq as unknown as { close: (cb: () => void) => void }).close(() => resolve()) })
-      await Promise.resolve(persistence.destroy()).catch(() => {})
+      // Not persistence.destroy(): it unsubscribes through the bus, which is closed by now,
+      // and never settles. The connections are ours; closing them is all it would do.
       for (const c of [conn, pubConn, subConn]) c.disconnect()
     }
   }

@@ -150,8 +150,12 @@ describe('the defects exist in the packages themselves (plain Aedes, no gateway)
     const { createServer } = await import('node:net')
     const persistenceRedis = (await import('aedes-persistence-redis')).default
     const mqemitterRedis = (await import('mqemitter-redis')).default
-    const mq = mqemitterRedis({ connectionString: redis.url } as unknown as Parameters<typeof mqemitterRedis>[0])
-    const broker = await Aedes.createBroker({ persistence: persistenceRedis({ port: redis.port, host: '127.0.0.1' }), mq })
+    const { Redis } = await import('ioredis')
+    // Our own connections, so that the test can close them (the store's destroy() needs the bus).
+    const conns = [0, 1, 2].map(() => new Redis(redis.port, '127.0.0.1'))
+    const mq = mqemitterRedis({ pubConn: conns[0], subConn: conns[1] } as unknown as Parameters<typeof mqemitterRedis>[0])
+    const persistence = persistenceRedis({ conn: conns[2] })
+    const broker = await Aedes.createBroker({ persistence, mq })
     const server = createServer(broker.handle)
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
     try {
@@ -162,6 +166,7 @@ describe('the defects exist in the packages themselves (plain Aedes, no gateway)
       await endClient(c, true)
     } finally {
       await new Promise<void>((resolve) => broker.close(() => resolve()))
+      for (const c of conns) c.disconnect()
       server.close()
       await redis.stop()
     }

@@ -1,0 +1,25 @@
+/**
+ * Plain Aedes 1.2.0 with default options, for bench/compare.bench.ts (the "aedes" peer).
+ *
+ *   node dist/bench/plain-aedes.js PORT
+ *
+ * Listens on 127.0.0.1:PORT; SIGTERM/SIGINT close the broker and exit 0.
+ */
+import net from 'node:net'
+import { Aedes } from 'aedes'
+
+const port = Number(process.argv[2] ?? 1883)
+const broker = await Aedes.createBroker()
+const server = net.createServer(broker.handle)
+server.listen(port, '127.0.0.1')
+
+let stopping = false
+const stop = (): void => {
+  if (stopping) return
+  stopping = true
+  setTimeout(() => process.exit(0), 2000).unref()
+  server.close()
+  broker.close(() => process.exit(0))
+}
+process.on('SIGTERM', stop)
+process.on('SIGINT', stop)
