@@ -62,6 +62,8 @@ export class Gateway {
   readonly #plugins: readonly GatewayPlugin[]
   readonly #tracker: SocketTracker
   readonly #skipPublish = new WeakSet<object>()
+  /** Label children resolved once: authorizeForward runs for every delivery. */
+  readonly #outByQos: Array<{ inc: () => void }>
   #publish: (packet: PublishPacket, client: Client | null, done: (err?: Error) => void) => void = () => {}
   #listeners: BoundListener[] = []
   #admin: { close: () => Promise<void> } | undefined
@@ -83,6 +85,7 @@ export class Gateway {
       bytes: () => this.#tracker.bytes()
     })
     this.hooks.onTiming = (hook, seconds) => this.metrics.hookDuration.observe({ hook }, seconds)
+    this.#outByQos = [this.metrics.messagesOut.labels('0'), this.metrics.messagesOut.labels('1'), this.metrics.messagesOut.labels('2')]
   }
 
   get config (): Readonly<GatewayConfig> { return this.#config }
@@ -387,8 +390,9 @@ export class Gateway {
     }
     // Aedes hands every packet of one socket read to its handlers at once, so async hooks
     // could finish out of order; each client's PUBLISHes pass authorization one at a time.
-    if (info && client) this.#inPublishOrder(info, authorize)
-    else authorize(() => {})
+    // Without publish hooks everything up to here is synchronous and already in order.
+    if (info && client && (this.hooks.size('authorizePublish') > 0 || this.hooks.size('messagePublish') > 0)) this.#inPublishOrder(info, authorize)
+    else authorize(noop)
   }
 
   #inPublishOrder (info: ClientInfo, task: (release: () => void) => void): void {
@@ -485,7 +489,7 @@ export class Gateway {
       this.metrics.messagesDropped.inc({ reason: 'forward_denied' })
       return null
     }
-    this.metrics.messagesOut.inc({ qos: String(packet.qos) })
+    this.#outByQos[packet.qos]?.inc()
     return packet
   }
 
@@ -529,6 +533,8 @@ export class Gateway {
     this.log.info('gateway stopped')
   }
 }
+
+function noop (): void {}
 
 function reasonOf (err: Error): string {
   const code = (err as { code?: unknown }).code
