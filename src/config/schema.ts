@@ -30,7 +30,9 @@ const tlsFiles = {
 
 const proxied = {
   /** Expect a PROXY protocol (v1/v2) header from a trusted proxy (listeners.trustedProxies); others are refused. */
-  proxyProtocol: z.boolean().default(false)
+  proxyProtocol: z.boolean().default(false),
+  /** TCP_NODELAY: lower latency for sparse traffic, more packets and syscalls under load (Aedes and Mosquitto default: off). */
+  tcpNoDelay: z.boolean().default(false)
 }
 const forwarded = {
   /** Take the client address from X-Forwarded-For when the request comes from a trusted proxy. */

@@ -84,8 +84,10 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
   const trusted = new TrustedProxies(config.listeners.trustedProxies)
   const openStreamListener = async (name: 'mqtt' | 'mqtts', host: string, port: number, tls?: TlsOptions): Promise<void> => {
     const proxyProtocol = config.listeners[name].proxyProtocol
+    const noDelay = config.listeners[name].tcpNoDelay
     const onSocket = (socket: Socket): void => {
       if (!admit(name, socket)) return
+      if (noDelay) socket.setNoDelay(true)
       if (!proxyProtocol) {
         handle(socket, socket, name)
         return
@@ -111,7 +113,7 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
       })
       server = tlsServer
     } else {
-      server = createNetServer({ noDelay: true }, onSocket)
+      server = createNetServer(onSocket)
     }
     const address = await listen(server, host, port)
     bound.push({ name, host, port: address.port, close: () => closeServer(server) })
