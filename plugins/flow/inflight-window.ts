@@ -59,12 +59,12 @@ export class InflightWindow {
 
   deliver (packet: { payload?: Buffer | string, topic: string }, qos: number, send: SendPacket): void {
     if (this.#closed) return
-    const bytes = byteLength(packet)
-    // Fast path: nothing waiting, a free slot, a socket that takes more.
-    if (this.queued === 0 && this.#stored.length === 0 && !this.#conn.writableNeedDrain && (qos === 0 || this.#inflight.size < this.#config.inflightWindow)) {
-      this.#send({ qos, bytes, send })
+    // Fast path: nothing waiting, a free slot, a socket that takes more. No allocation.
+    if (this.#head === this.#queue.length && this.#stored.length === 0 && !this.#conn.writableNeedDrain && (qos === 0 || this.#inflight.size < this.#config.inflightWindow)) {
+      send(this.#track, noop)
       return
     }
+    const bytes = byteLength(packet)
     if (!this.#admit(qos, bytes)) return
     this.#queue.push({ qos, bytes, send })
     this.#queuedBytes += bytes
@@ -122,8 +122,11 @@ export class InflightWindow {
     return victim!
   }
 
+  /** Bound once per window: called with the message id of each QoS 1/2 packet sent. */
+  readonly #track = (messageId: number): void => { this.#inflight.add(messageId) }
+
   #send (item: Queued): void {
-    item.send((messageId) => { this.#inflight.add(messageId) }, noop)
+    item.send(this.#track, noop)
   }
 
   #pump (): void {
