@@ -47,6 +47,29 @@ export class RawClient {
     this.send({ cmd: 'puback', messageId })
   }
 
+  readonly #acked = new Set<number>()
+
+  /**
+   * Acknowledges every PUBLISH as it arrives until `count` have arrived (bounded by
+   * `timeoutMs`), then acknowledges any left, so nothing stays in flight.
+   */
+  async ackUntil (count: number, timeoutMs: number): Promise<void> {
+    const ackNew = (): void => {
+      for (const p of this.publishes()) {
+        if (p.messageId !== undefined && !this.#acked.has(p.messageId)) {
+          this.#acked.add(p.messageId)
+          this.ack(p.messageId)
+        }
+      }
+    }
+    const deadline = Date.now() + timeoutMs
+    while (this.publishes().length < count && Date.now() < deadline) {
+      ackNew()
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+    ackNew()
+  }
+
   async waitFor (predicate: (p: Packet) => boolean, what: string, timeoutMs = 5000): Promise<Packet> {
     const deadline = Date.now() + timeoutMs
     for (;;) {

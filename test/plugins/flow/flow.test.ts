@@ -33,12 +33,7 @@ describe('flow plugin: per-client in-flight window and bounded queue (real clien
       await sleep(200)
       assert.equal(sub.publishes().length, 11)
       // acknowledge everything as it comes: all 50 arrive, in order, none twice
-      const acked = new Set<number>()
-      const deadline = Date.now() + 10000
-      while (sub.publishes().length < 50 && Date.now() < deadline) {
-        for (const p of sub.publishes()) if (!acked.has(p.messageId!)) { acked.add(p.messageId!); sub.ack(p.messageId!) }
-        await sleep(5)
-      }
+      await sub.ackUntil(50, 10000)
       assert.deepEqual(payloads(sub), Array.from({ length: 50 }, (_, i) => String(i)))
       const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
       assert.match(metrics, /mqgw_flow_inflight_messages \d+/)
@@ -61,12 +56,7 @@ describe('flow plugin: per-client in-flight window and bounded queue (real clien
         const pub = await connectClient(gw.mqttUrl)
         await publishMany(pub, 'o/t', 20, 1)
         await waitFor(() => sub.publishes().length >= 2, 'window')
-        const acked = new Set<number>()
-        const deadline = Date.now() + 3000
-        while (Date.now() < deadline && sub.publishes().length < expected.length) {
-          for (const p of sub.publishes()) if (!acked.has(p.messageId!)) { acked.add(p.messageId!); sub.ack(p.messageId!) }
-          await sleep(10)
-        }
+        await sub.ackUntil(expected.length, 3000)
         await sleep(200)
         assert.deepEqual(payloads(sub), expected)
         const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
@@ -108,12 +98,7 @@ describe('flow plugin: per-client in-flight window and bounded queue (real clien
       await pub.publishAsync('mix/q1', 'd', { qos: 1 })
       await pub.publishAsync('mix/q1', 'e', { qos: 1 }) // queue full: b c d + e → c (QoS 0) goes first
       await sleep(200)
-      const acked = new Set<number>()
-      const deadline = Date.now() + 3000
-      while (Date.now() < deadline && sub.publishes().length < 4) {
-        for (const p of sub.publishes()) if (!acked.has(p.messageId!)) { acked.add(p.messageId!); sub.ack(p.messageId!) }
-        await sleep(10)
-      }
+      await sub.ackUntil(4, 3000)
       await sleep(100)
       assert.deepEqual(payloads(sub), ['a', 'b', 'd', 'e'])
       sub.destroy()
@@ -136,12 +121,7 @@ describe('flow plugin: per-client in-flight window and bounded queue (real clien
       await waitFor(() => back.publishes().length >= 5, 'first 5 stored messages')
       await sleep(300)
       assert.deepEqual(payloads(back), ['0', '1', '2', '3', '4'])
-      const acked = new Set<number>()
-      const deadline = Date.now() + 5000
-      while (Date.now() < deadline && back.publishes().length < 30) {
-        for (const p of back.publishes()) if (!acked.has(p.messageId!)) { acked.add(p.messageId!); back.ack(p.messageId!) }
-        await sleep(5)
-      }
+      await back.ackUntil(30, 5000)
       assert.deepEqual(payloads(back), Array.from({ length: 30 }, (_, i) => String(i)))
       back.destroy()
       await endClient(pub)
