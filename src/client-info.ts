@@ -13,6 +13,8 @@ export interface ClientInfo {
   remotePort: number
   connectedAt: number
   protocolVersion?: number
+  /** Why the connection is closing, once known (for the disconnect log line and metric). */
+  closeReason?: string
   /** CONNECT's clean session flag. */
   clean?: boolean
   username?: string

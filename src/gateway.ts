@@ -6,7 +6,6 @@ import type { IConnectPacket } from 'mqtt-packet'
 import { builtinPlugins } from '../plugins/index.js'
 import { ClientInfoStore, type ClientInfo } from './client-info.js'
 import type { GatewayConfig } from './config/load.js'
-import { guardMqEmitterRecursion } from './guards/mq-guard.js'
 import { guardParser } from './guards/packet-guard.js'
 import { HookChains } from './hooks/chain.js'
 import type { AuthVerdict, MessageVerdict, PublishVerdict, SubscribeVerdict, Verdict } from './hooks/types.js'
@@ -117,7 +116,6 @@ export class Gateway {
     const options: AedesOptions = {
       id: config.node.id,
       drainTimeout: config.broker.drainTimeoutMs,
-      concurrency: config.broker.concurrency,
       queueLimit: config.broker.queueLimit,
       heartbeatInterval: config.broker.heartbeatIntervalMs,
       connectTimeout: config.limits.connectTimeoutMs,
@@ -136,10 +134,8 @@ export class Gateway {
       published: (packet, client, cb) => this.hooks.published(packet, client, () => cb(null))
     }
     if (this.#backend.persistence !== undefined) options.persistence = this.#backend.persistence
-    if (this.#backend.mq !== undefined) options.mq = this.#backend.mq
+    options.mq = this.#backend.mq
     this.broker = await Aedes.createBroker(options)
-    // Only if some backend ever leaves Aedes its default mqemitter bus.
-    if (this.#backend.mq === undefined) guardMqEmitterRecursion((this.broker as unknown as { mq: unknown }).mq)
     this.#interceptPublish()
     this.#observeBroker()
     await this.#backend.start(this.broker)
@@ -245,24 +241,24 @@ export class Gateway {
       log.info({ clientId: client.id, username: info?.username, remoteAddress: info?.remoteAddress, listener: info?.listener, protocolVersion: client.version, clean: client.clean }, 'client connected')
     })
     broker.on('clientDisconnect', (client) => {
-      const info = this.clients.get(client) as (ClientInfo & { closeReason?: string }) | undefined
+      const info = this.clients.get(client)
       const reason = info?.closeReason ?? 'closed'
       metrics.disconnects.inc({ reason })
       log.info({ clientId: client.id, remoteAddress: info?.remoteAddress, listener: info?.listener, reason }, 'client disconnected')
     })
     broker.on('keepaliveTimeout', (client) => {
-      const info = this.clients.get(client) as (ClientInfo & { closeReason?: string }) | undefined
+      const info = this.clients.get(client)
       if (info) info.closeReason = 'keepalive_timeout'
     })
     broker.on('clientError', (client, err) => {
-      const info = this.clients.get(client) as (ClientInfo & { closeReason?: string }) | undefined
+      const info = this.clients.get(client)
       if (info && info.closeReason === undefined) {
         info.closeReason = reasonOf(err)
         log.warn({ clientId: client.id, remoteAddress: info.remoteAddress, listener: info.listener, err: err.message }, 'client error; closing its connection')
       }
     })
     broker.on('connectionError', (client, err) => {
-      const info = this.clients.get(client) as (ClientInfo & { closeReason?: string }) | undefined
+      const info = this.clients.get(client)
       if (info && info.closeReason !== undefined) return
       if (info) info.closeReason = reasonOf(err)
       metrics.connectionsRefused.inc({ reason: reasonOf(err) })
@@ -281,7 +277,7 @@ export class Gateway {
   #refuse (returnCode: 2 | 3 | 4 | 5, reason: string, client: Client, info: ClientInfo | undefined): AuthenticateError {
     const label = REFUSAL_REASON[returnCode] ?? 'not_authorized'
     this.metrics.connectionsRefused.inc({ reason: label })
-    if (info) (info as ClientInfo & { closeReason?: string }).closeReason = label
+    if (info) info.closeReason = label
     this.log.info({ clientId: client.id, username: info?.username, remoteAddress: info?.remoteAddress, listener: info?.listener, returnCode, reason }, 'connection refused')
     return authError(returnCode, reason)
   }
@@ -308,7 +304,7 @@ export class Gateway {
         // Aedes sends no CONNACK for a preConnect error and closes the socket; an Error is
         // required (calling back (null, false) would leave the socket open).
         this.metrics.connectionsRefused.inc({ reason: 'preconnect_denied' })
-        ;(info as ClientInfo & { closeReason?: string }).closeReason = 'preconnect_denied'
+        info.closeReason = 'preconnect_denied'
         this.log.info({ clientId: packet.clientId, remoteAddress: info.remoteAddress, reason: verdict.reason }, 'connection refused before CONNACK')
         cb(new Error(verdict.reason), false)
       } else {

@@ -7,10 +7,6 @@ import { topicMatchesFilter } from '../../src/topic.js'
 import { createKafkaJsClient, type BridgeKafkaClient, type ConsumedRecord } from './kafka-client.js'
 import { kafkaConfigSchema } from './schema.js'
 
-/** Replaceable in tests and for another Kafka client; kafkajs by default. */
-export let kafkaClientFactory: typeof createKafkaJsClient = createKafkaJsClient
-export function setKafkaClientFactory (factory: typeof createKafkaJsClient): void { kafkaClientFactory = factory }
-
 /**
  * The Kafka bridge: routes (MQTT → Kafka) and consume rules (Kafka → MQTT) give Zhihu's
  * four patterns. A routed PUBLISH is taken over in the messagePublish hook (after the
@@ -36,7 +32,7 @@ export const kafkaPlugin = definePlugin({
     let buffered = 0
     new Gauge({ name: 'mqgw_kafka_qos0_buffered', help: 'Routed QoS 0 messages waiting for Kafka', registers, collect () { this.set(buffered) } }) // eslint-disable-line no-new
 
-    const client: BridgeKafkaClient = kafkaClientFactory({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs }, log)
+    const client: BridgeKafkaClient = createKafkaJsClient({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs }, log)
     ctx.readiness.register('kafka', () => {
       if (!client.producerConnected()) return { ready: false, reason: 'Kafka producer not connected' }
       if (config.consume.length > 0 && !client.consumerRunning()) return { ready: false, reason: 'Kafka consumer not running' }

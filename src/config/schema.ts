@@ -65,8 +65,6 @@ export const limitsSchema = z.strictObject({
 export const brokerSchema = z.strictObject({
   /** How long a socket may refuse to drain before the client is destroyed (Aedes default 60 s is too long). */
   drainTimeoutMs: z.number().int().min(100).default(15000),
-  /** Messages in delivery at once; only for Aedes' own mqemitter bus, which the gateway no longer uses (kept for compatibility). */
-  concurrency: z.number().int().min(1).default(100),
   /** Hash shards of the exact-topic subscription index (src/bus/subscription-index.ts). */
   subscriptionShards: z.number().int().min(1).max(65536).default(256),
   /** Packets buffered per client while its CONNECT is being authenticated. */

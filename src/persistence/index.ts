@@ -13,8 +13,8 @@ import { createRedisBackend } from './redis.js'
 export interface PersistenceBackend {
   /** An aedes-persistence implementation (typed `any` by Aedes itself). */
   persistence?: unknown
-  /** An mqemitter-compatible bus (`on`, `removeListener`, `emit`, `close`). */
-  mq?: unknown
+  /** An mqemitter-compatible bus (`on`, `removeListener`, `emit`, `close`); always ours, never Aedes' default. */
+  mq: unknown
   /** Whether persistent sessions can be served now (a CONNECT with clean:false is refused with 0x03 otherwise). */
   available: () => boolean
   /** Resolves once the store can be used (Redis connected); the broker is built after it. */
