@@ -25,16 +25,29 @@ export function topicLevels (topic: string): number {
   return levels
 }
 
-/** Whether a topic (no wildcards) matches a filter (MQTT 3.1.1 §4.7; `a/#` matches `a`; wildcard-first filters skip `$` topics). */
-export function topicMatchesFilter (filter: string, topic: string): boolean {
-  const f = filter.split('/')
-  const t = topic.split('/')
-  if ((f[0] === '#' || f[0] === '+') && topic.startsWith('$')) return false
-  for (let i = 0; i < f.length; i++) {
-    const level = f[i]!
-    if (level === '#') return true
-    if (i >= t.length) return false
-    if (level !== '+' && level !== t[i]) return false
+/**
+ * Whether one topic filter covers another: every topic the `requested` filter can
+ * match is matched by `rule`. A plain topic is a filter without wildcards, so this also
+ * decides whether a topic matches a filter (PUBLISH checks, Kafka routes).
+ *
+ * rule `user/alice/#` covers `user/alice/inbox`, `user/alice/#` and `user/alice`
+ * (`#` also matches its parent level, MQTT 3.1.1 §4.7.1.2); never `user/+/inbox`,
+ * `user/#` or `#`. A rule starting with a wildcard does not cover `$`-topics
+ * ([MQTT-4.7.2-1]: `#` and `+/...` do not match `$SYS/...`).
+ */
+export function covers (rule: readonly string[], requested: readonly string[]): boolean {
+  if (rule.length > 0 && (rule[0] === '#' || rule[0] === '+') && requested.length > 0 && requested[0]!.startsWith('$')) return false
+  for (let i = 0; i < rule.length; i++) {
+    const r = rule[i]!
+    if (r === '#') return true
+    if (i >= requested.length) return false
+    const q = requested[i]!
+    if (r === '+') {
+      if (q === '#') return false
+    } else if (r !== q) {
+      return false
+    }
   }
-  return f.length === t.length
+  // The rule is exhausted: equal length covers; a longer requested filter does not.
+  return requested.length === rule.length
 }

@@ -1,4 +1,4 @@
-import { covers } from './topic-match.js'
+import { covers } from '../../src/topic.js'
 
 /** Identity a template is rendered with: CONNECT fields and the claims auth returned. */
 export interface TemplateIdentity {

@@ -3,7 +3,7 @@ import type { PublishPacket } from 'aedes'
 import { Counter, Gauge, Histogram } from 'prom-client'
 import { HANDLED, PASS, type MessageVerdict } from '../../src/hooks/types.js'
 import { definePlugin } from '../../src/plugin.js'
-import { topicMatchesFilter } from '../../src/topic.js'
+import { covers } from '../../src/topic.js'
 import { createKafkaJsClient, type BridgeKafkaClient, type ConsumedRecord } from './kafka-client.js'
 import { kafkaConfigSchema } from './schema.js'
 
@@ -55,8 +55,12 @@ export const kafkaPlugin = definePlugin({
       })
     }
 
-    ctx.hook('messagePublish', ({ client: mqttClient, info, packet }): MessageVerdict | Promise<MessageVerdict> => {
-      const route = config.routes.find((r) => topicMatchesFilter(r.mqtt, packet.topic))
+    // Filters split once; a PUBLISH splits its topic once, and only when there are routes.
+    const routes = config.routes.map((r) => ({ ...r, levels: r.mqtt.split('/') }))
+    // Without routes the bridge takes nothing: no handler, so PUBLISHes keep the core's fast path.
+    if (routes.length > 0) ctx.hook('messagePublish', ({ client: mqttClient, info, packet }): MessageVerdict | Promise<MessageVerdict> => {
+      const topicLevels = packet.topic.split('/')
+      const route = routes.find((r) => covers(r.levels, topicLevels))
       if (!route) return PASS
       const clientId = mqttClient?.id ?? ''
       const username = info?.username ?? ''

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { covers } from '../../../plugins/acl/topic-match.js'
+import { covers } from '../../../src/topic.js'
 import { TemplateError, TopicTemplate, type TemplateIdentity } from '../../../plugins/acl/topic-template.js'
 
 const alice: TemplateIdentity = { clientid: 'phone-1', username: 'alice', claims: { uid: '42' } }
