@@ -17,6 +17,7 @@ import type { AclRuleSpec } from '../plugins/acl/schema.js'
 import { TopicTemplate } from '../plugins/acl/topic-template.js'
 import { hashPassword } from '../plugins/auth/password-hash.js'
 import { loadgen, percentiles, report, spawnGateway, stopGateway } from './lib.js'
+import { seededInt } from '../test/helpers/seeded-random.js'
 
 const RULES = 1000
 const CHECKS = 200000
@@ -37,8 +38,7 @@ function microbench (): Array<Record<string, string | number>> {
   const rules = new AclRules(specs, new Set())
   const templates = specs.map((s) => ({ spec: s, templates: s.topics.map((t) => new TopicTemplate(t)) }))
   const id: AclIdentity = { clientid: 'phone-1', username: 'alice', claims: {}, superuser: false, listener: 'mqtt' }
-  let seed = 7
-  const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n }
+  const rand = seededInt(7)
   const topics = Array.from({ length: 4096 }, () => {
     const k = rand(RULES)
     switch (rand(3)) {

@@ -34,6 +34,7 @@ import { PerformanceObserver, monitorEventLoopDelay } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Qlobber } from 'qlobber'
 import { SubscriptionIndex } from '../src/bus/subscription-index.js'
+import { seededRandom } from '../test/helpers/seeded-random.js'
 
 interface Matcher {
   add: (filter: string, value: number) => void
@@ -89,17 +90,6 @@ const collect = (): void => { gc(); gc() }
 
 // ---- workload ---------------------------------------------------------------------------
 
-/** mulberry32, so that every run and both structures see the same sequence. */
-function seededRandom (seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** A flat copy with no cached hash, like a topic the MQTT parser has just decoded. */
 const fresh = (s: string): string => Buffer.from(s, 'latin1').toString('latin1')

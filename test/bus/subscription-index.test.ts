@@ -2,23 +2,13 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { Qlobber } from 'qlobber'
 import { SubscriptionIndex } from '../../src/bus/subscription-index.js'
+import { seededRandom } from '../helpers/seeded-random.js'
 
 /** The matcher mqemitter 7 builds for Aedes (`matchEmptyLevels: true`). */
 function aedesQlobber<V> (): Qlobber<V> {
   return new Qlobber<V>({ match_empty_levels: true, separator: '/', wildcard_one: '+', wildcard_some: '#' })
 }
 
-/** mulberry32: a small seeded PRNG so every run draws the same sequences. */
-function seededRandom (seed: number): () => number {
-  let state = seed >>> 0
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const sorted = (values: string[]): string[] => [...values].sort()
 

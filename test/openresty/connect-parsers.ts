@@ -75,14 +75,5 @@ export async function njsParse (inputs: Input[]): Promise<ParseResult[]> {
   })
 }
 
-/** Seeded PRNG (mulberry32): fuzz inputs are reproducible from the printed seed. */
-export function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** Seeded PRNG: fuzz inputs are reproducible from the printed seed. */
+export { seededRandom as prng } from '../helpers/seeded-random.js'

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test'
 import { AclFileError, AclRules, type AclIdentity } from '../../../plugins/acl/rules.js'
 import type { AclRuleSpec } from '../../../plugins/acl/schema.js'
 import { TopicTemplate } from '../../../plugins/acl/topic-template.js'
+import { seededInt } from '../../helpers/seeded-random.js'
 
 const id = (over: Partial<AclIdentity> = {}): AclIdentity => ({ clientid: 'c1', username: 'alice', claims: {}, superuser: false, listener: 'mqtt', ...over })
 
@@ -61,8 +62,7 @@ rules:
   })
 
   it('the first-level index gives the same answers as evaluating every rule in order (randomized)', () => {
-    let seed = 12345
-    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n }
+    const rand = seededInt(12345)
     const words = ['a', 'b', 'c', 'user', '$SYS']
     const level = (): string => ['+', '${username}', ...words][rand(words.length + 2)]!
     const specs: AclRuleSpec[] = Array.from({ length: 200 }, () => {
