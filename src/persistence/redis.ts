@@ -119,6 +119,20 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     }
   }
 
+  const reclaimOwnSessions = async (): Promise<void> => {
+    const prefix = `${nodeId}|`
+    let cursor = '0'
+    let reclaimed = 0
+    do {
+      const [next, entries] = await conn.hscan(ONLINE_KEY, cursor, 'COUNT', 1000)
+      cursor = next
+      for (let i = 0; i + 1 < entries.length; i += 2) {
+        if (entries[i + 1]!.startsWith(prefix)) reclaimed += await conn.mqgwMarkOffline(ONLINE_KEY, OFFLINE_KEY, entries[i]!, entries[i + 1]!, Date.now())
+      }
+    } while (cursor !== '0')
+    if (reclaimed > 0) log.info({ sessions: reclaimed }, 'sessions left online by this node\'s previous run marked offline')
+  }
+
   return {
     persistence,
     mq,
@@ -152,6 +166,10 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
           log.warn({ clientId: client.id, err: err.message }, 'could not record session as offline')
         })
       })
+      // Sessions this node had open when it last died (SIGKILL, crash) are still marked online
+      // with its tokens: mark them offline now, so that they expire if their clients never
+      // return. A client that reconnected elsewhere has a newer token and is left alone.
+      void reclaimOwnSessions().catch((err: Error) => log.warn({ err: err.message }, 'could not reclaim sessions of this node\'s previous run'))
       const every = Math.min(30000, Math.max(200, Math.floor(cfg.sessionExpiryS * 1000 / 4)))
       janitor = setInterval(() => { void sweep() }, every)
       janitor.unref()

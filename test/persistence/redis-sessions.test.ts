@@ -59,6 +59,19 @@ describe('session expiry and offline queue bound', () => {
     db.disconnect()
   })
 
+  it('a session left online by a crashed node expires after the node restarts with the same id', async () => {
+    const db = redis.client()
+    const sub = await connectClient(node.url, { clientId: 'orphan', clean: false })
+    await sub.subscribeAsync('orphan/t', { qos: 1 })
+    await node.crash()
+    await endClient(sub, true)
+    node = await startNode(redis, 'gw-exp', { persistence: { sessionExpiryS: 2, maxOfflineQueue: 5 } })
+    const deadline = Date.now() + 8000
+    while (Date.now() < deadline && await db.sismember('clients', 'orphan') === 1) await sleep(100)
+    assert.equal(await db.sismember('clients', 'orphan'), 0, 'the orphaned session was removed')
+    db.disconnect()
+  })
+
   it('a session that reconnects before expiry is kept', async () => {
     const sub = await connectClient(node.url, { clientId: 'returning', clean: false })
     await sub.subscribeAsync('ret/t', { qos: 1 })

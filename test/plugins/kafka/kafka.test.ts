@@ -50,6 +50,7 @@ kafka:
   brokers: ["${kafka.brokers[0]}"]
   groupId: bridge-test
   produceTimeoutMs: 4000
+  maxBufferedQos0: 5
   routes:
     - { mqtt: "device/+/telemetry", kafkaTopic: telemetry, key: clientid }
     - { mqtt: "chat/#", kafkaTopic: chat }
@@ -181,6 +182,8 @@ kafka:
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
     assert.match(metrics, /mqgw_kafka_skipped_total\{reason="no_topic"\} 2/)
     assert.match(metrics, /mqgw_kafka_skipped_total\{reason="invalid_topic"\} 3/)
+    assert.match(metrics, /mqgw_kafka_consumer_lag\{topic="push",partition="0"\} \d+/)
+    assert.match(metrics, /mqgw_kafka_consumed_total\{topic="push"\} [1-9]/)
     await endClient(app)
   })
 
@@ -199,7 +202,15 @@ kafka:
     await kafka.stop()
     let down = false
     for (let i = 0; i < 200 && !down; i++) { down = (await fetch(`${gw.adminUrl}/readyz`)).status === 503; if (!down) await sleep(100) }
-    // A QoS 1 publish now: no PUBACK (the gateway closes the connection after produceTimeoutMs).
+    // QoS 0 while Kafka is down: at most maxBufferedQos0 (5) wait for it, the rest are dropped and counted.
+    const q0 = await connectClient(gw.mqttUrl, { clientId: 'outage-q0' })
+    for (let i = 0; i < 20; i++) q0.publish('device/outage-q0/telemetry', `q0-${i}`, { qos: 0 })
+    await sleep(300)
+    const duringMetrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
+    assert.match(duringMetrics, /mqgw_kafka_dropped_total\{reason="qos0_buffer_full"\} 15\n/)
+    assert.match(duringMetrics, /mqgw_kafka_qos0_buffered 5\n/)
+    await endClient(q0)
+        // A QoS 1 publish now: no PUBACK (the gateway closes the connection after produceTimeoutMs).
     const acked = await Promise.race([client.publishAsync('device/outage-dev/telemetry', 'during', { qos: 1 }).then(() => true, () => false), sleep(6000).then(() => false)])
     assert.equal(acked, false, 'no PUBACK while Kafka is down')
     assert.equal(down, true, '/readyz 503 while Kafka is down')
