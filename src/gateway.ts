@@ -13,6 +13,7 @@ import { Readiness, openAdminListener } from './listeners/admin.js'
 import { openMqttListeners, type BoundListener, type MqttListenerName } from './listeners/listeners.js'
 import type { Peer } from './listeners/proxy-protocol.js'
 import { SocketTracker } from './listeners/socket-tracker.js'
+import { batchWritesPerTurn } from './listeners/write-batching.js'
 import { createLogger, type Logger } from './log.js'
 import { GatewayMetrics } from './metrics.js'
 import { createPersistence, type PersistenceBackend } from './persistence/index.js'
@@ -173,6 +174,7 @@ export class Gateway {
   }
 
   #handle (stream: Duplex, socket: Socket, listener: MqttListenerName, req?: IncomingMessage, peer?: Peer): void {
+    batchWritesPerTurn(stream)
     const client = this.broker.handle(stream, req)
     guardParser(client, this.#config.limits.maxPacketSize)
     this.clients.attach(client, {

@@ -1,0 +1,72 @@
+import { Writable } from 'node:stream'
+
+/**
+ * Batches each connection's writes per event-loop turn: the first write of a turn corks the
+ * stream, one setImmediate uncorks every corked stream, so all the packets a turn produced
+ * for a client leave in one writev (one syscall) instead of one write each.
+ *
+ * mqtt-packet corks too, but only until process.nextTick, which runs after each I/O
+ * callback: a subscriber fed by ten publishers (fan-in) got a syscall per publisher read,
+ * and every PUBACK of a QoS 1 stream its own. Node's `cork()` keeps back-pressure intact
+ * (`write()` returns false and `writableNeedDrain` is set once the buffered bytes pass the
+ * high-water mark), so the flow window and Aedes' drain handling see what they saw before.
+ * The latency added is at most the rest of the current turn.
+ *
+ * `destroy()` discards a corked buffer, and Aedes destroys the socket right after writing
+ * a refusal (CONNACK 0x01, errors), so destroy() first hands what was written to the OS.
+ *
+ * `write` and `destroy` become own properties pointing at shared functions (no closure
+ * per connection). Streams whose `write` or `destroy` is not Writable's are left alone.
+ */
+const CORKED = Symbol('mqgw.corkedForTurn')
+
+interface Batched extends Writable {
+  [CORKED]?: boolean
+}
+
+const corked: Batched[] = []
+const writableWrite = Writable.prototype.write
+const writableDestroy = Writable.prototype.destroy
+
+function uncorkAll (): void {
+  // Uncorking starts the writes; their callbacks run later, so nothing is added to `corked` here.
+  for (let i = 0; i < corked.length; i++) {
+    const stream = corked[i]!
+    // Already uncorked by batchedWrite when its buffer filled.
+    if (stream[CORKED] !== true) continue
+    stream[CORKED] = false
+    stream.uncork()
+  }
+  corked.length = 0
+}
+
+function batchedWrite (this: Batched, ...args: Parameters<Writable['write']>): boolean {
+  if (this[CORKED] !== true && !this.destroyed) {
+    this[CORKED] = true
+    this.cork()
+    if (corked.push(this) === 1) setImmediate(uncorkAll)
+  }
+  const ok = writableWrite.apply(this, args as Parameters<typeof writableWrite>)
+  // A buffer past its high-water mark leaves now rather than at the end of the turn: the
+  // batch is already large, and the writer (the flow window, Aedes' drain handling) now
+  // waits for 'drain', which only comes once the buffer is out.
+  if (!ok && this[CORKED] === true) {
+    this[CORKED] = false
+    this.uncork()
+  }
+  return ok
+}
+
+function flushingDestroy (this: Batched, ...args: Parameters<Writable['destroy']>): Batched {
+  if (this[CORKED] === true) {
+    this[CORKED] = false
+    this.uncork()
+  }
+  return writableDestroy.apply(this, args) as Batched
+}
+
+export function batchWritesPerTurn (stream: Writable): void {
+  if (stream.write !== writableWrite || stream.destroy !== writableDestroy) return
+  stream.write = batchedWrite as Writable['write']
+  stream.destroy = flushingDestroy as Writable['destroy']
+}
