@@ -1,19 +1,30 @@
+import { encodeQos0Publish, type PublishFields } from './publish-encoder.js'
 import type { FlowConfig } from './schema.js'
 
-/** Writes one packet; `track(messageId)` is called synchronously when it takes an in-flight slot; `done` when written. */
-export type SendPacket = (track: (messageId: number) => void, done: () => void) => void
+/** A packet as the bus delivers it (an Aedes packet); the window only reads it. */
+export type OutboundPacket = PublishFields
 
 interface Queued {
+  packet: OutboundPacket
   qos: number
   bytes: number
-  send: SendPacket
 }
 
 /** What the window needs to know of the connection under it. */
 export interface FlowConnection {
   /** True while the socket's buffer is above its high-water mark. */
   readonly writableNeedDrain: boolean
+  write: (chunk: Buffer) => boolean
   once: (event: 'drain' | 'close', listener: () => void) => unknown
+}
+
+/** The Aedes client under the window (patches/aedes+1.2.0.patch adds sendQueuedQoS). */
+export interface OutboundClient {
+  readonly conn: FlowConnection
+  readonly connected: boolean
+  readonly connecting: boolean
+  /** Sends a QoS 1/2 PUBLISH (message id, session store, write); returns its message id. */
+  sendQueuedQoS: (packet: OutboundPacket, qos: number) => number
 }
 
 export type OverflowReason = 'queue_full' | 'queue_bytes' 
@@ -28,6 +39,8 @@ export interface WindowEvents {
 /**
  * The outbound flow of one client, installed on the Aedes client as `outboundFlow`
  * (patches/aedes+1.2.0.patch calls deliver / deliverStored / acked):
+ * - QoS 0 is encoded and written here (one buffer per message shared by all subscribers),
+ *   QoS 1/2 goes back to Aedes (`sendQueuedQoS`) for its message id and session store;
  * - at most `inflightWindow` QoS 1/2 messages unacknowledged; the rest wait in order;
  * - nothing is written while the socket is above its high-water mark (resume on drain),
  *   so a slow client's backlog sits in its own bounded queue, never in a shared slot;
@@ -36,6 +49,7 @@ export interface WindowEvents {
  */
 export class InflightWindow {
   readonly #config: FlowConfig
+  readonly #client: OutboundClient
   readonly #conn: FlowConnection
   readonly #events: WindowEvents
   readonly #inflight = new Set<number>()
@@ -46,27 +60,29 @@ export class InflightWindow {
   #waitingForDrain = false
   #closed = false
 
-  constructor (config: FlowConfig, conn: FlowConnection, events: WindowEvents) {
+  constructor (config: FlowConfig, client: OutboundClient, events: WindowEvents) {
     this.#config = config
-    this.#conn = conn
+    this.#client = client
+    this.#conn = client.conn
     this.#events = events
-    conn.once('close', () => { this.#closed = true })
+    this.#conn.once('close', () => { this.#closed = true })
   }
 
   get inflight (): number { return this.#inflight.size }
   get queued (): number { return this.#queue.length - this.#head }
   get queuedBytes (): number { return this.#queuedBytes }
 
-  deliver (packet: { payload?: Buffer | string, topic: string }, qos: number, send: SendPacket): void {
+  /** Takes one packet for this client: written now, queued behind the window or the socket, or dropped by the overflow policy. */
+  deliver (packet: OutboundPacket, qos: number): void {
     if (this.#closed) return
     // Fast path: nothing waiting, a free slot, a socket that takes more. No allocation.
     if (this.#head === this.#queue.length && this.#stored.length === 0 && !this.#conn.writableNeedDrain && (qos === 0 || this.#inflight.size < this.#config.inflightWindow)) {
-      send(this.#track, noop)
+      this.#send(packet, qos)
       return
     }
     const bytes = byteLength(packet)
     if (!this.#admit(qos, bytes)) return
-    this.#queue.push({ qos, bytes, send })
+    this.#queue.push({ packet, qos, bytes })
     this.#queuedBytes += bytes
     this.#pump()
   }
@@ -122,11 +138,13 @@ export class InflightWindow {
     return victim!
   }
 
-  /** Bound once per window: called with the message id of each QoS 1/2 packet sent. */
-  readonly #track = (messageId: number): void => { this.#inflight.add(messageId) }
-
-  #send (item: Queued): void {
-    item.send(this.#track, noop)
+  #send (packet: OutboundPacket, qos: number): void {
+    if (qos === 0) {
+      // As Aedes' write(): nothing is written once the client is no longer connected.
+      if (this.#client.connected || this.#client.connecting) this.#conn.write(encodeQos0Publish(packet))
+      return
+    }
+    this.#inflight.add(this.#client.sendQueuedQoS(packet, qos))
   }
 
   #pump (): void {
@@ -159,15 +177,14 @@ export class InflightWindow {
         this.#queue = this.#queue.slice(this.#head)
         this.#head = 0
       }
-      this.#send(item)
+      this.#send(item.packet, item.qos)
     }
   }
 }
 
-function byteLength (packet: { payload?: Buffer | string, topic: string }): number {
+function byteLength (packet: OutboundPacket): number {
   const payload = packet.payload
-  const size = payload === undefined ? 0 : (typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length)
+  const size = payload == null ? 0 : (typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength)
   return size + packet.topic.length + 8
 }
 
-function noop (): void {}

@@ -1,7 +1,7 @@
 import { Counter, Gauge } from 'prom-client'
 import { PASS } from '../../src/hooks/types.js'
 import { definePlugin } from '../../src/plugin.js'
-import { InflightWindow, type FlowConnection } from './inflight-window.js'
+import { InflightWindow, type OutboundClient } from './inflight-window.js'
 import { flowConfigSchema } from './schema.js'
 
 /**
@@ -31,8 +31,9 @@ export const flowPlugin = definePlugin({
 
     ctx.hook('preConnect', ({ client, packet }) => {
       let warned = false
-      const conn = client.conn as unknown as FlowConnection
-      const window = new InflightWindow(ctx.config, conn, {
+      const outbound = client as unknown as OutboundClient
+      const conn = outbound.conn
+      const window = new InflightWindow(ctx.config, outbound, {
         dropped: (reason, qos) => {
           dropped.inc({ reason, qos: String(qos) })
           if (!warned) {

@@ -73,6 +73,12 @@ class Delivery {
 }
 
 export class LocalBus<P extends { topic: string } = AedesPublishPacket> {
+  /**
+   * Read by patches/aedes+1.2.0.patch: listeners may call `done` before they return. Safe
+   * here (completion callbacks are depth-bounded, see `complete`); mqemitter recurses once
+   * per queued message on synchronous completion, so Aedes defers `done` for other buses.
+   */
+  readonly toleratesSyncDone = true
   private readonly index: SubscriptionIndex<BusListener<P>>
   private closed = false
   private thrownByListeners = 0
