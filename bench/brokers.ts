@@ -4,11 +4,14 @@
  * other core. Every child is tracked by pid and killed on stop, on error and at exit.
  *
  *  - gateway:   this project's CLI (dist/src/cli.js) with config/gateway.yaml (memory mode), log level warn
- *  - aedes:     plain Aedes 1.2.0 with default options (dist/bench/plain-aedes.js)
+ *  - aedes:     plain Aedes 1.2.0 with default options (dist/bench/plain-aedes.js), as published:
+ *               node_modules/aedes carries this project's patch (patches/), so the peer runs a
+ *               copy with the patch reversed (.cache/bench/pristine-aedes, see pristineAedes())
  *  - mosquitto: /usr/sbin/mosquitto with a generated config in a temp dir
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -131,6 +134,31 @@ async function stopChild (child: ChildProcess, graceMs = 5000): Promise<void> {
   clearTimeout(timer)
 }
 
+const AEDES_PATCH = 'patches/aedes+1.2.0.patch'
+const PRISTINE_ROOT = '.cache/bench/pristine-aedes'
+
+/**
+ * The entry file of an unpatched Aedes 1.2.0: node_modules/aedes with this project's patch
+ * reversed (Debian's `patch`), rebuilt when the patch changes. Its dependencies resolve from
+ * the project's node_modules. Refuses to return a copy that still carries a patch marker.
+ */
+export function pristineAedes (): string {
+  const stamp = createHash('sha256').update(readFileSync(AEDES_PATCH)).update(readFileSync('node_modules/aedes/package.json')).digest('hex')
+  const dir = join(PRISTINE_ROOT, 'node_modules', 'aedes')
+  const stampFile = join(PRISTINE_ROOT, '.stamp')
+  if (!existsSync(stampFile) || readFileSync(stampFile, 'utf8') !== stamp) {
+    rmSync(PRISTINE_ROOT, { recursive: true, force: true })
+    mkdirSync(join(PRISTINE_ROOT, 'node_modules'), { recursive: true })
+    cpSync('node_modules/aedes', dir, { recursive: true })
+    const reversed = spawnSync('patch', ['-R', '-p1', '-s', '-d', PRISTINE_ROOT, '-i', join(process.cwd(), AEDES_PATCH)], { encoding: 'utf8' })
+    if (reversed.error || reversed.status !== 0) throw new Error(`cannot reverse ${AEDES_PATCH} for the plain Aedes peer (is Debian's "patch" installed?): ${reversed.error?.message ?? reversed.stderr}`)
+    const marked = spawnSync('grep', ['-rl', 'mqtt-gateway patch', dir], { encoding: 'utf8' })
+    if (marked.stdout.trim() !== '') throw new Error(`reversing ${AEDES_PATCH} left patched files: ${marked.stdout.trim()}`)
+    writeFileSync(stampFile, stamp)
+  }
+  return join(process.cwd(), dir, 'aedes.js')
+}
+
 export function mosquittoConfig (port: number): string {
   return [
     `listener ${port} 127.0.0.1`,
@@ -166,7 +194,7 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
     const extra = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
     child = spawnPinned(BROKER_CORE, process.execPath, [...GATEWAY_NODE_FLAGS, ...extra, join(process.cwd(), 'dist/src/cli.js'), '--config', 'config/gateway.yaml'], env)
   } else if (name === 'aedes') {
-    child = spawnPinned(BROKER_CORE, process.execPath, [join(process.cwd(), 'dist/bench/plain-aedes.js'), String(port)])
+    child = spawnPinned(BROKER_CORE, process.execPath, [join(process.cwd(), 'dist/bench/plain-aedes.js'), String(port), pristineAedes()])
   } else {
     const dir = mkdtempSync(join(tmpdir(), 'mqgw-compare-mosquitto-'))
     const file = join(dir, 'mosquitto.conf')

@@ -1,14 +1,18 @@
 /**
  * Plain Aedes 1.2.0 with default options, for bench/compare.bench.ts (the "aedes" peer).
  *
- *   node dist/bench/plain-aedes.js PORT
+ *   node dist/bench/plain-aedes.js PORT [AEDES_ENTRY]
  *
+ * AEDES_ENTRY: the aedes.js to load (bench/brokers.ts passes an unpatched copy, see
+ * pristineAedes()); default: the project's node_modules/aedes, which carries the patch.
  * Listens on 127.0.0.1:PORT; SIGTERM/SIGINT close the broker and exit 0.
  */
 import net from 'node:net'
-import { Aedes } from 'aedes'
+import { pathToFileURL } from 'node:url'
 
 const port = Number(process.argv[2] ?? 1883)
+const entry = process.argv[3]
+const { Aedes } = (entry === undefined ? await import('aedes') : await import(pathToFileURL(entry).href)) as typeof import('aedes')
 const broker = await Aedes.createBroker()
 const server = net.createServer(broker.handle)
 server.listen(port, '127.0.0.1')

@@ -38,6 +38,8 @@ export interface GatewayPorts {
 }
 
 const REFUSAL_REASON: Record<number, string> = { 2: 'identifier_rejected', 3: 'server_unavailable', 4: 'bad_credentials', 5: 'not_authorized' }
+/** Claims of a client that authentication gave none (shared, frozen). */
+const NO_CLAIMS: Readonly<Record<string, string>> = Object.freeze({})
 
 function authError (returnCode: 2 | 3 | 4 | 5, message: string): AuthenticateError {
   // AuthErrorCode is a const enum in Aedes' types; the numeric codes are the same (MQTT 3.1.1 §3.2.2.3).
@@ -182,8 +184,17 @@ export class Gateway {
       remoteAddress: peer?.address ?? socket.remoteAddress ?? 'unknown',
       remotePort: peer?.port ?? socket.remotePort ?? 0,
       connectedAt: Date.now(),
+      // Every field present from the start: one hidden class for all infos, and no
+      // out-of-object property array per connection when fields are set later.
+      protocolVersion: undefined,
+      closeReason: undefined,
+      clean: undefined,
+      username: undefined,
       superuser: false,
-      claims: {}
+      claims: NO_CLAIMS,
+      publishQueue: undefined,
+      publishing: undefined,
+      pendingRefusal: undefined
     })
   }
 

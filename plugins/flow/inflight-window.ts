@@ -15,26 +15,35 @@ export interface FlowConnection {
   /** True while the socket's buffer is above its high-water mark. */
   readonly writableNeedDrain: boolean
   write: (chunk: Buffer) => boolean
-  once: (event: 'drain' | 'close', listener: () => void) => unknown
+  once: (event: 'drain', listener: () => void) => unknown
 }
 
 /** The Aedes client under the window (patches/aedes+1.2.0.patch adds sendQueuedQoS). */
 export interface OutboundClient {
+  readonly id: string
   readonly conn: FlowConnection
   readonly connected: boolean
   readonly connecting: boolean
+  /** Set by Aedes once the client is closing: nothing more is sent. */
+  readonly closed: boolean
   /** Sends a QoS 1/2 PUBLISH (message id, session store, write); returns its message id. */
   sendQueuedQoS: (packet: OutboundPacket, qos: number) => number
 }
 
 export type OverflowReason = 'queue_full' | 'queue_bytes' 
 
+/** Shared by every window of a plugin instance (no closures per connection). */
 export interface WindowEvents {
   /** A message was dropped (policy drop-oldest / drop-new). */
-  dropped: (reason: OverflowReason, qos: number) => void
+  dropped: (window: InflightWindow, reason: OverflowReason, qos: number) => void
   /** Policy disconnect: the client must be closed. */
-  overflow: (reason: OverflowReason) => void
+  overflow: (window: InflightWindow, reason: OverflowReason) => void
 }
+
+/** Shared placeholders until a window first queues something: an idle client allocates nothing. */
+const NO_QUEUE: Queued[] = []
+const NO_STORED: Array<{ messageId: number, send: () => void }> = []
+const NO_INFLIGHT: ReadonlySet<number> = new Set<number>()
 
 /**
  * The outbound flow of one client, installed on the Aedes client as `outboundFlow`
@@ -48,29 +57,36 @@ export interface WindowEvents {
  * Stored messages replayed on reconnect (persistent sessions) take slots first.
  */
 export class InflightWindow {
+  readonly client: OutboundClient
   readonly #config: FlowConfig
-  readonly #client: OutboundClient
   readonly #conn: FlowConnection
   readonly #events: WindowEvents
-  readonly #inflight = new Set<number>()
-  #queue: Queued[] = []
+  #inflight: Set<number> = NO_INFLIGHT as Set<number>
+  #queue: Queued[] = NO_QUEUE
   #head = 0
   #queuedBytes = 0
-  readonly #stored: Array<{ messageId: number, send: () => void }> = []
+  #stored = NO_STORED
   #waitingForDrain = false
-  #closed = false
+  /** Closed by the overflow policy `disconnect` (Aedes' own close is read from the client). */
+  #overflowed = false
 
   constructor (config: FlowConfig, client: OutboundClient, events: WindowEvents) {
     this.#config = config
-    this.#client = client
+    this.client = client
     this.#conn = client.conn
     this.#events = events
-    this.#conn.once('close', () => { this.#closed = true })
   }
 
   get inflight (): number { return this.#inflight.size }
   get queued (): number { return this.#queue.length - this.#head }
   get queuedBytes (): number { return this.#queuedBytes }
+
+  get #closed (): boolean { return this.#overflowed || this.client.closed }
+
+  #track (messageId: number): void {
+    if (this.#inflight === NO_INFLIGHT) this.#inflight = new Set()
+    this.#inflight.add(messageId)
+  }
 
   /** Takes one packet for this client: written now, queued behind the window or the socket, or dropped by the overflow policy. */
   deliver (packet: OutboundPacket, qos: number): void {
@@ -82,6 +98,7 @@ export class InflightWindow {
     }
     const bytes = byteLength(packet)
     if (!this.#admit(qos, bytes)) return
+    if (this.#queue === NO_QUEUE) this.#queue = []
     this.#queue.push({ packet, qos, bytes })
     this.#queuedBytes += bytes
     this.#pump()
@@ -90,6 +107,7 @@ export class InflightWindow {
   /** A message from the session store on reconnect: sent when a slot is free (the caller's stream waits). */
   deliverStored (messageId: number, send: () => void): void {
     if (this.#closed) return
+    if (this.#stored === NO_STORED) this.#stored = []
     this.#stored.push({ messageId, send })
     this.#pump()
   }
@@ -105,23 +123,23 @@ export class InflightWindow {
     let reason = over()
     if (reason === undefined) return true
     if (overflow === 'disconnect') {
-      this.#closed = true
-      this.#events.overflow(reason)
+      this.#overflowed = true
+      this.#events.overflow(this, reason)
       return false
     }
     if (overflow === 'drop-new') {
-      this.#events.dropped(reason, qos)
+      this.#events.dropped(this, reason, qos)
       return false
     }
     // drop-oldest, QoS 0 first: make room until the new message fits.
     while (reason !== undefined && this.queued > 0) {
       const victim = this.#dropOldest()
-      this.#events.dropped(reason, victim.qos)
+      this.#events.dropped(this, reason, victim.qos)
       reason = over()
     }
     if (reason !== undefined) {
       // Larger than the whole byte budget on its own.
-      this.#events.dropped(reason, qos)
+      this.#events.dropped(this, reason, qos)
       return false
     }
     return true
@@ -141,10 +159,10 @@ export class InflightWindow {
   #send (packet: OutboundPacket, qos: number): void {
     if (qos === 0) {
       // As Aedes' write(): nothing is written once the client is no longer connected.
-      if (this.#client.connected || this.#client.connecting) this.#conn.write(encodeQos0Publish(packet))
+      if (this.client.connected || this.client.connecting) this.#conn.write(encodeQos0Publish(packet))
       return
     }
-    this.#inflight.add(this.#client.sendQueuedQoS(packet, qos))
+    this.#track(this.client.sendQueuedQoS(packet, qos))
   }
 
   #pump (): void {
@@ -163,7 +181,7 @@ export class InflightWindow {
       if (this.#stored.length > 0) {
         if (full) return
         const stored = this.#stored.shift()!
-        this.#inflight.add(stored.messageId)
+        this.#track(stored.messageId)
         stored.send()
         continue
       }

@@ -1,7 +1,8 @@
+import type { Client } from 'aedes'
 import { Counter, Gauge } from 'prom-client'
 import { PASS } from '../../src/hooks/types.js'
 import { definePlugin } from '../../src/plugin.js'
-import { InflightWindow, type OutboundClient } from './inflight-window.js'
+import { InflightWindow, type OutboundClient, type WindowEvents } from './inflight-window.js'
 import { flowConfigSchema } from './schema.js'
 
 /**
@@ -19,37 +20,43 @@ export const flowPlugin = definePlugin({
     const registers = [ctx.metrics.registry]
     const dropped = new Counter({ name: 'mqgw_flow_dropped_total', help: 'Messages dropped by a full client queue, by reason and QoS', labelNames: ['reason', 'qos'], registers })
     const overflows = new Counter({ name: 'mqgw_flow_overflow_disconnects_total', help: 'Clients disconnected because their queue overflowed (overflow: disconnect)', registers })
-    const windows = new Set<InflightWindow>()
+    const windowsOf = (): InflightWindow[] => {
+      const windows: InflightWindow[] = []
+      // Aedes' map of connected clients by id (not in its type declarations).
+      const clients = (ctx.broker as unknown as { clients: Record<string, { outboundFlow?: InflightWindow }> }).clients
+      for (const id in clients) {
+        const window = clients[id]!.outboundFlow
+        if (window) windows.push(window)
+      }
+      return windows
+    }
     new Gauge({ // eslint-disable-line no-new
       name: 'mqgw_flow_queued_messages', help: 'Messages waiting in client queues', registers,
-      collect () { let n = 0; for (const w of windows) n += w.queued; this.set(n) }
+      collect () { let n = 0; for (const w of windowsOf()) n += w.queued; this.set(n) }
     })
     new Gauge({ // eslint-disable-line no-new
       name: 'mqgw_flow_inflight_messages', help: 'QoS 1/2 messages sent and not yet acknowledged', registers,
-      collect () { let n = 0; for (const w of windows) n += w.inflight; this.set(n) }
+      collect () { let n = 0; for (const w of windowsOf()) n += w.inflight; this.set(n) }
     })
 
-    ctx.hook('preConnect', ({ client, packet }) => {
-      let warned = false
-      const outbound = client as unknown as OutboundClient
-      const conn = outbound.conn
-      const window = new InflightWindow(ctx.config, outbound, {
-        dropped: (reason, qos) => {
-          dropped.inc({ reason, qos: String(qos) })
-          if (!warned) {
-            warned = true
-            ctx.log.warn({ clientId: packet.clientId, reason, policy: ctx.config.overflow }, 'client queue full; dropping messages (logged once per connection)')
-          }
-        },
-        overflow: (reason) => {
-          overflows.inc()
-          ctx.log.warn({ clientId: packet.clientId, reason }, 'client queue full; disconnecting (overflow: disconnect)')
-          client.close()
-        }
-      })
-      ;(client as unknown as { outboundFlow: InflightWindow }).outboundFlow = window
-      windows.add(window)
-      conn.once('close', () => windows.delete(window))
+    // One events object for every window; a window's first drop is logged, once per connection.
+    const warned = new WeakSet<InflightWindow>()
+    const events: WindowEvents = {
+      dropped: (window, reason, qos) => {
+        dropped.inc({ reason, qos: String(qos) })
+        if (warned.has(window)) return
+        warned.add(window)
+        ctx.log.warn({ clientId: window.client.id, reason, policy: ctx.config.overflow }, 'client queue full; dropping messages (logged once per connection)')
+      },
+      overflow: (window, reason) => {
+        overflows.inc()
+        ctx.log.warn({ clientId: window.client.id, reason }, 'client queue full; disconnecting (overflow: disconnect)')
+        ;(window.client as unknown as Client).close()
+      }
+    }
+
+    ctx.hook('preConnect', ({ client }) => {
+      ;(client as unknown as { outboundFlow: InflightWindow }).outboundFlow = new InflightWindow(ctx.config, client as unknown as OutboundClient, events)
       return PASS
     })
   }

@@ -10,8 +10,21 @@ export class SocketTracker {
   #closedRead = 0
   #closedWritten = 0
   #count = 0
+  /** One 'close' listener shared by every socket (`this` is the socket): no closure per connection. */
+  readonly #onClose: (this: Socket) => void
 
-  constructor (private readonly maxConnections: number) {}
+  constructor (private readonly maxConnections: number) {
+    const forget = (socket: Socket): void => {
+      for (const set of this.#open.values()) {
+        if (!set.delete(socket)) continue
+        this.#count--
+        this.#closedRead += socket.bytesRead
+        this.#closedWritten += socket.bytesWritten
+        return
+      }
+    }
+    this.#onClose = function (this: Socket) { forget(this) }
+  }
 
   get count (): number { return this.#count }
 
@@ -25,13 +38,7 @@ export class SocketTracker {
     }
     set.add(socket)
     this.#count++
-    socket.once('close', () => {
-      if (set.delete(socket)) {
-        this.#count--
-        this.#closedRead += socket.bytesRead
-        this.#closedWritten += socket.bytesWritten
-      }
-    })
+    socket.on('close', this.#onClose)
     return true
   }
 
