@@ -264,6 +264,22 @@ async function runOne (contender: Contender, deviceTopics: string[], probe: stri
   }
 }
 
+/**
+ * What a correct matcher answers for `checkTopics` (values sorted, as runOne formats them),
+ * from a qlobber holding only the subscriptions that can match them: every wildcard filter and
+ * the exact filters equal to a checked topic. Independent of the size under test, so the
+ * answers are checked even where qlobber itself cannot hold all subscriptions.
+ */
+function referenceAnswers (deviceTopics: string[], checkTopics: string[]): string[] {
+  const reference = new Qlobber<number>({ match_empty_levels: true, separator: '/', wildcard_one: '+', wildcard_some: '#' })
+  const checked = new Set(checkTopics)
+  for (let i = 0; i < deviceTopics.length; i++) {
+    if (checked.has(deviceTopics[i]!)) reference.add(deviceTopics[i]!, i)
+  }
+  for (const [k, filter] of wildcardFilters().entries()) reference.add(filter, deviceTopics.length + k)
+  return checkTopics.map((t) => reference.match(t).sort((a, b) => a - b).join(','))
+}
+
 // ---- report -----------------------------------------------------------------------------
 
 function printTable (title: string, rows: Array<Record<string, string | number>>): void {
@@ -315,24 +331,36 @@ function ratioRow (q: Result, s: Result): Record<string, string | number> {
 async function main (): Promise<void> {
   process.stdout.write(`subscription index bench: sizes ${SIZES.join(', ')}; ${MATCHES} timed matches; churn ${CHURN_RATE} ops/s for ${CHURN_MS} ms; node ${process.version}\n`)
   const results: Result[] = []
+  const failures: Array<{ subscriptions: number, structure: string, error: string }> = []
   const rows: Array<Record<string, string | number>> = []
   for (const n of SIZES) {
     const deviceTopics = Array.from({ length: n }, (_, i) => deviceTopic(i))
     const random = seededRandom(n)
     const probe = publishTopics(Math.max(MATCHES, WARMUP_MATCHES), deviceTopics, random)
     const checkTopics = probe.slice(0, 2000)
-    let expected: string[] | undefined
-    const pair: Result[] = []
+    const expected = referenceAnswers(deviceTopics, checkTopics)
+    const pair: Array<Result | undefined> = []
     for (const contender of contenders) {
       const started = Date.now()
-      const { result, answers } = await runOne(contender, deviceTopics, probe, checkTopics, expected)
-      expected ??= answers
-      const full: Result = { subscriptions: n, ...result }
-      pair.push(full)
-      results.push(full)
-      process.stderr.write(`  ${n.toLocaleString('en')} ${contender.name}: ${((Date.now() - started) / 1000).toFixed(1)} s, heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB after release\n`)
+      try {
+        const { result } = await runOne(contender, deviceTopics, probe, checkTopics, expected)
+        const full: Result = { subscriptions: n, ...result }
+        pair.push(full)
+        results.push(full)
+        rows.push(row(full))
+        process.stderr.write(`  ${n.toLocaleString('en')} ${contender.name}: ${((Date.now() - started) / 1000).toFixed(1)} s, heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB after release\n`)
+      } catch (err) {
+        // A structure that cannot hold this many subscriptions is a result, not the end of the run
+        // (qlobber keeps all children of one level in one Map: beyond 2^24 it throws).
+        const message = (err as Error).message
+        pair.push(undefined)
+        failures.push({ subscriptions: n, structure: contender.name, error: message })
+        rows.push({ subs: n.toLocaleString('en'), structure: contender.name, error: message })
+        process.stderr.write(`  ${n.toLocaleString('en')} ${contender.name}: FAILED after ${((Date.now() - started) / 1000).toFixed(1)} s: ${message}\n`)
+        collect()
+      }
     }
-    rows.push(row(pair[0]!), row(pair[1]!), ratioRow(pair[0]!, pair[1]!))
+    if (pair[0] !== undefined && pair[1] !== undefined) rows.push(ratioRow(pair[0], pair[1]))
   }
   printTable('subscription index: qlobber (mqemitter) vs SubscriptionIndex (256 shards), exact subscriptions + 103 wildcard filters', rows)
   mkdirSync('bench/results', { recursive: true })
@@ -342,7 +370,8 @@ async function main (): Promise<void> {
     when: new Date().toISOString(),
     node: process.version,
     settings: { sizes: SIZES, matches: MATCHES, churnMs: CHURN_MS, churnRate: CHURN_RATE, shards: 256, wildcardFilters: wildcardFilters().length },
-    results
+    results,
+    failures
   }, null, 2))
   process.stdout.write(`\nwritten ${file}\n`)
 }
