@@ -65,6 +65,8 @@ export class InflightWindow {
   #queue: Queued[] = NO_QUEUE
   #head = 0
   #queuedBytes = 0
+  /** QoS 0 messages in the queue: drop-oldest looks for one only when there is one. */
+  #queuedQos0 = 0
   #stored = NO_STORED
   #waitingForDrain = false
   /** Closed by the overflow policy `disconnect` (Aedes' own close is read from the client). */
@@ -101,6 +103,7 @@ export class InflightWindow {
     if (this.#queue === NO_QUEUE) this.#queue = []
     this.#queue.push({ packet, qos, bytes })
     this.#queuedBytes += bytes
+    if (qos === 0) this.#queuedQos0++
     this.#pump()
   }
 
@@ -116,11 +119,14 @@ export class InflightWindow {
     if (this.#inflight.delete(messageId)) this.#pump()
   }
 
+  #overflowReason (bytes: number): OverflowReason | undefined {
+    if (this.queued + 1 > this.#config.maxQueued) return 'queue_full'
+    return this.#queuedBytes + bytes > this.#config.maxQueuedBytes ? 'queue_bytes' : undefined
+  }
+
   #admit (qos: number, bytes: number): boolean {
-    const { maxQueued, maxQueuedBytes, overflow } = this.#config
-    const over = (): OverflowReason | undefined =>
-      this.queued + 1 > maxQueued ? 'queue_full' : (this.#queuedBytes + bytes > maxQueuedBytes ? 'queue_bytes' : undefined)
-    let reason = over()
+    const overflow = this.#config.overflow
+    let reason = this.#overflowReason(bytes)
     if (reason === undefined) return true
     if (overflow === 'disconnect') {
       this.#overflowed = true
@@ -135,7 +141,7 @@ export class InflightWindow {
     while (reason !== undefined && this.queued > 0) {
       const victim = this.#dropOldest()
       this.#events.dropped(this, reason, victim.qos)
-      reason = over()
+      reason = this.#overflowReason(bytes)
     }
     if (reason !== undefined) {
       // Larger than the whole byte budget on its own.
@@ -145,15 +151,36 @@ export class InflightWindow {
     return true
   }
 
+  /** Removes the oldest QoS 0 message, or the oldest one if none is QoS 0. O(1) when it is the head. */
   #dropOldest (): Queued {
-    let index = -1
-    for (let i = this.#head; i < this.#queue.length; i++) {
-      if (this.#queue[i]!.qos === 0) { index = i; break }
+    let index = this.#head
+    if (this.#queuedQos0 > 0) {
+      for (let i = this.#head; i < this.#queue.length; i++) {
+        if (this.#queue[i]!.qos === 0) { index = i; break }
+      }
     }
-    if (index === -1) index = this.#head
-    const [victim] = this.#queue.splice(index, 1)
-    this.#queuedBytes -= victim!.bytes
-    return victim!
+    if (index === this.#head) return this.#shift()
+    const victim = this.#queue.splice(index, 1)[0]!
+    this.#forget(victim)
+    return victim
+  }
+
+  /** Takes the head of the queue (the array is compacted now and then, not per message). */
+  #shift (): Queued {
+    const item = this.#queue[this.#head]!
+    this.#queue[this.#head] = undefined as unknown as Queued
+    this.#head++
+    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#head)
+      this.#head = 0
+    }
+    this.#forget(item)
+    return item
+  }
+
+  #forget (item: Queued): void {
+    this.#queuedBytes -= item.bytes
+    if (item.qos === 0) this.#queuedQos0--
   }
 
   #send (packet: OutboundPacket, qos: number): void {
@@ -186,15 +213,8 @@ export class InflightWindow {
         continue
       }
       if (this.queued === 0) break
-      const item = this.#queue[this.#head]!
-      if (item.qos > 0 && full) return
-      this.#queue[this.#head] = undefined as unknown as Queued
-      this.#head++
-      this.#queuedBytes -= item.bytes
-      if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
-        this.#queue = this.#queue.slice(this.#head)
-        this.#head = 0
-      }
+      if (this.#queue[this.#head]!.qos > 0 && full) return
+      const item = this.#shift()
       this.#send(item.packet, item.qos)
     }
   }
