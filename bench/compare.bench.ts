@@ -26,8 +26,8 @@
  * Load generation is closed-loop: a publisher runs at most `window` messages ahead of its slowest
  * (healthy) subscriber, and at QoS 1 also at most `inflight` without PUBACK ("in flight" = not yet
  * both acknowledged and received). Windows are large enough (fan-in 2,000 per publisher, fan-out
- * 500 per subscriber) that brokers which keep Nagle on (plain Aedes, Mosquitto by default; the
- * gateway sets TCP_NODELAY) are not stalled by delayed ACKs. Each flow scenario has a warm-up
+ * 500 per subscriber) that brokers which keep Nagle on (all three by default here) are not
+ * stalled by delayed ACKs. Each flow scenario has a warm-up
  * (1.5 s, not counted), a fixed window, then a bounded drain that checks every message arrived.
  * "missing" counts messages that never arrived (gaps in per-publisher sequence numbers, and after
  * the drain whatever is still absent); "1 s stalls" counts the times a publisher, blocked on its

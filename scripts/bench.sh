@@ -5,6 +5,11 @@
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+# compare: Mosquitto is one of the peers; `patch` reverses this project's Aedes patch for the plain Aedes peer.
+missing=""
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
+command -v patch >/dev/null 2>&1 || missing="$missing patch"
+[ -z "$missing" ] || apt_install $missing
 ensure_node_modules
 build
 if [ "$#" -eq 0 ]; then
