@@ -31,5 +31,4 @@ USER node
 # MQTT/TCP, MQTT/WebSocket, admin (/healthz /readyz /metrics)
 EXPOSE 1883 8083 9100
 STOPSIGNAL SIGTERM
-# --max-semi-space-size: see scripts/start.sh (fewer young-generation collections under load).
-CMD ["node", "--max-semi-space-size=32", "dist/src/cli.js", "--config", "/app/config/cluster.yaml"]
+CMD ["node", "dist/src/cli.js", "--config", "/app/config/cluster.yaml"]

@@ -17,9 +17,6 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort } from '../test/helpers/process.js'
 
-/** As scripts/start.sh runs the gateway (keep in step). */
-export const GATEWAY_NODE_FLAGS = ['--max-semi-space-size=32']
-
 export type BrokerName = 'gateway' | 'aedes' | 'mosquitto'
 export const BROKERS: readonly BrokerName[] = ['gateway', 'aedes', 'mosquitto']
 
@@ -189,10 +186,10 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
       MQGW_WS_PORT: String(await freePort()),
       MQGW_ADMIN_PORT: String(await freePort())
     }
-    // The node flags of `npm start` (scripts/start.sh), plus BENCH_GATEWAY_NODE_ARGS for profiling
-    // (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+    // As `npm start` runs it (scripts/start.sh: no node flags), plus BENCH_GATEWAY_NODE_ARGS for
+    // profiling (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
     const extra = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
-    child = spawnPinned(BROKER_CORE, process.execPath, [...GATEWAY_NODE_FLAGS, ...extra, join(process.cwd(), 'dist/src/cli.js'), '--config', 'config/gateway.yaml'], env)
+    child = spawnPinned(BROKER_CORE, process.execPath, [...extra, join(process.cwd(), 'dist/src/cli.js'), '--config', 'config/gateway.yaml'], env)
   } else if (name === 'aedes') {
     child = spawnPinned(BROKER_CORE, process.execPath, [join(process.cwd(), 'dist/bench/plain-aedes.js'), String(port), pristineAedes()])
   } else {

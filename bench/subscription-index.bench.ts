@@ -24,7 +24,8 @@
  * Run (after `npx tsc -p tsconfig.json`):
  *   node --expose-gc dist/bench/subscription-index.bench.js                    # 10k,100k,1m (~1-2 min)
  *   node --expose-gc --max-old-space-size=16384 dist/bench/subscription-index.bench.js 10m
- *   options: sizes as `10k 100k 1m 10m` (or comma-separated), --matches=100000, --churn-ms=2000
+ *   options: sizes as `10k 100k 1m 10m` (or comma-separated), --matches=100000, --churn-ms=2000,
+ *            --structures=index (or qlobber) to run one structure only
  * --expose-gc is required (memory is measured after explicit collections).
  * Writes bench/results/subscription-index.json.
  */
@@ -79,6 +80,10 @@ const SIZES = sizeArgs.length > 0 ? sizeArgs.map(parseSize) : [10_000, 100_000, 
 const MATCHES = option('matches', 100_000)
 const CHURN_MS = option('churn-ms', 2000)
 const CHURN_RATE = 100_000 // ops per second
+/** --structures=index (or qlobber): run only the structures whose name contains one of these (case-insensitive). */
+const structuresArg = args.find((a) => a.startsWith('--structures='))?.slice('--structures='.length).toLowerCase().split(',')
+const selected = structuresArg === undefined ? contenders : contenders.filter((c) => structuresArg.some((name) => c.name.toLowerCase().includes(name)))
+if (selected.length === 0) throw new Error(`--structures matches none of: ${contenders.map((c) => c.name).join(', ')}`)
 const WARMUP_MATCHES = 20_000
 
 const gc = (globalThis as { gc?: () => void }).gc
@@ -340,7 +345,7 @@ async function main (): Promise<void> {
     const checkTopics = probe.slice(0, 2000)
     const expected = referenceAnswers(deviceTopics, checkTopics)
     const pair: Array<Result | undefined> = []
-    for (const contender of contenders) {
+    for (const contender of selected) {
       const started = Date.now()
       try {
         const { result } = await runOne(contender, deviceTopics, probe, checkTopics, expected)

@@ -177,6 +177,9 @@ export class Gateway {
 
   #handle (stream: Duplex, socket: Socket, listener: MqttListenerName, req?: IncomingMessage, peer?: Peer): void {
     batchWritesPerTurn(stream)
+    // WebSocket: ws writes one frame per MQTT packet to the socket underneath; batching that
+    // socket too sends a turn's frames in one writev.
+    if (socket !== stream) batchWritesPerTurn(socket)
     const client = this.broker.handle(stream, req)
     guardParser(client, this.#config.limits.maxPacketSize)
     this.clients.attach(client, {
