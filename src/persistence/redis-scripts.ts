@@ -42,3 +42,18 @@ if current == ARGV[2] or not current then
 end
 return 0
 `
+
+/**
+ * KEYS[1] online hash, KEYS[2] offline sorted set; ARGV: clientId, connection token.
+ * Marks a session online again for a connection still open on this node, unless another
+ * connection (a takeover on another node) is on record. Returns 1 when it did.
+ */
+export const MARK_ONLINE = `
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current == ARGV[2] or not current then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+`

@@ -7,17 +7,22 @@ import { Counter } from 'prom-client'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
 import type { PersistenceBackend, PersistenceDeps } from './index.js'
 import { createRedisConnection, isReady } from './redis-connection.js'
-import { MARK_OFFLINE, TRIM_QUEUE } from './redis-scripts.js'
+import { MARK_OFFLINE, MARK_ONLINE, TRIM_QUEUE } from './redis-scripts.js'
 import type { RedisPersistenceConfig } from './schema.js'
 
 const ONLINE_KEY = 'mqgw:sessions:online'
 const OFFLINE_KEY = 'mqgw:sessions:offline'
+/** `mqgw:node:<node id>`: present while that node runs (refreshed by its janitor, expires after 3 periods). */
+const NODE_KEY_PREFIX = 'mqgw:node:'
+/** Online entries examined per sweep when looking for sessions of nodes that are gone. */
+const ADOPT_SCAN_COUNT = 1000
 
 const outgoingKey = (clientId: string): string => `outgoing:${encodeURIComponent(clientId)}`
 
 type ScriptConn = (Redis | Cluster) & {
   mqgwTrimQueue: (key: string, keep: number) => Promise<number>
   mqgwMarkOffline: (online: string, offline: string, clientId: string, token: string, now: number) => Promise<number>
+  mqgwMarkOnline: (online: string, offline: string, clientId: string, token: string) => Promise<number>
 }
 
 /**
@@ -40,6 +45,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   const conn = createRedisConnection(cfg.redis, 'sessions') as ScriptConn
   conn.defineCommand('mqgwTrimQueue', { numberOfKeys: 1, lua: TRIM_QUEUE })
   conn.defineCommand('mqgwMarkOffline', { numberOfKeys: 2, lua: MARK_OFFLINE })
+  conn.defineCommand('mqgwMarkOnline', { numberOfKeys: 2, lua: MARK_ONLINE })
   const pubConn = createRedisConnection(cfg.redis, 'bus-pub')
   const subConn = createRedisConnection(cfg.redis, 'bus-sub')
 
@@ -97,11 +103,41 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   let janitor: NodeJS.Timeout | undefined
   let sweeping = false
 
+  const every = Math.min(30000, Math.max(200, Math.floor(cfg.sessionExpiryS * 1000 / 4)))
+  const heartbeat = (): Promise<unknown> => conn.set(NODE_KEY_PREFIX + nodeId, String(Date.now()), 'PX', 3 * every)
+  let adoptCursor = '0'
+
+  /**
+   * Sessions marked online by a node that is gone for good (retired, never restarted with its
+   * id) would never expire: mark them offline once that node's heartbeat key has lapsed. A
+   * bounded slice of the online hash per sweep; the cursor carries over to the next sweep.
+   */
+  const adoptSessionsOfGoneNodes = async (): Promise<void> => {
+    const [next, entries] = await conn.hscan(ONLINE_KEY, adoptCursor, 'COUNT', ADOPT_SCAN_COUNT)
+    adoptCursor = next
+    const alive = new Map<string, boolean>([[nodeId, true]])
+    let adopted = 0
+    for (let i = 0; i + 1 < entries.length; i += 2) {
+      const clientId = entries[i]!
+      const token = entries[i + 1]!
+      const owner = token.slice(0, token.lastIndexOf('|'))
+      let ownerAlive = alive.get(owner)
+      if (ownerAlive === undefined) {
+        ownerAlive = await conn.exists(NODE_KEY_PREFIX + owner) === 1
+        alive.set(owner, ownerAlive)
+      }
+      if (!ownerAlive) adopted += await conn.mqgwMarkOffline(ONLINE_KEY, OFFLINE_KEY, clientId, token, Date.now())
+    }
+    if (adopted > 0) log.info({ sessions: adopted }, 'sessions left online by nodes that are gone marked offline')
+  }
+
   /** Defect 4 (expiry): remove sessions offline for longer than sessionExpiryS; every node may run it, ZREM decides who does. */
   const sweep = async (): Promise<void> => {
     if (sweeping || !isReady(conn)) return
     sweeping = true
     try {
+      await heartbeat()
+      await adoptSessionsOfGoneNodes()
       const cutoff = Date.now() - cfg.sessionExpiryS * 1000
       const expired = await conn.zrangebyscore(OFFLINE_KEY, '-inf', cutoff, 'LIMIT', 0, 500)
       for (const clientId of expired) {
@@ -170,7 +206,19 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
       // with its tokens: mark them offline now, so that they expire if their clients never
       // return. A client that reconnected elsewhere has a newer token and is left alone.
       void reclaimOwnSessions().catch((err: Error) => log.warn({ err: err.message }, 'could not reclaim sessions of this node\'s previous run'))
-      const every = Math.min(30000, Math.max(200, Math.floor(cfg.sessionExpiryS * 1000 / 4)))
+      // Alive from now on for the other nodes' adoption sweep (see adoptSessionsOfGoneNodes).
+      void heartbeat().catch(() => {})
+      // After a Redis outage longer than the heartbeat, other nodes may have marked this node's
+      // sessions offline: put back the ones still connected here (unless another node took them).
+      conn.on('ready', () => {
+        const clients = (broker as unknown as { clients: Record<string, Client> }).clients
+        void heartbeat().catch(() => {})
+        for (const id in clients) {
+          const client = clients[id]!
+          const t = connectionTokens.get(client)
+          if (t !== undefined) conn.mqgwMarkOnline(ONLINE_KEY, OFFLINE_KEY, client.id, t).catch(() => {})
+        }
+      })
       janitor = setInterval(() => { void sweep() }, every)
       janitor.unref()
     },

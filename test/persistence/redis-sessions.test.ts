@@ -72,6 +72,42 @@ describe('session expiry and offline queue bound', () => {
     db.disconnect()
   })
 
+  it('a session left online by a node that never returns is marked offline once the node\'s heartbeat lapses, then expires; a live node\'s sessions are left alone', async () => {
+    const db = redis.client()
+    const options = { persistence: { sessionExpiryS: 2, maxOfflineQueue: 5 } }
+    const [gone, peer] = await Promise.all([startNode(redis, 'gw-gone', options), startNode(redis, 'gw-peer', options)])
+    try {
+      const abandoned = await connectClient(gone.url, { clientId: 'abandoned', clean: false })
+      await abandoned.subscribeAsync('abandoned/t', { qos: 1 })
+      const kept = await connectClient(peer.url, { clientId: 'kept-on-peer', clean: false })
+      await kept.subscribeAsync('kept/t', { qos: 1 })
+      let online = 0
+      const onlineDeadline = Date.now() + 3000
+      while (Date.now() < onlineDeadline && (online = await db.hexists('mqgw:sessions:online', 'abandoned')) === 0) await sleep(50)
+      assert.equal(online, 1, 'recorded online on gw-gone')
+      // gw-gone dies and is never started again (retired): nobody would ever mark its sessions offline.
+      await gone.crash()
+      await endClient(abandoned, true)
+      // Its heartbeat key lapses after 3 sweep periods (1.5 s here); a live node then marks the
+      // session offline and, sessionExpiryS (2 s) later, removes it.
+      const deadline = Date.now() + 10000
+      while (Date.now() < deadline && await db.sismember('clients', 'abandoned') === 1) await sleep(100)
+      assert.equal(await db.sismember('clients', 'abandoned'), 0, 'the abandoned session was removed')
+      assert.equal(await db.exists('mqgw:node:gw-gone'), 0, 'the gone node\'s heartbeat lapsed')
+      // The live peer's connected session was never touched, and still receives.
+      assert.equal(await db.hexists('mqgw:sessions:online', 'kept-on-peer'), 1)
+      assert.equal(await db.sismember('clients', 'kept-on-peer'), 1)
+      const received = collect(kept)
+      const pub = await connectClient(node.url)
+      await pub.publishAsync('kept/t', 'still here', { qos: 1 })
+      await waitFor(() => received.length === 1, 'message to the live peer\'s session')
+      await Promise.all([endClient(kept), endClient(pub)])
+    } finally {
+      await Promise.all([gone.crash(), peer.stop()])
+      db.disconnect()
+    }
+  })
+
   it('a session that reconnects before expiry is kept', async () => {
     const sub = await connectClient(node.url, { clientId: 'returning', clean: false })
     await sub.subscribeAsync('ret/t', { qos: 1 })
