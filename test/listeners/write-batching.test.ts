@@ -50,11 +50,16 @@ describe('batchWritesPerTurn', () => {
   const cleanups: Array<() => void> = []
   afterEach(() => { for (const c of cleanups.splice(0)) c() })
 
-  it('sends the writes of one turn in one flush, in order, after the turn', async () => {
+  /** A socket pair whose server side batches its writes, with its flushes counted; closed after the test. */
+  async function batchedPair (): Promise<{ server: Socket, client: Socket, counter: { flushes: number } }> {
     const { server, client, close } = await socketPair()
     cleanups.push(close)
     batchWritesPerTurn(server)
-    const counter = countFlushes(server)
+    return { server, client, counter: countFlushes(server) }
+  }
+
+  it('sends the writes of one turn in one flush, in order, after the turn', async () => {
+    const { server, client, counter } = await batchedPair()
     const expected: Buffer[] = []
     for (let i = 0; i < 200; i++) {
       const chunk = Buffer.from(`message ${i};`)
@@ -70,10 +75,7 @@ describe('batchWritesPerTurn', () => {
   })
 
   it('keeps back-pressure: past the high-water mark the buffer leaves at once and drain follows', async () => {
-    const { server, client, close } = await socketPair()
-    cleanups.push(close)
-    batchWritesPerTurn(server)
-    const counter = countFlushes(server)
+    const { server, client, counter } = await batchedPair()
     const chunk = Buffer.alloc(1024, 7)
     let writes = 0
     let ok = true
@@ -91,10 +93,7 @@ describe('batchWritesPerTurn', () => {
   })
 
   it('batches again on the next turn and delivers everything across turns in order', async () => {
-    const { server, client, close } = await socketPair()
-    cleanups.push(close)
-    batchWritesPerTurn(server)
-    const counter = countFlushes(server)
+    const { server, client, counter } = await batchedPair()
     const parts: Buffer[] = []
     for (let turn = 0; turn < 20; turn++) {
       for (let i = 0; i < 10; i++) {
