@@ -10,8 +10,10 @@ import { createRedisConnection, isReady } from './redis-connection.js'
 import { MARK_OFFLINE, MARK_ONLINE, TRIM_QUEUE } from './redis-scripts.js'
 import type { RedisPersistenceConfig } from './schema.js'
 
-const ONLINE_KEY = 'mqgw:sessions:online'
-const OFFLINE_KEY = 'mqgw:sessions:offline'
+// One hash tag for both: the Lua scripts touch the two keys at once, which Redis Cluster only
+// allows within one hash slot (CROSSSLOT otherwise).
+const ONLINE_KEY = 'mqgw:{sessions}:online'
+const OFFLINE_KEY = 'mqgw:{sessions}:offline'
 /** `mqgw:node:<node id>`: present while that node runs (refreshed by its janitor, expires after 3 periods). */
 const NODE_KEY_PREFIX = 'mqgw:node:'
 /** Online entries examined per sweep when looking for sessions of nodes that are gone. */

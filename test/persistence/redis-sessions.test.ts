@@ -83,7 +83,7 @@ describe('session expiry and offline queue bound', () => {
       await kept.subscribeAsync('kept/t', { qos: 1 })
       let online = 0
       const onlineDeadline = Date.now() + 3000
-      while (Date.now() < onlineDeadline && (online = await db.hexists('mqgw:sessions:online', 'abandoned')) === 0) await sleep(50)
+      while (Date.now() < onlineDeadline && (online = await db.hexists('mqgw:{sessions}:online', 'abandoned')) === 0) await sleep(50)
       assert.equal(online, 1, 'recorded online on gw-gone')
       // gw-gone dies and is never started again (retired): nobody would ever mark its sessions offline.
       await gone.crash()
@@ -95,7 +95,7 @@ describe('session expiry and offline queue bound', () => {
       assert.equal(await db.sismember('clients', 'abandoned'), 0, 'the abandoned session was removed')
       assert.equal(await db.exists('mqgw:node:gw-gone'), 0, 'the gone node\'s heartbeat lapsed')
       // The live peer's connected session was never touched, and still receives.
-      assert.equal(await db.hexists('mqgw:sessions:online', 'kept-on-peer'), 1)
+      assert.equal(await db.hexists('mqgw:{sessions}:online', 'kept-on-peer'), 1)
       assert.equal(await db.sismember('clients', 'kept-on-peer'), 1)
       const received = collect(kept)
       const pub = await connectClient(node.url)
