@@ -16,13 +16,13 @@ export interface ClusterNode extends GatewayProcess {
 }
 
 /** A gateway process in Redis mode (real OS process, the CLI), node id fixed. */
-export async function startNode (redis: TestRedis, id: string, opts: { persistence?: Record<string, number>, yaml?: string, env?: Record<string, string>, waitFor?: 'readyz' | 'healthz' } = {}): Promise<ClusterNode> {
+export async function startNode (redis: Pick<TestRedis, 'configYaml'>, id: string, opts: { persistence?: Record<string, number>, yaml?: string, env?: Record<string, string>, waitFor?: 'readyz' | 'healthz' } = {}): Promise<ClusterNode> {
   const file = join(configDir, `${id}-${Date.now()}.yaml`)
   const persistenceExtra = Object.entries(opts.persistence ?? {}).map(([k, v]) => `, ${k}: ${v}`).join('')
   writeFileSync(file, `node: { id: ${id} }
 log: { level: ${process.env.TEST_LOG ? 'info' : 'warn'} }
 broker: { heartbeatIntervalMs: 1000 }
-persistence: { type: redis, redis: { url: "${redis.url}" }${persistenceExtra} }
+persistence: { type: redis, redis: ${redis.configYaml}${persistenceExtra} }
 ${opts.yaml ?? ''}`)
   const gw = await spawnGateway(['--config', file], opts.env ?? {}, opts.waitFor ?? 'readyz')
   if (process.env.TEST_LOG) gw.child.stdout!.pipe(process.stderr)

@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Redis } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 import { freePort } from './process.js'
 
 /**
@@ -15,12 +15,18 @@ export class TestRedis {
   port = 0
   #child: ChildProcess | undefined
 
+  /** `extraArgs`: more redis-server options (e.g. cluster mode, see TestRedisCluster). */
+  constructor (private readonly extraArgs: string[] = []) {}
+
   get url (): string { return `redis://127.0.0.1:${this.port}` }
+
+  /** The gateway's `persistence.redis` section (YAML flow style) for this server. */
+  get configYaml (): string { return `{ url: "${this.url}" }` }
 
   async start (): Promise<void> {
     if (this.port === 0) this.port = await freePort()
     const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir,
-      '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--protected-mode', 'no', '--logfile', join(this.dir, 'redis.log')],
+      '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--protected-mode', 'no', '--logfile', join(this.dir, 'redis.log'), ...this.extraArgs],
     { stdio: 'ignore' })
     this.#child = child
     const spawnError = new Promise<never>((_resolve, reject) => child.once('error', (err) => reject(new Error(`redis-server could not start: ${err.message} (npm test installs it)`))))
@@ -60,5 +66,49 @@ export class TestRedis {
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
     child.kill('SIGTERM')
     await exited
+  }
+}
+
+/**
+ * A real Redis Cluster of our own: `size` redis-server masters in cluster mode on 127.0.0.1,
+ * joined with `redis-cli --cluster create` (all 16384 slots, no replicas). Stopped by pid.
+ */
+export class TestRedisCluster {
+  readonly nodes: TestRedis[]
+
+  constructor (size = 3) {
+    this.nodes = Array.from({ length: size }, () => new TestRedis(['--cluster-enabled', 'yes', '--cluster-node-timeout', '2000']))
+  }
+
+  get configYaml (): string {
+    return `{ cluster: [${this.nodes.map((n) => `{ host: 127.0.0.1, port: ${n.port} }`).join(', ')}] }`
+  }
+
+  async start (): Promise<void> {
+    // Each node keeps its cluster state file in its own directory (--dir).
+    await Promise.all(this.nodes.map((n) => n.start()))
+    const created = spawnSync('redis-cli', ['--cluster', 'create', ...this.nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8', timeout: 30000 })
+    if (created.status !== 0) throw new Error(`redis-cli --cluster create failed: ${created.error?.message ?? created.stdout + created.stderr}`)
+    const deadline = Date.now() + 15000
+    for (;;) {
+      const states = await Promise.all(this.nodes.map(async (n) => {
+        const c = n.client()
+        try { return /cluster_state:ok/.test(await c.cluster('INFO') as string) } finally { c.disconnect() }
+      }))
+      if (states.every(Boolean)) return
+      if (Date.now() > deadline) throw new Error('Redis Cluster did not reach cluster_state:ok within 15 s')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  }
+
+  /** A cluster-aware client for assertions. */
+  client (): Cluster {
+    const c = new Cluster(this.nodes.map((n) => ({ host: '127.0.0.1', port: n.port })))
+    c.on('error', () => {})
+    return c
+  }
+
+  async stop (): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.stop()))
   }
 }

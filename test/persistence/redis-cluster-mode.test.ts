@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import { startNode, type ClusterNode } from '../helpers/cluster.js'
+import { collect, connectClient, endClient, sleep, waitFor } from '../helpers/mqtt.js'
+import { TestRedisCluster } from '../helpers/redis.js'
+
+/**
+ * `persistence.redis.cluster`: two gateway processes against a real three-master Redis Cluster
+ * (ioredis Cluster for the session store, the bus and the gateway's own Lua scripts).
+ */
+describe('Redis Cluster mode (real three-master Redis Cluster, two gateway processes)', () => {
+  const redis = new TestRedisCluster(3)
+  let a: ClusterNode
+  let b: ClusterNode
+
+  before(async () => {
+    await redis.start()
+    a = await startNode(redis, 'gw-ca', { yaml: 'flow: {}' })
+    b = await startNode(redis, 'gw-cb', { yaml: 'flow: {}' })
+  })
+  after(async () => {
+    await Promise.all([a?.crash(), b?.crash()])
+    await redis.stop()
+  })
+
+  it('QoS 1 and retained messages cross nodes; a persistent session queues while offline and gets its queue on the other node, in order', async () => {
+    const sub = await connectClient(a.url, { clientId: 'cl-sub', clean: false })
+    const received = collect(sub)
+    await sub.subscribeAsync('cl/#', { qos: 1 })
+    const pub = await connectClient(b.url, { clientId: 'cl-pub' })
+    await pub.publishAsync('cl/live', 'across', { qos: 1 })
+    await pub.publishAsync('cl/retained', 'kept', { qos: 1, retain: true })
+    await waitFor(() => received.length === 2, 'two messages across nodes')
+    assert.deepEqual(received.map((m) => m.payload).sort(), ['across', 'kept'])
+
+    await endClient(sub)
+    for (let i = 0; i < 5; i++) await pub.publishAsync('cl/queued', `q${i}`, { qos: 1 })
+    const back = await connectClient(b.url, { clientId: 'cl-sub', clean: false })
+    const queued = collect(back)
+    await waitFor(() => queued.length >= 5, 'the queued messages on the other node')
+    await sleep(200)
+    assert.deepEqual(queued.map((m) => m.payload), ['q0', 'q1', 'q2', 'q3', 'q4'])
+    await Promise.all([endClient(back), endClient(pub)])
+  })
+
+  it('the session bookkeeping scripts run in the cluster (no CROSSSLOT) and the keys spread over the masters', async () => {
+    const db = redis.client()
+    try {
+      const sub = await connectClient(a.url, { clientId: 'cl-track', clean: false })
+      await sub.subscribeAsync('track/t', { qos: 1 })
+      let online: string | null = null
+      const deadline = Date.now() + 3000
+      while (Date.now() < deadline && (online = await db.hget('mqgw:{sessions}:online', 'cl-track')) === null) await sleep(50)
+      assert.match(online ?? '', /^gw-ca\|/, 'recorded online with node A\'s token')
+      await endClient(sub)
+      let offline: string | null = null
+      const offDeadline = Date.now() + 3000
+      while (Date.now() < offDeadline && (offline = await db.zscore('mqgw:{sessions}:offline', 'cl-track')) === null) await sleep(50)
+      assert.notEqual(offline, null, 'marked offline by the Lua script')
+      assert.equal(await db.hexists('mqgw:{sessions}:online', 'cl-track'), 0)
+      // Both nodes' heartbeats are there, and the data really is sharded: more than one master holds keys.
+      assert.equal(await db.exists('mqgw:node:gw-ca'), 1)
+      assert.equal(await db.exists('mqgw:node:gw-cb'), 1)
+      const perMaster = await Promise.all(redis.nodes.map(async (n) => {
+        const c = n.client()
+        try { return await c.dbsize() } finally { c.disconnect() }
+      }))
+      assert.ok(perMaster.filter((keys) => keys > 0).length >= 2, `keys per master: ${perMaster.join(', ')}`)
+    } finally {
+      db.disconnect()
+    }
+  })
+})
