@@ -6,7 +6,7 @@ import mqemitterRedis from 'mqemitter-redis'
 import { Counter } from 'prom-client'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
 import type { PersistenceBackend, PersistenceDeps } from './index.js'
-import { createRedisConnection, isReady } from './redis-connection.js'
+import { createBusConnection, createRedisConnection, isReady } from './redis-connection.js'
 import { MARK_OFFLINE, MARK_ONLINE, TRIM_QUEUE } from './redis-scripts.js'
 import type { RedisPersistenceConfig } from './schema.js'
 
@@ -48,8 +48,8 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   conn.defineCommand('mqgwTrimQueue', { numberOfKeys: 1, lua: TRIM_QUEUE })
   conn.defineCommand('mqgwMarkOffline', { numberOfKeys: 2, lua: MARK_OFFLINE })
   conn.defineCommand('mqgwMarkOnline', { numberOfKeys: 2, lua: MARK_ONLINE })
-  const pubConn = createRedisConnection(cfg.redis, 'bus-pub')
-  const subConn = createRedisConnection(cfg.redis, 'bus-sub')
+  const pubConn = createBusConnection(cfg.redis, 'bus-pub')
+  const subConn = createBusConnection(cfg.redis, 'bus-sub')
 
   // One line per outage and connection, not one per retry.
   const lastErrors = new Map<string, string>()
