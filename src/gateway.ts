@@ -176,10 +176,10 @@ export class Gateway {
   }
 
   #handle (stream: Duplex, socket: Socket, listener: MqttListenerName, req?: IncomingMessage, peer?: Peer): void {
-    batchWritesPerTurn(stream)
-    // WebSocket: ws writes one frame per MQTT packet to the socket underneath; batching that
-    // socket too sends a turn's frames in one writev.
-    if (socket !== stream) batchWritesPerTurn(socket)
+    // TCP and TLS only. The WebSocket stream has no _writev: uncorking it replays one ws.send
+    // per packet, each waiting for the socket's write callback, and with the socket batched
+    // too that callback comes a turn later, so a client would get one frame per turn.
+    if (stream === socket) batchWritesPerTurn(stream)
     const client = this.broker.handle(stream, req)
     guardParser(client, this.#config.limits.maxPacketSize)
     this.clients.attach(client, {

@@ -86,6 +86,28 @@ describe('flow plugin: per-client in-flight window and bounded queue (real clien
     }
   })
 
+  // Found in review: batching the WebSocket stream's writes per turn (as TCP's are) let a WS
+  // subscriber take one frame per event-loop turn; its queue overflowed and it got 1,154 of
+  // 20,000 messages. The default window must not drop anything for a WS client that reads.
+  it('a WebSocket subscriber gets every one of 5,000 QoS 0 messages published back to back (default queue, nothing dropped)', async () => {
+    const gw = await startTestGateway('flow: { inflightWindow: 32, maxQueued: 1000 }', { plugins: [flowPlugin] })
+    try {
+      const sub = await connectClient(gw.wsUrl, { clientId: 'ws-burst' })
+      const received = collect(sub)
+      await sub.subscribeAsync('burst/#', { qos: 0 })
+      const pub = await connectClient(gw.mqttUrl)
+      await publishMany(pub, 'burst/t', 5000, 0, 100)
+      await waitFor(() => received.length >= 5000, '5,000 messages over WebSocket', 20000).catch(() => {})
+      assert.equal(received.length, 5000)
+      assert.ok(received.every((m, i) => m.payload.startsWith(`${i}:`)), 'in order')
+      const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
+      assert.doesNotMatch(metrics, /mqgw_flow_dropped_total\{[^}]*\} [1-9]/)
+      await Promise.all([endClient(sub), endClient(pub)])
+    } finally {
+      await gw.stop()
+    }
+  })
+
   it('QoS 0 messages are dropped first under drop-oldest', async () => {
     const gw = await startTestGateway('flow: { inflightWindow: 1, maxQueued: 3, overflow: drop-oldest }', { plugins: [flowPlugin] })
     try {
