@@ -28,41 +28,38 @@ const corked: Batched[] = []
 const writableWrite = Writable.prototype.write
 const writableDestroy = Writable.prototype.destroy
 
+/** Sends what a stream buffered since it was corked for this turn (no-op when it was not). */
+function flush (stream: Batched): void {
+  if (stream[CORKED] !== true) return
+  stream[CORKED] = false
+  stream.uncork()
+}
+
 function uncorkAll (): void {
   // Uncorking starts the writes; their callbacks run later, so nothing is added to `corked` here.
-  for (let i = 0; i < corked.length; i++) {
-    const stream = corked[i]!
-    // Already uncorked by batchedWrite when its buffer filled.
-    if (stream[CORKED] !== true) continue
-    stream[CORKED] = false
-    stream.uncork()
-  }
+  // A stream already flushed by batchedWrite (its buffer filled) is skipped by flush().
+  for (let i = 0; i < corked.length; i++) flush(corked[i]!)
   corked.length = 0
 }
 
-function batchedWrite (this: Batched, ...args: Parameters<Writable['write']>): boolean {
+// Fixed parameters rather than a rest array: this runs for every packet written.
+function batchedWrite (this: Batched, chunk: unknown, encoding?: BufferEncoding | ((err?: Error | null) => void), cb?: (err?: Error | null) => void): boolean {
   if (this[CORKED] !== true && !this.destroyed) {
     this[CORKED] = true
     this.cork()
     if (corked.push(this) === 1) setImmediate(uncorkAll)
   }
-  const ok = writableWrite.apply(this, args as Parameters<typeof writableWrite>)
+  const ok = (writableWrite as (this: Writable, c: unknown, e?: unknown, f?: unknown) => boolean).call(this, chunk, encoding, cb)
   // A buffer past its high-water mark leaves now rather than at the end of the turn: the
   // batch is already large, and the writer (the flow window, Aedes' drain handling) now
   // waits for 'drain', which only comes once the buffer is out.
-  if (!ok && this[CORKED] === true) {
-    this[CORKED] = false
-    this.uncork()
-  }
+  if (!ok) flush(this)
   return ok
 }
 
-function flushingDestroy (this: Batched, ...args: Parameters<Writable['destroy']>): Batched {
-  if (this[CORKED] === true) {
-    this[CORKED] = false
-    this.uncork()
-  }
-  return writableDestroy.apply(this, args) as Batched
+function flushingDestroy (this: Batched, error?: Error, cb?: (err: Error | null) => void): Batched {
+  flush(this)
+  return (writableDestroy as (this: Writable, e?: Error, f?: unknown) => Writable).call(this, error, cb) as Batched
 }
 
 export function batchWritesPerTurn (stream: Writable): void {
