@@ -18,7 +18,7 @@ import { createLogger, type Logger } from './log.js'
 import { GatewayMetrics } from './metrics.js'
 import { createPersistence, type PersistenceBackend } from './persistence/index.js'
 import type { GatewayPlugin, PluginInstance } from './plugin.js'
-import { isValidTopicFilter, topicLevels } from './topic.js'
+import { exceedsTopicLimits, isValidTopicFilter } from './topic.js'
 
 export interface GatewayOptions {
   config: GatewayConfig
@@ -369,7 +369,7 @@ export class Gateway {
       return
     }
     const limits = this.#config.limits
-    if (Buffer.byteLength(topic) > limits.maxTopicLength || topicLevels(topic) > limits.maxTopicLevels) {
+    if (exceedsTopicLimits(topic, limits)) {
       this.metrics.messagesDropped.inc({ reason: 'topic_too_long' })
       cb(new Error(`topic exceeds maxTopicLength ${limits.maxTopicLength} bytes or maxTopicLevels ${limits.maxTopicLevels}`))
       return
@@ -474,7 +474,7 @@ export class Gateway {
       cb(new Error(`invalid topic filter "${sub.topic.slice(0, 128)}"`))
       return
     }
-    if (Buffer.byteLength(sub.topic) > limits.maxTopicLength || topicLevels(sub.topic) > limits.maxTopicLevels) {
+    if (exceedsTopicLimits(sub.topic, limits)) {
       this.log.info({ clientId: client.id, topic: sub.topic.slice(0, 128) }, 'subscription refused: filter exceeds topic limits')
       cb(null, null)
       return

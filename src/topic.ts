@@ -25,6 +25,14 @@ export function topicLevels (topic: string): number {
   return levels
 }
 
+/** `limits.maxTopicLength` (bytes) and `limits.maxTopicLevels`, as configured. */
+export interface TopicLimits { maxTopicLength: number, maxTopicLevels: number }
+
+/** Whether a topic name or filter is longer (in bytes) or deeper than the configured limits. */
+export function exceedsTopicLimits (topic: string, limits: TopicLimits): boolean {
+  return Buffer.byteLength(topic) > limits.maxTopicLength || topicLevels(topic) > limits.maxTopicLevels
+}
+
 /**
  * Whether one topic filter covers another: every topic the `requested` filter can
  * match is matched by `rule`. A plain topic is a filter without wildcards, so this also

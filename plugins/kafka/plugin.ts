@@ -3,7 +3,7 @@ import type { PublishPacket } from 'aedes'
 import { Counter, Gauge, Histogram } from 'prom-client'
 import { HANDLED, PASS, type MessageVerdict } from '../../src/hooks/types.js'
 import { definePlugin } from '../../src/plugin.js'
-import { covers } from '../../src/topic.js'
+import { covers, exceedsTopicLimits } from '../../src/topic.js'
 import { createKafkaJsClient, type BridgeKafkaClient, type ConsumedRecord } from './kafka-client.js'
 import { kafkaConfigSchema } from './schema.js'
 
@@ -93,7 +93,7 @@ export const kafkaPlugin = definePlugin({
       return produce(route.kafkaTopic, record).then(() => HANDLED, (err: Error) => ({ result: 'deny' as const, reason: `Kafka: ${err.message}`, disconnect: true }))
     })
 
-    const maxTopicLength = ctx.gatewayConfig.limits.maxTopicLength
+    const limits = ctx.gatewayConfig.limits
     const ruleQos = new Map(config.consume.map((c) => [c.kafkaTopic, c.qos]))
     let lastSkipLog = 0
     const skip = (reason: string, record: ConsumedRecord): void => {
@@ -108,7 +108,8 @@ export const kafkaPlugin = definePlugin({
       if (!raw || raw.length === 0) { skip('no_topic', record); return undefined }
       if (!isUtf8(raw) || raw.includes(0)) { skip('invalid_topic', record); return undefined }
       const topic = raw.toString('utf8')
-      if (topic.includes('+') || topic.includes('#') || topic.startsWith('$') || raw.length > maxTopicLength) { skip('invalid_topic', record); return undefined }
+      // As the core refuses a client's PUBLISH: no wildcard, no `$` topic, within the topic limits.
+      if (topic.includes('+') || topic.includes('#') || topic.startsWith('$') || exceedsTopicLimits(topic, limits)) { skip('invalid_topic', record); return undefined }
       const qosHeader = record.headers['mqtt-qos']?.toString()
       const qos = qosHeader === '0' || qosHeader === '1' || qosHeader === '2' ? Number(qosHeader) as 0 | 1 | 2 : (ruleQos.get(record.topic) ?? 0)
       const retain = record.headers['mqtt-retain']?.toString() === 'true'
