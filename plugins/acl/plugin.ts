@@ -5,7 +5,7 @@ import type { ClientInfo } from '../../src/client-info.js'
 import { ALLOW, PASS, deny, type PublishVerdict, type SubscribeVerdict, type Verdict } from '../../src/hooks/types.js'
 import { definePlugin } from '../../src/plugin.js'
 import { CallbackError, HttpCallback, callbackMetrics } from '../shared/http-callback.js'
-import { AclFileError, AclRules, type AclAction, type AclIdentity } from './rules.js'
+import { AclRules, type AclAction, type AclIdentity } from './rules.js'
 import { aclConfigSchema } from './schema.js'
 
 interface CallbackAnswer { allow: boolean }
@@ -29,7 +29,8 @@ export const aclPlugin = definePlugin({
   setup: (ctx) => {
     const config = ctx.config
     const log = ctx.log
-    const file = resolve(config.file)
+    // Relative to the config file, as certificate paths are (not to the working directory).
+    const file = resolve(ctx.configDir, config.file)
     const callbackNames = new Set(Object.keys(config.callbacks))
     // A bad file at start is a configuration error: refuse to start rather than run open.
     let rules = AclRules.load(file, callbackNames)
@@ -48,18 +49,30 @@ export const aclPlugin = definePlugin({
       clientid: clientId, username: info.username, claims: info.claims, superuser: info.superuser, listener: info.listener
     })
     const isSys = (topic: string): boolean => topic.startsWith('$SYS/') || topic === '$SYS'
+    /** The callback cache key: forward-time lookups find what SUBSCRIBE cached for an exact filter. */
+    const callbackKey = (clientId: string, action: AclAction, topic: string): string => `${clientId}\u0000${action}\u0000${topic}`
+    // authorizeForward runs once per subscriber of a message, in a row for the same topic:
+    // split it once, not once per subscriber.
+    let lastTopic = ''
+    let lastLevels: string[] = ['']
+    const levelsOf = (topic: string): string[] => {
+      if (topic !== lastTopic) {
+        lastTopic = topic
+        lastLevels = topic.split('/')
+      }
+      return lastLevels
+    }
 
     /** Decides locally; returns a promise only when a callback must confirm an allow. */
     const decide = (clientId: string, info: ClientInfo, action: AclAction, topic: string): boolean | Promise<boolean> => {
       if (info.superuser) return true
       if (config.sysTopics === 'superuser' && isSys(topic)) return false
       const id = identityOf(clientId, info)
-      const decision = rules.check(id, action, topic.split('/'), config.noMatch)
+      const decision = rules.check(id, action, levelsOf(topic), config.noMatch)
       if (decision.permission === 'deny') return false
       if (decision.callback === undefined) return true
       const callback = callbacks.get(decision.callback)!
-      const key = `${clientId}\u0000${action}\u0000${topic}`
-      return callback.decide(key, () => ({ clientid: clientId, username: info.username ?? null, action, topic, claims: info.claims }))
+      return callback.decide(callbackKey(clientId, action, topic), () => ({ clientid: clientId, username: info.username ?? null, action, topic, claims: info.claims }))
         .then((answer) => answer.allow, (err: Error) => {
           log.warn({ clientId, username: info.username, action, topic, callback: decision.callback, err: err.message }, 'ACL callback failed; denying')
           return false
@@ -95,8 +108,9 @@ export const aclPlugin = definePlugin({
       return typeof allowed === 'boolean' ? verdict(allowed) : allowed.then(verdict)
     })
 
-    // Synchronous: rules are local; a callback rule uses the decision cached when the
-    // subscription was authorized (or a later one) and otherwise trusts that decision.
+    // Synchronous: rules are local. A callback rule uses the decision SUBSCRIBE cached for this
+    // very topic (an exact filter); under a wildcard filter nothing is cached per topic and the
+    // SUBSCRIBE decision stands.
     ctx.hook('authorizeForward', ({ client, info, packet }): Verdict => {
       if (!info || info.superuser) return PASS
       const topic = packet.topic
@@ -104,10 +118,10 @@ export const aclPlugin = definePlugin({
       if (config.sysTopics === 'superuser' && isSys(topic)) {
         allowed = false
       } else {
-        const decision = rules.check(identityOf(client.id, info), 'subscribe', topic.split('/'), config.noMatch)
+        const decision = rules.check(identityOf(client.id, info), 'subscribe', levelsOf(topic), config.noMatch)
         allowed = decision.permission === 'allow'
         if (allowed && decision.callback !== undefined) {
-          allowed = callbacks.get(decision.callback)!.peek(`${client.id}\u0000subscribe\u0000${topic}`)?.allow ?? true
+          allowed = callbacks.get(decision.callback)!.peek(callbackKey(client.id, 'subscribe', topic))?.allow ?? true
         }
       }
       if (allowed) return PASS
@@ -123,8 +137,7 @@ export const aclPlugin = definePlugin({
         log.info({ file, rules: next.size, why }, 'ACL rules reloaded')
       } catch (err) {
         reloads.inc({ result: 'rejected' })
-        const message = err instanceof AclFileError ? err.message : (err as Error).message
-        log.error({ file, why, err: message }, 'ACL file rejected; previous rules stay in force')
+        log.error({ file, why, err: (err as Error).message }, 'ACL file rejected; previous rules stay in force')
       }
     }
 

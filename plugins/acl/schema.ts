@@ -50,7 +50,7 @@ export const ruleSchema = z.strictObject({
   callback: z.string().optional()
 })
 
-/** The rules file (config/acl.yaml). */
+/** The rules file (e.g. config/acl.yaml), relative to the config file's directory. */
 export const aclFileSchema = z.strictObject({
   rules: z.array(ruleSchema)
 })
