@@ -79,8 +79,6 @@ export class TopicTemplate {
       : undefined
   }
 
-  get hasVariables (): boolean { return this.#static === undefined }
-
   /** The topic levels for this identity, or null when a variable is unusable. */
   render (identity: TemplateIdentity): string[] | null {
     if (this.#static) return this.#static

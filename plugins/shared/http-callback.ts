@@ -14,9 +14,10 @@ export interface CallbackOptions {
   name: string
   url: string
   timeoutMs: number
-  /** Bound on cached entries; the oldest go first. */
-  maxCacheEntries?: number
 }
+
+/** Bound on cached entries per callback; the oldest go first. */
+const MAX_CACHE_ENTRIES = 100_000
 
 export interface CallbackMetrics {
   duration: Histogram<'callback' | 'outcome'>
@@ -105,13 +106,8 @@ export class HttpCallback<T> {
     return request
   }
 
-  clear (): void {
-    this.#cache.clear()
-  }
-
   #store (key: string, value: T, ttl: number): void {
-    const max = this.#opts.maxCacheEntries ?? 100000
-    if (this.#cache.size >= max) {
+    if (this.#cache.size >= MAX_CACHE_ENTRIES) {
       const oldest = this.#cache.keys().next()
       if (!oldest.done) this.#cache.delete(oldest.value)
     }
