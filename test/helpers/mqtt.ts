@@ -43,6 +43,20 @@ export async function waitFor (predicate: () => boolean, what: string, timeoutMs
   }
 }
 
+/**
+ * Reads `read()` every `intervalMs` until `done(value)` holds or `timeoutMs` passes, and returns
+ * the last value read; the caller asserts on it (so a timeout fails with the caller's message).
+ */
+export async function pollUntil<T> (read: () => Promise<T>, done: (value: T) => boolean, timeoutMs: number, intervalMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let value = await read()
+  while (!done(value) && Date.now() < deadline) {
+    await sleep(intervalMs)
+    value = await read()
+  }
+  return value
+}
+
 export function sleep (ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { startNode, type ClusterNode } from '../helpers/cluster.js'
-import { collect, connectClient, endClient, sleep, waitFor } from '../helpers/mqtt.js'
+import { collect, connectClient, endClient, pollUntil, sleep, waitFor } from '../helpers/mqtt.js'
 import { TestRedisCluster } from '../helpers/redis.js'
 
 /**
@@ -81,14 +81,10 @@ describe('Redis Cluster mode (real three-master Redis Cluster, two gateway proce
     try {
       const sub = await connectClient(a.url, { clientId: 'cl-track', clean: false })
       await sub.subscribeAsync('track/t', { qos: 1 })
-      let online: string | null = null
-      const deadline = Date.now() + 3000
-      while (Date.now() < deadline && (online = await db.hget('mqgw:{sessions}:online', 'cl-track')) === null) await sleep(50)
+      const online = await pollUntil(() => db.hget('mqgw:{sessions}:online', 'cl-track'), (v) => v !== null, 3000)
       assert.match(online ?? '', /^gw-ca\|/, 'recorded online with node A\'s token')
       await endClient(sub)
-      let offline: string | null = null
-      const offDeadline = Date.now() + 3000
-      while (Date.now() < offDeadline && (offline = await db.zscore('mqgw:{sessions}:offline', 'cl-track')) === null) await sleep(50)
+      const offline = await pollUntil(() => db.zscore('mqgw:{sessions}:offline', 'cl-track'), (v) => v !== null, 3000)
       assert.notEqual(offline, null, 'marked offline by the Lua script')
       assert.equal(await db.hexists('mqgw:{sessions}:online', 'cl-track'), 0)
       // Both nodes' heartbeats are there, and the data really is sharded: more than one master holds keys.

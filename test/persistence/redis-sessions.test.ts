@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { startNode, type ClusterNode } from '../helpers/cluster.js'
-import { collect, connectClient, endClient, sleep, subscribeRaw, waitFor } from '../helpers/mqtt.js'
+import { collect, connectClient, endClient, pollUntil, sleep, subscribeRaw, waitFor } from '../helpers/mqtt.js'
 import { TestRedis } from '../helpers/redis.js'
 
 describe('session expiry and offline queue bound', () => {
@@ -43,9 +43,7 @@ describe('session expiry and offline queue bound', () => {
     await pub.publishAsync('exp/t', 'queued', { qos: 1 })
     assert.equal(await db.llen('outgoing:expiring'), 1)
     // Expiry 2 s; the sweep runs every 500 ms.
-    const deadline = Date.now() + 6000
-    while (Date.now() < deadline && await db.sismember('clients', 'expiring') === 1) await sleep(100)
-    assert.equal(await db.sismember('clients', 'expiring'), 0, 'session removed')
+    assert.equal(await pollUntil(() => db.sismember('clients', 'expiring'), (n) => n === 0, 6000, 100), 0, 'session removed')
     assert.equal(await db.exists('outgoing:expiring'), 0, 'queue removed')
     assert.equal((await db.keys('packet:*')).length, 0, 'no orphaned packets')
     await pub.publishAsync('exp/t', 'after-expiry', { qos: 1 })
@@ -66,9 +64,7 @@ describe('session expiry and offline queue bound', () => {
     await node.crash()
     await endClient(sub, true)
     node = await startNode(redis, 'gw-exp', { persistence: { sessionExpiryS: 2, maxOfflineQueue: 5 } })
-    const deadline = Date.now() + 8000
-    while (Date.now() < deadline && await db.sismember('clients', 'orphan') === 1) await sleep(100)
-    assert.equal(await db.sismember('clients', 'orphan'), 0, 'the orphaned session was removed')
+    assert.equal(await pollUntil(() => db.sismember('clients', 'orphan'), (n) => n === 0, 8000, 100), 0, 'the orphaned session was removed')
     db.disconnect()
   })
 
@@ -81,18 +77,13 @@ describe('session expiry and offline queue bound', () => {
       await abandoned.subscribeAsync('abandoned/t', { qos: 1 })
       const kept = await connectClient(peer.url, { clientId: 'kept-on-peer', clean: false })
       await kept.subscribeAsync('kept/t', { qos: 1 })
-      let online = 0
-      const onlineDeadline = Date.now() + 3000
-      while (Date.now() < onlineDeadline && (online = await db.hexists('mqgw:{sessions}:online', 'abandoned')) === 0) await sleep(50)
-      assert.equal(online, 1, 'recorded online on gw-gone')
+      assert.equal(await pollUntil(() => db.hexists('mqgw:{sessions}:online', 'abandoned'), (n) => n === 1, 3000), 1, 'recorded online on gw-gone')
       // gw-gone dies and is never started again (retired): nobody would ever mark its sessions offline.
       await gone.crash()
       await endClient(abandoned, true)
       // Its heartbeat key lapses after 3 sweep periods (1.5 s here); a live node then marks the
       // session offline and, sessionExpiryS (2 s) later, removes it.
-      const deadline = Date.now() + 10000
-      while (Date.now() < deadline && await db.sismember('clients', 'abandoned') === 1) await sleep(100)
-      assert.equal(await db.sismember('clients', 'abandoned'), 0, 'the abandoned session was removed')
+      assert.equal(await pollUntil(() => db.sismember('clients', 'abandoned'), (n) => n === 0, 10000, 100), 0, 'the abandoned session was removed')
       assert.equal(await db.exists('mqgw:node:gw-gone'), 0, 'the gone node\'s heartbeat lapsed')
       // The live peer's connected session was never touched, and still receives.
       assert.equal(await db.hexists('mqgw:{sessions}:online', 'kept-on-peer'), 1)
