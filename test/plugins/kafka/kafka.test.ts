@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { Partitioners, type Consumer, type Producer } from 'kafkajs'
-import type { MqttClient } from 'mqtt'
 import { aclPlugin } from '../../../plugins/acl/plugin.js'
 import { kafkaPlugin } from '../../../plugins/kafka/plugin.js'
 import { startTestGateway, type TestGateway } from '../../helpers/gateway.js'
@@ -228,4 +227,3 @@ kafka:
     await endClient(again)
   })
 })
-void (null as unknown as MqttClient)
