@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream'
 import { Aedes, type AedesOptions, type AedesPublishPacket, type AuthenticateError, type Client, type PublishPacket } from 'aedes'
 import type { IConnectPacket } from 'mqtt-packet'
 import { builtinPlugins } from '../plugins/index.js'
-import { ClientInfoStore, type ClientInfo } from './client-info.js'
+import { ClientInfoStore, WILL_OWNER_FIELD, willOwnerOf, type ClientInfo, type WillOwner } from './client-info.js'
 import type { GatewayConfig } from './config/load.js'
 import { guardParser } from './guards/packet-guard.js'
 import { HookChains } from './hooks/chain.js'
@@ -18,6 +18,7 @@ import { createLogger, type Logger } from './log.js'
 import { GatewayMetrics } from './metrics.js'
 import { createPersistence, type PersistenceBackend } from './persistence/index.js'
 import type { GatewayPlugin, PluginInstance } from './plugin.js'
+import { ownerKey, type RetainedAdmission } from './persistence/ledgers.js'
 import { exceedsTopicLimits, isValidTopicFilter } from './topic.js'
 
 export interface GatewayOptions {
@@ -72,6 +73,10 @@ export class Gateway {
   #pluginInstances: Array<{ name: string, instance: PluginInstance }> = []
   #backend: PersistenceBackend | undefined
   #stopping: Promise<void> | undefined
+  /** When each retained-store limit was last logged (one line a minute per limit). */
+  readonly #retainedRefusalLogged = new Map<RetainedAdmission, number>()
+  /** Filter positions of the SUBSCRIBE packets being authorized (per-packet limit). */
+  readonly #filterIndex = new WeakMap<object, Map<object, number>>()
 
   private constructor (opts: GatewayOptions) {
     this.#config = opts.config
@@ -132,7 +137,8 @@ export class Gateway {
       preConnect: (client, packet, cb) => this.#preConnect(client, packet, cb),
       authenticate: (client, username, password, cb) => this.#authenticate(client, username, password, cb),
       authorizePublish: (client, packet, cb) => this.#authorizePublish(client, packet, cb),
-      authorizeSubscribe: (client, sub, cb) => this.#authorizeSubscribe(client, sub, cb),
+      // The patched Aedes passes the SUBSCRIBE packet as a 4th argument (per-packet limits).
+      authorizeSubscribe: (client, sub, cb, ...rest: unknown[]) => this.#authorizeSubscribe(client, sub, cb, rest[0] as SubscribePacketLike | undefined),
       authorizeForward: (client, packet) => this.#authorizeForward(client, packet),
       published: (packet, client, cb) => this.hooks.published(packet, client, () => cb(null))
     }
@@ -197,7 +203,9 @@ export class Gateway {
       claims: NO_CLAIMS,
       publishQueue: undefined,
       publishing: undefined,
-      pendingRefusal: undefined
+      pendingRefusal: undefined,
+      granted: undefined,
+      discardsOwnSession: false
     })
   }
 
@@ -251,8 +259,13 @@ export class Gateway {
     broker.on('publish', (packet, client) => {
       if (client) inByQos[packet.qos]?.inc()
     })
+    broker.on('unsubscribe', (topics, client) => {
+      const granted = this.clients.get(client)?.granted
+      if (granted) for (const topic of topics) granted.delete(topic)
+    })
     broker.on('client', (client) => {
       const info = this.clients.get(client)
+      this.#recordSessionOwner(client, info)
       metrics.connectionsTotal.inc({ listener: info?.listener ?? 'unknown' })
       log.info({ clientId: client.id, username: info?.username, remoteAddress: info?.remoteAddress, listener: info?.listener, protocolVersion: client.version, clean: client.clean }, 'client connected')
     })
@@ -356,8 +369,109 @@ export class Gateway {
           info.superuser = verdict.superuser ?? false
           if (verdict.claims) info.claims = Object.freeze({ ...verdict.claims })
         }
-        cb(null, true)
+        this.#authorizeIdentity(client, info, cb)
       })
+  }
+
+  /**
+   * After authentication: what this identity may do with its CONNECT. Plugins may refuse
+   * the client id (authorizeConnect); the will is a PUBLISH by this identity and is
+   * authorized as one now, as Mosquitto 2 does (CONNACK 5), not only when it fires; and a
+   * persistent session is resumed or discarded only by the identity that owns it.
+   */
+  #authorizeIdentity (client: Client, info: ClientInfo, cb: (error: AuthenticateError | null, success: boolean | null) => void): void {
+    this.hooks.decide<'authorizeConnect', Verdict>('authorizeConnect', { client, clientId: client.id, info },
+      (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}` }),
+      (verdict) => {
+        if (verdict.result === 'deny') {
+          cb(this.#refuse(5, verdict.reason, client, info), null)
+          return
+        }
+        const will = (client as unknown as { _will?: PublishPacket | null })._will
+        if (!will) {
+          this.#checkSessionOwner(client, info, cb)
+          return
+        }
+        const problem = this.#willTopicProblem(will.topic)
+        if (problem !== undefined) {
+          cb(this.#refuse(5, `will: ${problem}`, client, info), null)
+          return
+        }
+        const owner: WillOwner = { clientId: client.id, username: info.username, superuser: info.superuser, claims: info.claims, listener: info.listener }
+        if (this.hooks.size('authorizePublish') === 0) {
+          ;(will as unknown as Record<string, unknown>)[WILL_OWNER_FIELD] = owner
+          this.#checkSessionOwner(client, info, cb)
+          return
+        }
+        this.hooks.decide<'authorizePublish', PublishVerdict>('authorizePublish', { client, info, packet: will, clientId: client.id },
+          (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}` }),
+          (willVerdict) => {
+            if (willVerdict.result === 'deny') {
+              cb(this.#refuse(5, `will topic not authorized: ${willVerdict.reason}`, client, info), null)
+              return
+            }
+            // Stored with the will (Redis keeps it as msgpack): a will published for a dead
+            // node is authorized again as this owner (#authorizePublish).
+            ;(will as unknown as Record<string, unknown>)[WILL_OWNER_FIELD] = owner
+            this.#checkSessionOwner(client, info, cb)
+          })
+      })
+  }
+
+  #willTopicProblem (topic: string): string | undefined {
+    if (topic.length === 0) return 'empty topic'
+    if (topic.includes('+') || topic.includes('#')) return 'wildcards are not allowed in a will topic'
+    if (topic.startsWith('$SYS/') || topic === '$SYS') return '$SYS topics are reserved for the broker'
+    if (exceedsTopicLimits(topic, this.#config.limits)) return 'topic exceeds maxTopicLength or maxTopicLevels'
+    return undefined
+  }
+
+  /**
+   * A client id whose persistent session belongs to another user name is refused (CONNACK 5)
+   * before Aedes resumes or discards that session: taking over a client id must not hand
+   * over, or delete, another identity's subscriptions and queued messages.
+   */
+  #checkSessionOwner (client: Client, info: ClientInfo, cb: (error: AuthenticateError | null, success: boolean | null) => void): void {
+    const owners = this.#backend?.sessionOwners
+    if (!owners) {
+      cb(null, true)
+      return
+    }
+    const decide = (owner: string | undefined): void => {
+      if (owner !== undefined && owner !== ownerKey(info.username)) {
+        cb(this.#refuse(5, 'client id belongs to a persistent session of another user', client, info), null)
+        return
+      }
+      // A clean CONNECT of the owner discards its session: forget the ownership with it.
+      info.discardsOwnSession = owner !== undefined && info.clean !== false
+      cb(null, true)
+    }
+    let owner: string | undefined | Promise<string | undefined>
+    try {
+      owner = owners.get(client.id)
+    } catch (err) {
+      owner = Promise.reject(err)
+    }
+    if (typeof owner === 'string' || owner === undefined) {
+      decide(owner)
+      return
+    }
+    owner.then(decide, (err: Error) => {
+      // Unknown owner: refusing is the only answer that cannot hand a session to the wrong user.
+      cb(this.#refuse(3, `session owner lookup failed: ${err.message}`, client, info), null)
+    })
+  }
+
+  #recordSessionOwner (client: Client, info: ClientInfo | undefined): void {
+    const owners = this.#backend?.sessionOwners
+    if (!owners || !info) return
+    const done = (err: Error): void => { this.log.warn({ clientId: client.id, err: err.message }, 'could not record the session owner') }
+    try {
+      if (info.clean === false) void Promise.resolve(owners.set(client.id, ownerKey(info.username))).catch(done)
+      else if (info.discardsOwnSession) void Promise.resolve(owners.delete(client.id)).catch(done)
+    } catch (err) {
+      done(err as Error)
+    }
   }
 
   #authorizePublish (client: Client | null, packet: PublishPacket, cb: (error?: Error | null) => void): void {
@@ -374,26 +488,42 @@ export class Gateway {
       cb(new Error(`topic exceeds maxTopicLength ${limits.maxTopicLength} bytes or maxTopicLevels ${limits.maxTopicLevels}`))
       return
     }
-    const info = this.clients.get(client)
-    // The common case, no publish hooks at all: nothing to order, no closures.
-    if (this.hooks.size('authorizePublish') === 0 && this.hooks.size('messagePublish') === 0) {
+    let info = this.clients.get(client)
+    let publisher = client
+    let clientId = client?.id
+    if ((packet as unknown as Record<string, unknown>)[WILL_OWNER_FIELD] !== undefined) {
+      // A will: authorized as the identity that set it. Aedes hands a dead node's will over
+      // with no client, or with whichever connection holds that client id on this node now.
+      const owner = willOwnerOf(packet)
+      if (owner && !(client && info && client.id === owner.clientId && info.username === owner.username)) {
+        publisher = null
+        info = this.#infoOfWillOwner(owner)
+        clientId = owner.clientId
+      }
+    }
+    // The common case, no publish hooks and no retained store to account: nothing to order, no closures.
+    if (this.hooks.size('authorizePublish') === 0 && this.hooks.size('messagePublish') === 0 && !packet.retain && info?.publishing !== true) {
       if (client && packet.qos === 1 && packet.messageId !== undefined) this.#publishBeforeAck(client, packet, cb)
       else cb(null)
       return
     }
     const authorize = (release: () => void): void => {
+      const accepted = (): void => {
+        // Started before the next PUBLISH of this client is authorized: order kept.
+        this.#admitRetained(packet, clientId, () => {
+          this.#routeMessage(client, publisher, info, packet, cb)
+          release()
+        })
+      }
       if (this.hooks.size('authorizePublish') === 0) {
-        this.#routeMessage(client, info, packet, cb)
-        release()
+        accepted()
         return
       }
-      this.hooks.decide<'authorizePublish', PublishVerdict>('authorizePublish', { client, info, packet },
+      this.hooks.decide<'authorizePublish', PublishVerdict>('authorizePublish', { client: publisher, info, packet, clientId },
         (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}`, disconnect: true }),
         (verdict) => {
           if (verdict.result !== 'deny') {
-            // Started before the next PUBLISH of this client is authorized: order kept.
-            this.#routeMessage(client, info, packet, cb)
-            release()
+            accepted()
             return
           }
           release()
@@ -407,10 +537,72 @@ export class Gateway {
         })
     }
     // Aedes hands every packet of one socket read to its handlers at once, so async hooks
-    // could finish out of order; each client's PUBLISHes pass authorization one at a time.
-    // Without publish hooks everything up to here is synchronous and already in order.
-    if (info && client && (this.hooks.size('authorizePublish') > 0 || this.hooks.size('messagePublish') > 0)) this.#inPublishOrder(info, authorize)
+    // (and the Redis retained ledger) could finish out of order; each client's PUBLISHes
+    // pass authorization one at a time. Without them everything up to here is synchronous.
+    if (info && client) this.#inPublishOrder(info, authorize)
     else authorize(noop)
+  }
+
+  #infoOfWillOwner (owner: WillOwner): ClientInfo {
+    return {
+      listener: owner.listener,
+      remoteAddress: 'unknown',
+      remotePort: 0,
+      connectedAt: 0,
+      superuser: owner.superuser,
+      claims: owner.claims,
+      ...(owner.username !== undefined ? { username: owner.username } : {})
+    }
+  }
+
+  /**
+   * The retained-store limits: a retained PUBLISH beyond them is still delivered, but not
+   * retained (its retain flag is cleared), counted, and logged once a minute per limit.
+   * A failing ledger (Redis down) does not block the message: the store itself then decides.
+   */
+  #admitRetained (packet: PublishPacket, clientId: string | undefined, next: () => void): void {
+    if (!packet.retain || !this.#backend) {
+      next()
+      return
+    }
+    const ledger = this.#backend.retainedLedger
+    const topic = packet.topic
+    const failed = (err: Error): void => {
+      this.log.warn({ topic, err: err.message }, 'retained ledger unavailable; message retained without accounting')
+      next()
+    }
+    if (packet.payload.length === 0) {
+      // Clears the topic's retained message.
+      try {
+        void Promise.resolve(ledger.release(topic)).catch((err: Error) => this.log.warn({ topic, err: err.message }, 'retained ledger release failed'))
+      } catch (err) {
+        this.log.warn({ topic, err: (err as Error).message }, 'retained ledger release failed')
+      }
+      next()
+      return
+    }
+    const limits = this.#config.limits
+    const admitted = (result: RetainedAdmission): void => {
+      if (result !== 'ok') {
+        packet.retain = false
+        this.metrics.retainedRefused.inc({ reason: result })
+        const now = Date.now()
+        if ((this.#retainedRefusalLogged.get(result) ?? 0) + 60000 <= now) {
+          this.#retainedRefusalLogged.set(result, now)
+          this.log.warn({ clientId, topic, limit: RETAINED_LIMIT_NAME[result] }, 'retained store limit reached; message delivered but not retained (logged once a minute per limit)')
+        }
+      }
+      next()
+    }
+    let result: RetainedAdmission | Promise<RetainedAdmission>
+    try {
+      result = ledger.admit(topic, packet.payload.length, clientId ?? '', { maxMessages: limits.maxRetainedMessages, maxBytes: limits.maxRetainedBytes, maxPerClient: limits.maxRetainedPerClient })
+    } catch (err) {
+      failed(err as Error)
+      return
+    }
+    if (typeof result === 'string') admitted(result)
+    else result.then(admitted, failed)
   }
 
   #inPublishOrder (info: ClientInfo, task: (release: () => void) => void): void {
@@ -439,7 +631,7 @@ export class Gateway {
   }
 
   /** After authorization: a plugin may take the message over (messagePublish), else it is published here. */
-  #routeMessage (client: Client | null, info: ClientInfo | undefined, packet: PublishPacket, cb: (error?: Error | null) => void): void {
+  #routeMessage (client: Client | null, publisher: Client | null, info: ClientInfo | undefined, packet: PublishPacket, cb: (error?: Error | null) => void): void {
     const publish = (): void => {
       if (client && packet.qos === 1 && packet.messageId !== undefined) this.#publishBeforeAck(client, packet, cb)
       else cb(null)
@@ -448,7 +640,7 @@ export class Gateway {
       publish()
       return
     }
-    this.hooks.decide<'messagePublish', MessageVerdict>('messagePublish', { client, info, packet },
+    this.hooks.decide<'messagePublish', MessageVerdict>('messagePublish', { client: publisher, info, packet, clientId: publisher?.id ?? willOwnerOf(packet)?.clientId },
       (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}`, disconnect: true }),
       (verdict) => {
         if (verdict.result === 'pass') {
@@ -467,7 +659,7 @@ export class Gateway {
       })
   }
 
-  #authorizeSubscribe (client: Client, sub: { topic: string, qos: 0 | 1 | 2 }, cb: (error: Error | null, subscription?: { topic: string, qos: 0 | 1 | 2 } | null) => void): void {
+  #authorizeSubscribe (client: Client, sub: { topic: string, qos: 0 | 1 | 2 }, cb: (error: Error | null, subscription?: { topic: string, qos: 0 | 1 | 2 } | null) => void, packet?: SubscribePacketLike): void {
     const limits = this.#config.limits
     if (!isValidTopicFilter(sub.topic)) {
       // A malformed filter is a protocol violation: close, as Aedes does for the cases it detects.
@@ -479,13 +671,21 @@ export class Gateway {
       cb(null, null)
       return
     }
-    if (this.hooks.size('authorizeSubscribe') === 0) {
-      cb(null, sub)
-      return
-    }
     const info = this.clients.get(client)
     if (!info) {
       cb(null, null)
+      return
+    }
+    const max = limits.maxFiltersPerSubscribe
+    if (packet && max > 0 && packet.subscriptions.length > max && this.#filterPosition(packet, sub) >= max) {
+      this.metrics.subscriptionsRefused.inc({ reason: 'max_filters_per_subscribe' })
+      // One line per packet, not one per refused filter.
+      if (this.#filterPosition(packet, sub) === max) this.log.info({ clientId: client.id, filters: packet.subscriptions.length, maxFiltersPerSubscribe: max }, 'SUBSCRIBE carries more filters than maxFiltersPerSubscribe; those beyond refused')
+      cb(null, null)
+      return
+    }
+    if (this.hooks.size('authorizeSubscribe') === 0) {
+      this.#grant(client, info, sub, cb)
       return
     }
     this.hooks.decide<'authorizeSubscribe', SubscribeVerdict>('authorizeSubscribe', { client, info, subscription: sub },
@@ -495,8 +695,33 @@ export class Gateway {
           cb(null, null)
           return
         }
-        cb(null, sub)
+        this.#grant(client, info, sub, cb)
       })
+  }
+
+  /** Records a granted filter, unless the client already holds maxSubscriptionsPerClient others. */
+  #grant (client: Client, info: ClientInfo, sub: { topic: string, qos: 0 | 1 | 2 }, cb: (error: Error | null, subscription?: { topic: string, qos: 0 | 1 | 2 } | null) => void): void {
+    const granted = info.granted ??= new Map()
+    const max = this.#config.limits.maxSubscriptionsPerClient
+    if (max > 0 && granted.size >= max && !granted.has(sub.topic)) {
+      this.metrics.subscriptionsRefused.inc({ reason: 'max_subscriptions_per_client' })
+      this.log.info({ clientId: client.id, topic: sub.topic.slice(0, 128), maxSubscriptionsPerClient: max }, 'subscription refused: client holds maxSubscriptionsPerClient subscriptions')
+      cb(null, null)
+      return
+    }
+    granted.set(sub.topic, sub.qos)
+    cb(null, sub)
+  }
+
+  /** The index of `sub` in its SUBSCRIBE packet (one index per packet, built once). */
+  #filterPosition (packet: SubscribePacketLike, sub: object): number {
+    let positions = this.#filterIndex.get(packet)
+    if (!positions) {
+      positions = new Map()
+      for (let i = 0; i < packet.subscriptions.length; i++) positions.set(packet.subscriptions[i]!, i)
+      this.#filterIndex.set(packet, positions)
+    }
+    return positions.get(sub) ?? -1
   }
 
   #authorizeForward (client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
@@ -553,6 +778,11 @@ export class Gateway {
 }
 
 function noop (): void {}
+
+const RETAINED_LIMIT_NAME: Record<Exclude<RetainedAdmission, 'ok'>, string> = { count: 'maxRetainedMessages', bytes: 'maxRetainedBytes', client: 'maxRetainedPerClient' }
+
+/** What the patched Aedes passes to authorizeSubscribe as the SUBSCRIBE packet. */
+interface SubscribePacketLike { cmd: 'subscribe', subscriptions: ReadonlyArray<{ topic: string }> }
 
 function reasonOf (err: Error): string {
   const code = (err as { code?: unknown }).code

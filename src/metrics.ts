@@ -16,6 +16,8 @@ export class GatewayMetrics {
   readonly bytesIn: Counter
   readonly bytesOut: Counter
   readonly messagesDropped: Counter<'reason'>
+  readonly subscriptionsRefused: Counter<'reason'>
+  readonly retainedRefused: Counter<'reason'>
   readonly hookDuration: Histogram<'hook'>
   readonly connectionsCurrent: Gauge
   readonly socketsCurrent: Gauge<'listener'>
@@ -35,6 +37,8 @@ export class GatewayMetrics {
     this.messagesIn = new Counter({ name: 'mqgw_messages_in_total', help: 'PUBLISH packets received from clients, by QoS', labelNames: ['qos'], registers })
     this.messagesOut = new Counter({ name: 'mqgw_messages_out_total', help: 'PUBLISH packets forwarded to clients, by QoS of the message', labelNames: ['qos'], registers })
     this.messagesDropped = new Counter({ name: 'mqgw_messages_dropped_total', help: 'Messages dropped, by reason', labelNames: ['reason'], registers })
+    this.subscriptionsRefused = new Counter({ name: 'mqgw_subscriptions_refused_total', help: 'Topic filters answered with SUBACK 0x80 by a gateway limit, by reason', labelNames: ['reason'], registers })
+    this.retainedRefused = new Counter({ name: 'mqgw_retained_refused_total', help: 'Retained PUBLISHes delivered but not retained because a retained-store limit was reached, by limit', labelNames: ['reason'], registers })
     this.hookDuration = new Histogram({
       name: 'mqgw_hook_duration_seconds',
       help: 'Time to run a plugin hook chain',

@@ -3,8 +3,10 @@ import { basename, dirname, resolve } from 'node:path'
 import { Counter } from 'prom-client'
 import type { ClientInfo } from '../../src/client-info.js'
 import { ALLOW, PASS, deny, type PublishVerdict, type SubscribeVerdict, type Verdict } from '../../src/hooks/types.js'
+import { covers } from '../../src/topic.js'
 import { definePlugin } from '../../src/plugin.js'
 import { CallbackError, HttpCallback, callbackMetrics } from '../shared/http-callback.js'
+import { ClientIdBinding } from './client-id-binding.js'
 import { AclRules, type AclAction, type AclIdentity } from './rules.js'
 import { aclConfigSchema } from './schema.js'
 
@@ -36,7 +38,7 @@ export const aclPlugin = definePlugin({
     let rules = AclRules.load(file, callbackNames)
     log.info({ file, rules: rules.size }, 'ACL rules loaded')
 
-    const denials = new Counter({ name: 'mqgw_acl_denials_total', help: 'ACL denials, by action (publish, subscribe, forward)', labelNames: ['action'], registers: [ctx.metrics.registry] })
+    const denials = new Counter({ name: 'mqgw_acl_denials_total', help: 'ACL denials, by action (publish, subscribe, forward, connect)', labelNames: ['action'], registers: [ctx.metrics.registry] })
     const reloads = new Counter({ name: 'mqgw_acl_reloads_total', help: 'ACL file reloads, by result (ok, rejected)', labelNames: ['result'], registers: [ctx.metrics.registry] })
     const metrics = callbackMetrics(ctx.metrics.registry)
     const callbacks = new Map<string, HttpCallback<CallbackAnswer>>()
@@ -49,8 +51,13 @@ export const aclPlugin = definePlugin({
       clientid: clientId, username: info.username, claims: info.claims, superuser: info.superuser, listener: info.listener
     })
     const isSys = (topic: string): boolean => topic.startsWith('$SYS/') || topic === '$SYS'
-    /** The callback cache key: forward-time lookups find what SUBSCRIBE cached for an exact filter. */
-    const callbackKey = (clientId: string, action: AclAction, topic: string): string => `${clientId}\u0000${action}\u0000${topic}`
+    /**
+     * The callback cache key: everything the callback is told, so that a decision made for
+     * one identity is never reused for another that holds the same client id later.
+     * Forward-time lookups find what SUBSCRIBE cached for an exact filter.
+     */
+    const callbackKey = (clientId: string, info: ClientInfo, action: AclAction, topic: string): string =>
+      JSON.stringify([clientId, info.username ?? null, info.claims, action, topic])
     // authorizeForward runs once per subscriber of a message, in a row for the same topic:
     // split it once, not once per subscriber.
     let lastTopic = ''
@@ -72,11 +79,28 @@ export const aclPlugin = definePlugin({
       if (decision.permission === 'deny') return false
       if (decision.callback === undefined) return true
       const callback = callbacks.get(decision.callback)!
-      return callback.decide(callbackKey(clientId, action, topic), () => ({ clientid: clientId, username: info.username ?? null, action, topic, claims: info.claims }))
+      return callback.decide(callbackKey(clientId, info, action, topic), () => ({ clientid: clientId, username: info.username ?? null, action, topic, claims: info.claims }))
         .then((answer) => answer.allow, (err: Error) => {
           log.warn({ clientId, username: info.username, action, topic, callback: decision.callback, err: err.message }, 'ACL callback failed; denying')
           return false
         })
+    }
+
+    const grantedCovers = (info: ClientInfo, topic: readonly string[]): boolean => {
+      if (!info.granted) return false
+      for (const filter of info.granted.keys()) if (covers(filter.split('/'), topic)) return true
+      return false
+    }
+
+    // Which client ids an identity may use (acl.clientIds); checked once authentication allowed it.
+    const binding = new ClientIdBinding(config.clientIds)
+    if (binding.size > 0) {
+      ctx.hook('authorizeConnect', ({ clientId, info }): Verdict => {
+        if (info.superuser || binding.allows(clientId, info)) return PASS
+        log.info({ clientId, username: info.username }, 'client id not bound to this identity (acl.clientIds)')
+        denials.inc({ action: 'connect' })
+        return deny('client id not allowed for this identity (acl.clientIds)')
+      })
     }
 
     const logDenial = (action: string, clientId: string, info: ClientInfo | undefined, topic: string): void => {
@@ -86,15 +110,19 @@ export const aclPlugin = definePlugin({
 
     // Handlers answer synchronously unless a callback is involved: no promise or timer
     // on the per-PUBLISH path for rules decided locally.
-    ctx.hook('authorizePublish', ({ client, info, packet }) => {
-      // A will of a client whose node died is published without a client; it was checked at CONNECT.
-      if (!client || !info) return PASS
+    ctx.hook('authorizePublish', ({ info, packet, clientId }) => {
+      // Without a client (a will published for a dead node) the core passes the identity
+      // stored with the will; a publish with no identity at all is never allowed.
+      if (clientId === undefined || !info) {
+        logDenial('publish', clientId ?? '', info, packet.topic)
+        return deny('ACL: publish without an identity')
+      }
       const verdict = (allowed: boolean): PublishVerdict => {
         if (allowed) return ALLOW
-        logDenial('publish', client.id, info, packet.topic)
+        logDenial('publish', clientId, info, packet.topic)
         return { result: 'deny', reason: 'ACL', disconnect: packet.qos > 0 && config.denyAction === 'disconnect' }
       }
-      const allowed = decide(client.id, info, 'publish', packet.topic)
+      const allowed = decide(clientId, info, 'publish', packet.topic)
       return typeof allowed === 'boolean' ? verdict(allowed) : allowed.then(verdict)
     })
 
@@ -109,8 +137,9 @@ export const aclPlugin = definePlugin({
     })
 
     // Synchronous: rules are local. A callback rule uses the decision SUBSCRIBE cached for this
-    // very topic (an exact filter); under a wildcard filter nothing is cached per topic and the
-    // SUBSCRIBE decision stands.
+    // very topic (an exact filter); without one (a wildcard filter, or the entry expired) the
+    // SUBSCRIBE decision stands only if the gateway granted this connection a filter that
+    // covers the topic: a filter that was refused, or never asked for, forwards nothing.
     ctx.hook('authorizeForward', ({ client, info, packet }): Verdict => {
       if (!info || info.superuser) return PASS
       const topic = packet.topic
@@ -121,7 +150,7 @@ export const aclPlugin = definePlugin({
         const decision = rules.check(identityOf(client.id, info), 'subscribe', levelsOf(topic), config.noMatch)
         allowed = decision.permission === 'allow'
         if (allowed && decision.callback !== undefined) {
-          allowed = callbacks.get(decision.callback)!.peek(callbackKey(client.id, 'subscribe', topic))?.allow ?? true
+          allowed = callbacks.get(decision.callback)!.peek(callbackKey(client.id, info, 'subscribe', topic))?.allow ?? grantedCovers(info, levelsOf(topic))
         }
       }
       if (allowed) return PASS

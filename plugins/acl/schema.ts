@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { ClientIdBinding } from './client-id-binding.js'
 
 const callbackSchema = z.strictObject({
   url: z.url(),
@@ -17,7 +18,21 @@ export const aclConfigSchema = z.strictObject({
   denyAction: z.enum(['ignore', 'disconnect']).default('ignore'),
   /** `superuser`: only superusers reach `$SYS/` topics, whatever the rules say; `rules`: the rules decide. */
   sysTopics: z.enum(['superuser', 'rules']).default('superuser'),
-  callbacks: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/), callbackSchema).default({})
+  callbacks: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/), callbackSchema).default({}),
+  /**
+   * Client ids an identity may use, as templates: `${username}`, `${clientid}` is not
+   * allowed, `${claims.NAME}` (e.g. a device id the auth callback returns), and `*` for any
+   * run of characters, e.g. `${username}-*`. A client id must match one of them, else
+   * CONNACK 5. Empty: any client id. Superusers are exempt.
+   */
+  clientIds: z.array(z.string().min(1)).default([]).superRefine((sources, ctx) => {
+    try {
+      // Compiling the templates is the validation.
+      new ClientIdBinding(sources)
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message })
+    }
+  })
 })
 export type AclConfig = z.infer<typeof aclConfigSchema>
 export type AclCallbackConfig = z.infer<typeof callbackSchema>

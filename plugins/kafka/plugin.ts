@@ -58,11 +58,12 @@ export const kafkaPlugin = definePlugin({
     // Filters split once; a PUBLISH splits its topic once, and only when there are routes.
     const routes = config.routes.map((r) => ({ ...r, levels: r.mqtt.split('/') }))
     // Without routes the bridge takes nothing: no handler, so PUBLISHes keep the core's fast path.
-    if (routes.length > 0) ctx.hook('messagePublish', ({ client: mqttClient, info, packet }): MessageVerdict | Promise<MessageVerdict> => {
+    if (routes.length > 0) ctx.hook('messagePublish', ({ info, packet, clientId: publisherId }): MessageVerdict | Promise<MessageVerdict> => {
       const topicLevels = packet.topic.split('/')
       const route = routes.find((r) => covers(r.levels, topicLevels))
       if (!route) return PASS
-      const clientId = mqttClient?.id ?? ''
+      // The publisher's id: a will of a dead node carries its owner's.
+      const clientId = publisherId ?? ''
       const username = info?.username ?? ''
       const key = route.key === 'clientid' ? clientId : route.key === 'username' ? username : packet.topic
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload

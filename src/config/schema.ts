@@ -59,7 +59,17 @@ export const limitsSchema = z.strictObject({
   keepaliveMaxS: z.number().int().min(0).max(65535).default(0),
   maxClientIdLength: z.number().int().min(1).max(65535).default(256),
   maxTopicLength: z.number().int().min(1).max(65535).default(1024),
-  maxTopicLevels: z.number().int().min(1).max(100).default(32)
+  maxTopicLevels: z.number().int().min(1).max(100).default(32),
+  /** Topic filters one SUBSCRIBE may carry; those beyond get SUBACK 0x80. 0 = no limit. */
+  maxFiltersPerSubscribe: z.number().int().min(0).default(100),
+  /** Subscriptions one client may hold (restored ones included); new ones beyond get SUBACK 0x80. 0 = no limit. */
+  maxSubscriptionsPerClient: z.number().int().min(0).default(1000),
+  /** Retained messages in the store (cluster-wide in Redis mode); beyond, a retained PUBLISH is delivered but not retained. 0 = no limit. */
+  maxRetainedMessages: z.number().int().min(0).default(1000000),
+  /** Payload bytes of all retained messages. 0 = no limit. */
+  maxRetainedBytes: z.number().int().min(0).default(1073741824),
+  /** Retained messages one client id may have set (the last setter of a topic owns it). 0 = no limit. */
+  maxRetainedPerClient: z.number().int().min(0).default(1000)
 })
 
 export const brokerSchema = z.strictObject({

@@ -69,8 +69,17 @@ export interface AuthRequest {
 export interface PublishRequest {
   /** null for the will of a client whose broker died. */
   client: Client | null
+  /** For a will of a dead node: its owner's identity as stored with the will. */
   info: ClientInfo | undefined
   packet: PublishPacket
+  /** The publisher's client id: `client.id`, or the will owner's when `client` is null. */
+  clientId: string | undefined
+}
+/** After authentication allowed a client: may this identity use this client id? */
+export interface ConnectAuthorizeRequest {
+  client: Client
+  clientId: string
+  info: ClientInfo
 }
 export interface SubscribeRequest {
   client: Client
@@ -88,6 +97,8 @@ type MaybePromise<T> = T | Promise<T>
 export interface HookHandlers {
   preConnect: (req: ConnectRequest) => MaybePromise<Verdict>
   authenticate: (req: AuthRequest) => MaybePromise<AuthVerdict>
+  /** Every handler may refuse (CONNACK 5) an identity that authentication allowed. */
+  authorizeConnect: (req: ConnectAuthorizeRequest) => MaybePromise<Verdict>
   authorizePublish: (req: PublishRequest) => MaybePromise<PublishVerdict>
   authorizeSubscribe: (req: SubscribeRequest) => MaybePromise<SubscribeVerdict>
   /**
@@ -103,4 +114,4 @@ export interface HookHandlers {
 }
 
 export type HookName = keyof HookHandlers
-export const HOOK_NAMES: readonly HookName[] = ['preConnect', 'authenticate', 'authorizePublish', 'messagePublish', 'authorizeSubscribe', 'authorizeForward', 'published']
+export const HOOK_NAMES: readonly HookName[] = ['preConnect', 'authenticate', 'authorizeConnect', 'authorizePublish', 'messagePublish', 'authorizeSubscribe', 'authorizeForward', 'published']

@@ -4,6 +4,7 @@ import type { Readiness } from '../listeners/admin.js'
 import type { Logger } from '../log.js'
 import type { GatewayMetrics } from '../metrics.js'
 import { LocalBus } from '../bus/local-bus.js'
+import { MemoryRetainedLedger, MemorySessionOwners, type RetainedLedger, type SessionOwners } from './ledgers.js'
 import { createRedisBackend } from './redis.js'
 
 /**
@@ -15,6 +16,10 @@ export interface PersistenceBackend {
   persistence?: unknown
   /** An mqemitter-compatible bus (`on`, `removeListener`, `emit`, `close`); always ours, never Aedes' default. */
   mq: unknown
+  /** Retained messages by topic, size and setter, for the retained-store limits. */
+  retainedLedger: RetainedLedger
+  /** Who owns each persistent session. */
+  sessionOwners: SessionOwners
   /** Whether persistent sessions can be served now (a CONNECT with clean:false is refused with 0x03 otherwise). */
   available: () => boolean
   /** Resolves once the store can be used (Redis connected); the broker is built after it. */
@@ -37,7 +42,7 @@ export async function createPersistence (config: GatewayConfig, deps: Persistenc
       // Aedes' in-memory store (sessions of clean:false clients live as long as this
       // process) and our LocalBus: the sharded subscription index, and no broker-wide
       // delivery slots (mqemitter's `concurrency`) that one slow client could hold.
-      return { mq: new LocalBus({ shards: config.broker.subscriptionShards }), available: () => true, ready: async () => {}, start: async () => {}, close: async () => {} }
+      return { mq: new LocalBus({ shards: config.broker.subscriptionShards }), retainedLedger: new MemoryRetainedLedger(), sessionOwners: new MemorySessionOwners(), available: () => true, ready: async () => {}, start: async () => {}, close: async () => {} }
     case 'redis':
       return createRedisBackend(persistence, config.node.id, config.broker.subscriptionShards, deps)
   }

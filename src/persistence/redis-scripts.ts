@@ -57,3 +57,49 @@ if current == ARGV[2] or not current then
 end
 return 0
 `
+
+/**
+ * The retained ledger (src/persistence/ledgers.ts) in Redis, one hash tag for its three keys:
+ *   KEYS[1] topics HASH topic -> "<bytes>|<owner>"; KEYS[2] totals HASH count, bytes;
+ *   KEYS[3] owners HASH owner -> retained topics it set.
+ * ARGV: topic, bytes, owner, maxMessages, maxBytes, maxPerClient (0 = no limit).
+ * Returns 'ok' (recorded) or the limit that refused: 'count', 'bytes', 'client'.
+ */
+export const RETAINED_ADMIT = `
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
+local pbytes, powner = 0, false
+if prev then
+  local sep = string.find(prev, '|', 1, true)
+  pbytes = tonumber(string.sub(prev, 1, sep - 1))
+  powner = string.sub(prev, sep + 1)
+end
+local bytes = tonumber(ARGV[2])
+local owner = ARGV[3]
+local maxc, maxb, maxo = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local count = tonumber(redis.call('HGET', KEYS[2], 'count') or '0')
+local total = tonumber(redis.call('HGET', KEYS[2], 'bytes') or '0')
+if (not prev) and maxc > 0 and count + 1 > maxc then return 'count' end
+if maxb > 0 and total - pbytes + bytes > maxb then return 'bytes' end
+if powner ~= owner and maxo > 0 and tonumber(redis.call('HGET', KEYS[3], owner) or '0') + 1 > maxo then return 'client' end
+if not prev then redis.call('HINCRBY', KEYS[2], 'count', 1) end
+redis.call('HINCRBY', KEYS[2], 'bytes', bytes - pbytes)
+if powner ~= owner then
+  if powner and redis.call('HINCRBY', KEYS[3], powner, -1) <= 0 then redis.call('HDEL', KEYS[3], powner) end
+  redis.call('HINCRBY', KEYS[3], owner, 1)
+end
+redis.call('HSET', KEYS[1], ARGV[1], bytes .. '|' .. owner)
+return 'ok'
+`
+
+/** Same keys as RETAINED_ADMIT; ARGV[1] topic. Forgets the topic's retained message. */
+export const RETAINED_RELEASE = `
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
+if not prev then return 0 end
+local sep = string.find(prev, '|', 1, true)
+local owner = string.sub(prev, sep + 1)
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HINCRBY', KEYS[2], 'count', -1)
+redis.call('HINCRBY', KEYS[2], 'bytes', -tonumber(string.sub(prev, 1, sep - 1)))
+if redis.call('HINCRBY', KEYS[3], owner, -1) <= 0 then redis.call('HDEL', KEYS[3], owner) end
+return 1
+`

@@ -7,13 +7,18 @@ import { Counter } from 'prom-client'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
 import type { PersistenceBackend, PersistenceDeps } from './index.js'
 import { createBusConnection, createRedisConnection, isReady } from './redis-connection.js'
-import { MARK_OFFLINE, MARK_ONLINE, TRIM_QUEUE } from './redis-scripts.js'
+import type { RetainedAdmission, RetainedLedger, RetainedLimits, SessionOwners } from './ledgers.js'
+import { MARK_OFFLINE, MARK_ONLINE, RETAINED_ADMIT, RETAINED_RELEASE, TRIM_QUEUE } from './redis-scripts.js'
 import type { RedisPersistenceConfig } from './schema.js'
 
 // One hash tag for both: the Lua scripts touch the two keys at once, which Redis Cluster only
 // allows within one hash slot (CROSSSLOT otherwise).
 const ONLINE_KEY = 'mqgw:{sessions}:online'
 const OFFLINE_KEY = 'mqgw:{sessions}:offline'
+/** clientId -> owner key (src/persistence/ledgers.ts ownerKey) of each persistent session. */
+const OWNERS_KEY = 'mqgw:{sessions}:owners'
+/** The retained ledger's keys (RETAINED_ADMIT): one hash tag, the script touches all three. */
+const RETAINED_KEYS = ['mqgw:{retained}:topics', 'mqgw:{retained}:totals', 'mqgw:{retained}:owners'] as const
 /** `mqgw:node:<node id>`: present while that node runs (refreshed by its janitor, expires after 3 periods). */
 const NODE_KEY_PREFIX = 'mqgw:node:'
 /** Online entries examined per sweep when looking for sessions of nodes that are gone. */
@@ -25,12 +30,14 @@ type ScriptConn = (Redis | Cluster) & {
   mqgwTrimQueue: (key: string, keep: number) => Promise<number>
   mqgwMarkOffline: (online: string, offline: string, clientId: string, token: string, now: number) => Promise<number>
   mqgwMarkOnline: (online: string, offline: string, clientId: string, token: string) => Promise<number>
+  mqgwRetainedAdmit: (topics: string, totals: string, owners: string, topic: string, bytes: number, owner: string, maxMessages: number, maxBytes: number, maxPerClient: number) => Promise<RetainedAdmission>
+  mqgwRetainedRelease: (topics: string, totals: string, owners: string, topic: string) => Promise<number>
 }
 
 /**
  * Redis sessions (aedes-persistence-redis) and the Redis bus (mqemitter-redis), with the
  * defects of those packages handled here (numbers as in the README's list):
- *  1. multi-filter SUBSCRIBE of a persistent session never acknowledged (aedes#569);
+ *  1. multi-filter SUBSCRIBE of a persistent session never acknowledged (aedes#569; fixed in the Aedes patch);
  *  2. bus connection errors re-emitted on `mq.state` crash the process without a listener;
  *  3. broker counters restart at 0, so a restarted node with a stable id would overwrite
  *     queued packets (`packet:<id>:<counter>`) of its previous life;
@@ -48,6 +55,8 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   conn.defineCommand('mqgwTrimQueue', { numberOfKeys: 1, lua: TRIM_QUEUE })
   conn.defineCommand('mqgwMarkOffline', { numberOfKeys: 2, lua: MARK_OFFLINE })
   conn.defineCommand('mqgwMarkOnline', { numberOfKeys: 2, lua: MARK_ONLINE })
+  conn.defineCommand('mqgwRetainedAdmit', { numberOfKeys: 3, lua: RETAINED_ADMIT })
+  conn.defineCommand('mqgwRetainedRelease', { numberOfKeys: 3, lua: RETAINED_RELEASE })
   const pubConn = createBusConnection(cfg.redis, 'bus-pub')
   const subConn = createBusConnection(cfg.redis, 'bus-sub')
 
@@ -65,19 +74,10 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   const persistence = aedesPersistenceRedis({ conn, cluster: cfg.redis.cluster !== undefined, maxSessionDelivery: cfg.maxOfflineQueue + 1 })
   const store = persistence.asyncPersistence
 
-  // Defect 1: Aedes calls addSubscriptions once per filter, each time with the whole
-  // list (N² writes), and the store's broadcast-wait map is keyed by the first filter,
-  // so concurrent calls overwrite each other's waiters. One call per SUBSCRIBE packet.
-  const addSubscriptions = store.addSubscriptions.bind(store)
-  const pendingSubscribes = new WeakMap<object, Promise<unknown>>()
-  store.addSubscriptions = (client, subs) => {
-    let pending = pendingSubscribes.get(subs)
-    if (!pending) {
-      pending = addSubscriptions(client, subs)
-      pendingSubscribes.set(subs, pending)
-    }
-    return pending
-  }
+  // Defect 1 (Aedes called addSubscriptions once per filter, each time with the whole list,
+  // and the store keys its broadcast wait by the first filter, so the concurrent calls
+  // overwrote each other's waiters) is fixed where it starts: the Aedes patch stores the
+  // granted filters of a SUBSCRIBE once (lib/handlers/subscribe.js storeGranted).
 
   // Defect 4 (queue bound): after each enqueue, drop the oldest beyond maxOfflineQueue.
   const enqueue = store.outgoingEnqueueCombi.bind(store)
@@ -147,6 +147,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
         if (await conn.hexists(ONLINE_KEY, clientId)) continue
         const dropped = await conn.mqgwTrimQueue(outgoingKey(clientId), 0)
         await store.cleanSubscriptions({ id: clientId })
+        await conn.hdel(OWNERS_KEY, clientId)
         sessionsExpired.inc()
         log.info({ clientId, droppedMessages: dropped }, 'persistent session expired')
       }
@@ -171,9 +172,22 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     if (reclaimed > 0) log.info({ sessions: reclaimed }, 'sessions left online by this node\'s previous run marked offline')
   }
 
+  const retainedLedger: RetainedLedger = {
+    admit: (topic: string, bytes: number, owner: string, limits: RetainedLimits) =>
+      conn.mqgwRetainedAdmit(...RETAINED_KEYS, topic, bytes, owner, limits.maxMessages, limits.maxBytes, limits.maxPerClient),
+    release: async (topic: string) => { await conn.mqgwRetainedRelease(...RETAINED_KEYS, topic) }
+  }
+  const sessionOwners: SessionOwners = {
+    get: async (clientId) => (await conn.hget(OWNERS_KEY, clientId)) ?? undefined,
+    set: (clientId, owner) => conn.hset(OWNERS_KEY, clientId, owner),
+    delete: (clientId) => conn.hdel(OWNERS_KEY, clientId)
+  }
+
   return {
     persistence,
     mq,
+    retainedLedger,
+    sessionOwners,
     available: () => isReady(conn) && isReady(pubConn) && isReady(subConn),
     // The store loads every persistent subscription at setup: wait for Redis rather than
     // fail (ioredis keeps reconnecting); /healthz and /readyz answer meanwhile.
