@@ -259,6 +259,12 @@ export class Gateway {
     broker.on('publish', (packet, client) => {
       if (client) inByQos[packet.qos]?.inc()
     })
+    // Aedes emits errors of its background work here (the sweep that publishes dead nodes'
+    // wills, reading them from Redis): without a listener one would end the process.
+    // Aedes' typings list no 'error' event, though aedes.js emits one.
+    ;(broker as unknown as NodeJS.EventEmitter).on('error', (err: Error) => {
+      log.error({ err: err.message }, 'broker background task failed; it runs again at its next interval')
+    })
     broker.on('unsubscribe', (topics, client) => {
       const granted = this.clients.get(client)?.granted
       if (granted) for (const topic of topics) granted.delete(topic)
@@ -491,7 +497,8 @@ export class Gateway {
     let info = this.clients.get(client)
     let publisher = client
     let clientId = client?.id
-    if ((packet as unknown as Record<string, unknown>)[WILL_OWNER_FIELD] !== undefined) {
+    const isWill = (packet as unknown as Record<string, unknown>)[WILL_OWNER_FIELD] !== undefined
+    if (isWill) {
       // A will: authorized as the identity that set it. Aedes hands a dead node's will over
       // with no client, or with whichever connection holds that client id on this node now.
       const owner = willOwnerOf(packet)
@@ -528,7 +535,9 @@ export class Gateway {
           }
           release()
           this.metrics.messagesDropped.inc({ reason: 'publish_denied' })
-          if ('disconnect' in verdict && verdict.disconnect) {
+          // A denied will is dropped, never an error: for a dead node's will Aedes would emit
+          // the error on the broker and keep the will to retry it forever.
+          if (!isWill && client && 'disconnect' in verdict && verdict.disconnect) {
             cb(new Error(`publish to "${topic}" denied: ${verdict.reason}`))
           } else {
             this.#skipPublish.add(packet)
