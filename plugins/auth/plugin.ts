@@ -1,4 +1,5 @@
-import { createHash } from 'node:crypto'
+import { isUtf8 } from 'node:buffer'
+import { createHmac, randomBytes } from 'node:crypto'
 import { Counter } from 'prom-client'
 import type { AuthVerdict } from '../../src/hooks/types.js'
 import { definePlugin } from '../../src/plugin.js'
@@ -25,6 +26,31 @@ function parseAnswer (body: unknown): CallbackAnswer {
   return { result, superuser: superuser === true, claims: flat }
 }
 
+/** What the callback is told (README, "Authentication"): every field is also part of the cache key. */
+export interface CallbackRequest {
+  clientid: string
+  username: string | null
+  /** The password as text when its bytes are valid UTF-8; null when absent or not UTF-8 (never a lossy decode). */
+  password: string | null
+  /** The exact password bytes (MQTT passwords are binary data); null when absent. */
+  password_base64: string | null
+  peerhost: string
+  protocol: 'mqtt3.1' | 'mqtt3.1.1'
+  listener: string
+}
+
+export function callbackRequest (clientId: string, username: string | undefined, password: Buffer | undefined, info: { remoteAddress: string, protocolVersion?: number, listener: string }): CallbackRequest {
+  return {
+    clientid: clientId,
+    username: username ?? null,
+    password: password !== undefined && isUtf8(password) ? password.toString('utf8') : null,
+    password_base64: password?.toString('base64') ?? null,
+    peerhost: info.remoteAddress,
+    protocol: info.protocolVersion === 3 ? 'mqtt3.1' : 'mqtt3.1.1',
+    listener: info.listener
+  }
+}
+
 /**
  * Authentication: an HTTP callback to a business service, then static users, then
  * anonymous, in that order (as an EMQX authenticator chain). The callback's `ignore`
@@ -44,21 +70,19 @@ export const authPlugin = definePlugin({
       ? new HttpCallback<CallbackAnswer>({ name: 'auth', url: http.url, timeoutMs: http.timeoutMs }, callbackMetrics(ctx.metrics.registry), parseAnswer,
         (answer) => answer.result === 'allow' ? http.cacheTtlMs : http.denyCacheTtlMs)
       : undefined
+    // Cache keys are an HMAC under a key that lives only in this process: the cache never holds
+    // a password, nor a plain SHA-256 of one that a heap dump would let anyone brute-force offline.
+    const cacheKeySecret = randomBytes(32)
 
     ctx.hook('authenticate', async ({ clientId, username, password, info }): Promise<AuthVerdict> => {
       if (callback) {
-        // The cache key carries a hash of the password, never the password itself.
-        const key = createHash('sha256').update(`${clientId}\u0000${username ?? ''}\u0000`).update(password ?? Buffer.alloc(0)).digest('base64')
+        const body = callbackRequest(clientId, username, password, info)
+        // The key covers every field the callback is told (its answer may depend on any of them:
+        // address, listener, protocol), JSON-encoded so that no two bodies share an encoding.
+        const key = createHmac('sha256', cacheKeySecret).update(JSON.stringify(body)).digest('base64')
         let answer: CallbackAnswer
         try {
-          answer = await callback.decide(key, () => ({
-            clientid: clientId,
-            username: username ?? null,
-            password: password?.toString('utf8') ?? null,
-            peerhost: info.remoteAddress,
-            protocol: info.protocolVersion === 3 ? 'mqtt3.1' : 'mqtt3.1.1',
-            listener: info.listener
-          }))
+          answer = await callback.decide(key, () => body)
         } catch (err) {
           results.inc({ source: 'http', outcome: 'error' })
           // Fail closed with "not authorized": the credentials may be fine, the service is not.
