@@ -5,6 +5,7 @@ import type { AuthVerdict } from '../../src/hooks/types.js'
 import { definePlugin } from '../../src/plugin.js'
 import { CallbackError, HttpCallback, callbackMetrics } from '../shared/http-callback.js'
 import { verifyPassword } from './password-hash.js'
+import { PasswordGuard } from './password-guard.js'
 import { authConfigSchema } from './schema.js'
 
 type CallbackAnswer =
@@ -65,6 +66,13 @@ export const authPlugin = definePlugin({
     const config = ctx.config
     const results = new Counter({ name: 'mqgw_auth_results_total', help: 'Authentication results, by source and outcome', labelNames: ['source', 'outcome'], registers: [ctx.metrics.registry] })
     const users = new Map(config.users.map((u) => [u.username, u]))
+    const hashes = new Counter({ name: 'mqgw_auth_hashes_total', help: 'Static-user password hashes (scrypt) computed', registers: [ctx.metrics.registry] })
+    const throttled = new Counter({ name: 'mqgw_auth_throttled_total', help: 'Static-user logins answered without a hash, by reason (address, user, known_failure, overload)', labelNames: ['reason'], registers: [ctx.metrics.registry] })
+    const guard = new PasswordGuard(config.passwordChecks, verifyPassword, {
+      hashed: () => hashes.inc(),
+      throttled: (reason) => throttled.inc({ reason }),
+      warn: (fields, msg) => ctx.log.warn(fields, msg)
+    })
     const http = config.http
     const callback = http
       ? new HttpCallback<CallbackAnswer>({ name: 'auth', url: http.url, timeoutMs: http.timeoutMs }, callbackMetrics(ctx.metrics.registry), parseAnswer,
@@ -101,11 +109,11 @@ export const authPlugin = definePlugin({
       if (username !== undefined) {
         const user = users.get(username)
         if (user) {
-          const ok = password !== undefined && await verifyPassword(password, user.passwordHash)
-          results.inc({ source: 'users', outcome: ok ? 'allow' : 'deny' })
-          return ok
+          const verdict = await guard.check(username, user.passwordHash, password, info.remoteAddress)
+          results.inc({ source: 'users', outcome: verdict.ok ? 'allow' : verdict.returnCode === 3 ? 'error' : 'deny' })
+          return verdict.ok
             ? { result: 'allow', superuser: user.superuser, claims: user.claims }
-            : { result: 'deny', reason: 'wrong password for static user', returnCode: 4 }
+            : { result: 'deny', reason: verdict.reason, returnCode: verdict.returnCode }
         }
         results.inc({ source: 'users', outcome: 'deny' })
         return { result: 'deny', reason: 'no authenticator accepted this user name', returnCode: 5 }
