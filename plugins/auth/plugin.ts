@@ -1,9 +1,11 @@
-import { createHash } from 'node:crypto'
+import { isUtf8 } from 'node:buffer'
+import { createHmac, randomBytes } from 'node:crypto'
 import { Counter } from 'prom-client'
 import type { AuthVerdict } from '../../src/hooks/types.js'
 import { definePlugin } from '../../src/plugin.js'
 import { CallbackError, HttpCallback, callbackMetrics } from '../shared/http-callback.js'
 import { verifyPassword } from './password-hash.js'
+import { PasswordGuard } from './password-guard.js'
 import { authConfigSchema } from './schema.js'
 
 type CallbackAnswer =
@@ -25,6 +27,31 @@ function parseAnswer (body: unknown): CallbackAnswer {
   return { result, superuser: superuser === true, claims: flat }
 }
 
+/** What the callback is told (README, "Authentication"): every field is also part of the cache key. */
+export interface CallbackRequest {
+  clientid: string
+  username: string | null
+  /** The password as text when its bytes are valid UTF-8; null when absent or not UTF-8 (never a lossy decode). */
+  password: string | null
+  /** The exact password bytes (MQTT passwords are binary data); null when absent. */
+  password_base64: string | null
+  peerhost: string
+  protocol: 'mqtt3.1' | 'mqtt3.1.1'
+  listener: string
+}
+
+export function callbackRequest (clientId: string, username: string | undefined, password: Buffer | undefined, info: { remoteAddress: string, protocolVersion?: number, listener: string }): CallbackRequest {
+  return {
+    clientid: clientId,
+    username: username ?? null,
+    password: password !== undefined && isUtf8(password) ? password.toString('utf8') : null,
+    password_base64: password?.toString('base64') ?? null,
+    peerhost: info.remoteAddress,
+    protocol: info.protocolVersion === 3 ? 'mqtt3.1' : 'mqtt3.1.1',
+    listener: info.listener
+  }
+}
+
 /**
  * Authentication: an HTTP callback to a business service, then static users, then
  * anonymous, in that order (as an EMQX authenticator chain). The callback's `ignore`
@@ -39,26 +66,31 @@ export const authPlugin = definePlugin({
     const config = ctx.config
     const results = new Counter({ name: 'mqgw_auth_results_total', help: 'Authentication results, by source and outcome', labelNames: ['source', 'outcome'], registers: [ctx.metrics.registry] })
     const users = new Map(config.users.map((u) => [u.username, u]))
+    const hashes = new Counter({ name: 'mqgw_auth_hashes_total', help: 'Static-user password hashes (scrypt) computed', registers: [ctx.metrics.registry] })
+    const throttled = new Counter({ name: 'mqgw_auth_throttled_total', help: 'Static-user logins answered without a hash, by reason (address, user, known_failure, overload)', labelNames: ['reason'], registers: [ctx.metrics.registry] })
+    const guard = new PasswordGuard(config.passwordChecks, verifyPassword, {
+      hashed: () => hashes.inc(),
+      throttled: (reason) => throttled.inc({ reason }),
+      warn: (fields, msg) => ctx.log.warn(fields, msg)
+    })
     const http = config.http
     const callback = http
       ? new HttpCallback<CallbackAnswer>({ name: 'auth', url: http.url, timeoutMs: http.timeoutMs }, callbackMetrics(ctx.metrics.registry), parseAnswer,
         (answer) => answer.result === 'allow' ? http.cacheTtlMs : http.denyCacheTtlMs)
       : undefined
+    // Cache keys are an HMAC under a key that lives only in this process: the cache never holds
+    // a password, nor a plain SHA-256 of one that a heap dump would let anyone brute-force offline.
+    const cacheKeySecret = randomBytes(32)
 
     ctx.hook('authenticate', async ({ clientId, username, password, info }): Promise<AuthVerdict> => {
       if (callback) {
-        // The cache key carries a hash of the password, never the password itself.
-        const key = createHash('sha256').update(`${clientId}\u0000${username ?? ''}\u0000`).update(password ?? Buffer.alloc(0)).digest('base64')
+        const body = callbackRequest(clientId, username, password, info)
+        // The key covers every field the callback is told (its answer may depend on any of them:
+        // address, listener, protocol), JSON-encoded so that no two bodies share an encoding.
+        const key = createHmac('sha256', cacheKeySecret).update(JSON.stringify(body)).digest('base64')
         let answer: CallbackAnswer
         try {
-          answer = await callback.decide(key, () => ({
-            clientid: clientId,
-            username: username ?? null,
-            password: password?.toString('utf8') ?? null,
-            peerhost: info.remoteAddress,
-            protocol: info.protocolVersion === 3 ? 'mqtt3.1' : 'mqtt3.1.1',
-            listener: info.listener
-          }))
+          answer = await callback.decide(key, () => body)
         } catch (err) {
           results.inc({ source: 'http', outcome: 'error' })
           // Fail closed with "not authorized": the credentials may be fine, the service is not.
@@ -77,11 +109,11 @@ export const authPlugin = definePlugin({
       if (username !== undefined) {
         const user = users.get(username)
         if (user) {
-          const ok = password !== undefined && await verifyPassword(password, user.passwordHash)
-          results.inc({ source: 'users', outcome: ok ? 'allow' : 'deny' })
-          return ok
+          const verdict = await guard.check(username, user.passwordHash, password, info.remoteAddress)
+          results.inc({ source: 'users', outcome: verdict.ok ? 'allow' : verdict.returnCode === 3 ? 'error' : 'deny' })
+          return verdict.ok
             ? { result: 'allow', superuser: user.superuser, claims: user.claims }
-            : { result: 'deny', reason: 'wrong password for static user', returnCode: 4 }
+            : { result: 'deny', reason: verdict.reason, returnCode: verdict.returnCode }
         }
         results.inc({ source: 'users', outcome: 'deny' })
         return { result: 'deny', reason: 'no authenticator accepted this user name', returnCode: 5 }

@@ -57,7 +57,7 @@ auth:
   it('allow: the callback receives the documented fields and its claims reach the session', async () => {
     assert.equal(await code({ username: 'alice', password: 'alice-pw', clientId: 'alice-phone' }), 0)
     const body = authCalls('alice')[0]!.body
-    assert.deepEqual(body, { clientid: 'alice-phone', username: 'alice', password: 'alice-pw', peerhost: '127.0.0.1', protocol: 'mqtt3.1.1', listener: 'mqtt' })
+    assert.deepEqual(body, { clientid: 'alice-phone', username: 'alice', password: 'alice-pw', password_base64: Buffer.from('alice-pw').toString('base64'), peerhost: '127.0.0.1', protocol: 'mqtt3.1.1', listener: 'mqtt' })
   })
 
   it('deny from the callback means bad credentials: CONNACK 0x04', async () => {
