@@ -137,19 +137,15 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
   const openStreamListener = async (name: 'mqtt' | 'mqtts', host: string, port: number, tls?: TlsOptions): Promise<void> => {
     const proxyProtocol = config.listeners[name].proxyProtocol
     const noDelay = config.listeners[name].tcpNoDelay
+    /** The MQTT stream (TCP, or TLS once handshaken) goes to the broker. */
     const start = (socket: Socket, peer?: Peer): void => {
       if (!admitUnauthenticated(name, socket, peer?.address ?? socket.remoteAddress)) return
       handOver(socket, socket, name, undefined, peer)
       // Aedes listens for the socket's errors now.
       socket.removeListener('error', onEarlyError)
     }
-    const onSocket = (socket: Socket): void => {
-      socket.on('error', onEarlyError)
-      if (noDelay) socket.setNoDelay(true)
-      if (!proxyProtocol) {
-        start(socket)
-        return
-      }
+    /** Reads the PROXY header off an accepted TCP socket from a trusted proxy, then `next`. */
+    const withProxyHeader = (socket: Socket, next: (peer: Peer | undefined) => void): void => {
       if (!trusted.has(socket.remoteAddress)) {
         onRefused('untrusted_proxy')
         warn.warn('untrusted_proxy', { listener: name, remoteAddress: socket.remoteAddress }, 'connection refused: PROXY protocol expected from a trusted proxy')
@@ -157,30 +153,57 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
         return
       }
       readProxyHeader(socket, config.listeners.proxyHeaderTimeoutMs).then((peer) => {
-        if (socket.destroyed) return
-        start(socket, peer)
+        if (!socket.destroyed) next(peer)
       }, (err: unknown) => {
         onRefused('proxy_protocol')
         warn.warn('proxy_protocol', { listener: name, remoteAddress: socket.remoteAddress, err: err instanceof Error ? err.message : String(err) }, 'connection refused: bad PROXY protocol header')
         socket.destroy()
       })
     }
+    /** A TCP socket just accepted (and counted). */
+    const onTcp = (socket: Socket, next: (peer: Peer | undefined) => void): void => {
+      socket.on('error', onEarlyError)
+      if (noDelay) socket.setNoDelay(true)
+      if (proxyProtocol) withProxyHeader(socket, next)
+      else next(undefined)
+    }
+
     let server: NetServer
     if (tls) {
-      // A handshake bounded like the CONNECT that must follow it (Node's default is 120 s).
-      const tlsServer = createTlsServer({ ...tls, handshakeTimeout: config.limits.connectTimeoutMs }, onSocket)
-      // Counted from accept: a handshake in progress holds a connection slot too. The TCP
-      // socket is the one tracked, so TLS listeners' byte counts are wire bytes (handshake
-      // and record overhead included), as for plain TCP.
-      tlsServer.on('connection', (socket: Socket) => { admit(name, socket) })
+      // TLS listeners track the TCP socket, from accept: a handshake in progress holds a
+      // connection slot too, and byte counts are wire bytes as for plain TCP. The handshake
+      // is bounded like the CONNECT that must follow it (Node's default is 120 s).
+      /** The PROXY protocol peer of each TCP socket handed to TLS, until its handshake ends. */
+      const proxiedPeers = new WeakMap<Socket, Peer>()
+      const tlsServer = createTlsServer({ ...tls, handshakeTimeout: config.limits.connectTimeoutMs }, (secure: Socket) => {
+        secure.on('error', onEarlyError)
+        start(secure, proxiedPeers.get(tcpOf(secure)))
+      })
       tlsServer.on('tlsClientError', (err, socket) => {
         log.debug({ listener: name, remoteAddress: socket.remoteAddress, err: err.message }, 'TLS handshake failed')
         onRefused('tls_handshake')
       })
-      server = tlsServer
+      if (proxyProtocol) {
+        // The PROXY header comes before TLS on the wire (nginx proxy_protocol with
+        // proxy_ssl, HAProxy send-proxy with ssl, cloud load balancers): it is read off the
+        // TCP socket, which is then handed to the TLS server. Bytes read past the header
+        // (the ClientHello) were put back and TLS reads them first.
+        server = createNetServer((socket) => {
+          if (!admit(name, socket)) return
+          onTcp(socket, (peer) => {
+            if (peer) proxiedPeers.set(socket, peer)
+            tlsServer.emit('connection', socket)
+          })
+        })
+      } else {
+        tlsServer.on('connection', (socket: Socket) => {
+          if (admit(name, socket) && noDelay) socket.setNoDelay(true)
+        })
+        server = tlsServer
+      }
     } else {
       server = createNetServer((socket) => {
-        if (admit(name, socket)) onSocket(socket)
+        if (admit(name, socket)) onTcp(socket, (peer) => start(socket, peer))
       })
     }
     const address = await listen(server, host, port)

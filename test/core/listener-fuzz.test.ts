@@ -10,7 +10,7 @@ import { connect as tlsConnect } from 'node:tls'
 import mqttPacket from 'mqtt-packet'
 import pp from 'proxy-protocol-js'
 import { WebSocket, createWebSocketStream } from 'ws'
-import { testCertificate } from '../helpers/gateway.js'
+import { startTestGateway, testCertificate } from '../helpers/gateway.js'
 import { sleep, waitFor } from '../helpers/mqtt.js'
 import { freePort, spawnGateway, type GatewayProcess } from '../helpers/process.js'
 import { seededInt } from '../helpers/seeded-random.js'
@@ -66,10 +66,12 @@ async function tcp (port: number): Promise<Socket> {
 /** TLS sockets and the TCP socket under each: only a TCP socket can be reset (RST). */
 const tcpUnder = new WeakMap<Socket, Socket>()
 
-async function tls (port: number): Promise<Socket> {
+/** A TLS connection; `preface` (a PROXY header) is sent in plain text before the handshake, as proxies do. */
+async function tls (port: number, preface?: Buffer): Promise<Socket> {
   const raw = netConnect({ host: '127.0.0.1', port })
   raw.on('error', () => {})
   await once(raw, 'connect')
+  if (preface) raw.write(preface)
   // TLS over a plain Duplex, not over the socket itself: TLS would take the socket's handle,
   // and resetting a socket whose handle TLS owns crashes this (test) process.
   const carrier = new Duplex({
@@ -98,9 +100,13 @@ function reset (socket: Socket): void {
 async function mqttWorks (socket: Socket, clientId: string, proxy: boolean): Promise<void> {
   const t = track(socket)
   socket.write(Buffer.concat([proxy ? v1Header('203.0.113.50') : Buffer.alloc(0), connectPacket(clientId)]))
+  await connacked(t, clientId)
+  socket.destroy()
+}
+
+async function connacked (t: { data: () => Buffer }, clientId: string): Promise<void> {
   await waitFor(() => t.data().length >= 4, `CONNACK for ${clientId}`)
   assert.deepEqual([...t.data().subarray(0, 4)], [0x20, 0x02, 0x00, 0x00])
-  socket.destroy()
 }
 
 async function wsWorks (url: string, clientId: string): Promise<void> {
@@ -120,7 +126,7 @@ async function wsWorks (url: string, clientId: string): Promise<void> {
 async function servesEverywhere (gw: GatewayProcess, ports: Ports, tag: string): Promise<void> {
   assert.equal(gw.child.exitCode, null, `gateway exited: ${gw.stderr()}${gw.stdout().slice(-4000)}`)
   await mqttWorks(await tcp(ports.mqtt), `${tag}-mqtt`, true)
-  await mqttWorks(await tls(ports.mqtts), `${tag}-mqtts`, true)
+  await mqttWorks(await tls(ports.mqtts, v1Header('203.0.113.51')), `${tag}-mqtts`, false)
   await wsWorks(`ws://127.0.0.1:${ports.ws}/mqtt`, `${tag}-ws`)
   await wsWorks(`wss://127.0.0.1:${ports.wss}/mqtt`, `${tag}-wss`)
   assert.doesNotMatch(gw.stdout(), /uncaught exception|unhandled rejection/)
@@ -183,7 +189,7 @@ describe('nothing from the network stops the process', () => {
     const partials = [Buffer.from('PROXY TCP4 203.0.1'), Buffer.from('PRO'), Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0x00, 0x0c, 1, 2])]
     for (const partial of partials) {
       await throwAt(await tcp(ports.mqtt), partial, 2)
-      await throwAt(await tls(ports.mqtts), partial, 2)
+      await throwAt(await tcp(ports.mqtts), partial, 2)
       // A reset with the header half-sent must not leave the process to die a moment later.
       await sleep(50)
       assert.equal(gw.child.exitCode, null, `gateway exited: ${gw.stdout().slice(-2000)}`)
@@ -335,12 +341,45 @@ describe('nothing from the network stops the process', () => {
         await throwAt(raw, hello, int(4), 1200)
         return
       }
-      const socket = kind === 1 ? await tls(ports.mqtts) : await tcp(ports.mqtt)
-      await throwAt(socket, payload(), int(4), 1200)
+      if (kind === 2) {
+        // A good header, a TLS handshake, then random bytes or a CONNECT and an ending.
+        const socket = await tls(ports.mqtts, pick([v1Header('203.0.113.8'), Buffer.from(new pp.V2ProxyProtocol(pp.Command.LOCAL, pp.TransportProtocol.UNSPEC, new pp.UnspecProxyAddress()).build())]))
+        await throwAt(socket, pick([randomBytes(int(64)), connectPacket(`fzt-${int(1e6)}`)]), int(4), 1200)
+        return
+      }
+      // The header comes before TLS on mqtts: random ones at both TCP ports.
+      await throwAt(await tcp(kind === 1 ? ports.mqtts : ports.mqtt), payload(), int(4), 1200)
     })
     assert.ok(ran >= 50, `only ${ran} cases ran`)
     await bystanderStillServed(b, 'after-proxy-fuzz')
     await servesEverywhere(gw, ports, 'after-proxy-fuzz')
     b.close()
+  })
+})
+
+describe('mqtts with PROXY protocol', () => {
+  it('reads the header before the TLS handshake, as nginx (proxy_protocol + proxy_ssl) and HAProxy (send-proxy + ssl) send it', async () => {
+    const cert = testCertificate()
+    const gw = await startTestGateway(`listeners: { mqtts: { enabled: true, host: 127.0.0.1, port: 0, cert: ${cert.cert}, key: ${cert.key}, proxyProtocol: true } }`)
+    try {
+      const port = gw.gateway.ports.mqtts!
+      // Header and ClientHello in one segment, then a v2 header on its own.
+      await mqttWorks(await tls(port, v1Header('203.0.113.60')), 'tls-v1', false)
+      const v2 = Buffer.from(new pp.V2ProxyProtocol(pp.Command.PROXY, pp.TransportProtocol.STREAM,
+        new pp.IPv4ProxyAddress(pp.IPv4Address.createFrom([198, 51, 100, 61]), 40002, pp.IPv4Address.createFrom([127, 0, 0, 1]), 8883)).build())
+      await mqttWorks(await tls(port, v2), 'tls-v2', false)
+      await waitFor(() => gw.logs.find('client connected').length === 2, 'connect logs')
+      const byId = Object.fromEntries(gw.logs.find('client connected').map((l) => [l.clientId, l.remoteAddress]))
+      assert.deepEqual(byId, { 'tls-v1': '203.0.113.60', 'tls-v2': '198.51.100.61' })
+      // No header: the TLS ClientHello is not a PROXY header; refused and counted.
+      const bareTls = tlsConnect({ socket: await tcp(port), rejectUnauthorized: false })
+      bareTls.on('error', () => {})
+      const closed = await Promise.race([new Promise((resolve) => bareTls.once('close', () => resolve(true))), sleep(3000).then(() => false)])
+      assert.equal(closed, true, 'a TLS client without a PROXY header is closed')
+      const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
+      assert.match(metrics, /mqgw_connections_refused_total\{reason="proxy_protocol"\} 1\n/)
+    } finally {
+      await gw.stop()
+    }
   })
 })
