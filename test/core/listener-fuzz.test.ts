@@ -225,7 +225,7 @@ describe('nothing from the network stops the process', () => {
   }
 
   const FUZZ_BUDGET_MS = 12000
-  const FUZZ_MAX_CASES = 400
+  const FUZZ_MAX_CASES = 800
   const PARALLEL = 8
 
   /** Runs `one(i)` for up to FUZZ_MAX_CASES cases or FUZZ_BUDGET_MS, PARALLEL at a time; returns the number run. */
@@ -248,7 +248,7 @@ describe('nothing from the network stops the process', () => {
     return next
   }
 
-  it('seeded fuzz: random request lines, headers, bodies and resets at ws and wss', async () => {
+  it('seeded fuzz: random request lines, headers, bodies and resets at ws and wss', async (t) => {
     const b = await bystander()
     const seed = Number(process.env.FUZZ_SEED ?? 1101)
     const int = seededInt(seed)
@@ -287,12 +287,13 @@ describe('nothing from the network stops the process', () => {
       await throwAt(socket, request(), int(4))
     })
     assert.ok(ran >= 50, `only ${ran} cases ran`)
+    t.diagnostic(`${ran} cases, seed ${seed}`)
     await bystanderStillServed(b, 'after-ws-fuzz')
     await servesEverywhere(gw, ports, 'after-ws-fuzz')
     b.close()
   })
 
-  it('seeded fuzz: random PROXY v1/v2 headers, TLS garbage and resets at the PROXY-protocol mqtt and mqtts ports', async () => {
+  it('seeded fuzz: random PROXY v1/v2 headers, TLS garbage and resets at the PROXY-protocol mqtt and mqtts ports', async (t) => {
     const b = await bystander()
     const seed = Number(process.env.FUZZ_SEED ?? 2202)
     const int = seededInt(seed)
@@ -351,6 +352,7 @@ describe('nothing from the network stops the process', () => {
       await throwAt(await tcp(kind === 1 ? ports.mqtts : ports.mqtt), payload(), int(4), 1200)
     })
     assert.ok(ran >= 50, `only ${ran} cases ran`)
+    t.diagnostic(`${ran} cases, seed ${seed}`)
     await bystanderStillServed(b, 'after-proxy-fuzz')
     await servesEverywhere(gw, ports, 'after-proxy-fuzz')
     b.close()
