@@ -174,6 +174,7 @@ export class Gateway {
       tracker: this.#tracker,
       log: this.log,
       onRefused: (reason) => this.metrics.connectionsRefused.inc({ reason }),
+      broker: this.broker,
       handle: (stream, socket, listener, req, peer) => this.#handle(stream, socket, listener, req, peer)
     })
     for (const l of this.#listeners) this.ports[l.name] = l.port
@@ -187,7 +188,7 @@ export class Gateway {
     // too that callback comes a turn later, so a client would get one frame per turn.
     if (stream === socket) batchWritesPerTurn(stream)
     const client = this.broker.handle(stream, req)
-    guardParser(client, this.#config.limits.maxPacketSize)
+    guardParser(client, this.#config.limits.maxPacketSize, this.#config.limits.maxConnectPacketSize)
     this.clients.attach(client, {
       listener,
       remoteAddress: peer?.address ?? socket.remoteAddress ?? 'unknown',

@@ -43,6 +43,8 @@ export const listenersSchema = z.strictObject({
   /** Addresses or CIDR blocks of the access layer, for PROXY protocol and X-Forwarded-For. */
   trustedProxies: z.array(z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'an IP address or CIDR block')).default(['127.0.0.1', '::1']),
   proxyHeaderTimeoutMs: z.number().int().min(100).default(5000),
+  /** ws/wss: a socket not upgraded to WebSocket within this (HTTP request included) is closed. */
+  wsUpgradeTimeoutMs: z.number().int().min(100).default(10000),
   mqtt: tcpListener({ enabled: true, host: '0.0.0.0', port: 1883 }).extend(proxied).prefault({}),
   ws: tcpListener({ enabled: true, host: '0.0.0.0', port: 8083 }).extend({ path: wsPath.default('/mqtt'), ...forwarded }).prefault({}),
   mqtts: tcpListener({ enabled: false, host: '0.0.0.0', port: 8883 }).extend({ ...tlsFiles, ...proxied }).prefault({}),
@@ -54,6 +56,10 @@ export const limitsSchema = z.strictObject({
   /** Largest MQTT packet accepted (fixed header excluded), bytes. Larger: disconnect. */
   maxPacketSize: z.number().int().min(64).max(268435455).default(1048576),
   maxConnections: z.number().int().min(1).default(100000),
+  /** Largest packet accepted before CONNACK (the CONNECT and anything pipelined behind it), bytes; capped by maxPacketSize. */
+  maxConnectPacketSize: z.number().int().min(64).max(268435455).default(65536),
+  /** Connections accepted but not yet past CONNACK, per client address; beyond it a new one is closed at once. 0 = no cap. */
+  maxUnauthenticatedPerAddress: z.number().int().min(0).default(64),
   connectTimeoutMs: z.number().int().min(100).default(30000),
   /** Largest keepalive a client may ask for, seconds; 0 = no limit. */
   keepaliveMaxS: z.number().int().min(0).max(65535).default(0),

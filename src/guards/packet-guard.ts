@@ -8,6 +8,7 @@ import type { Client } from 'aedes'
  *
  * - Maximum packet size: checked as soon as the fixed header's remaining length is
  *   known, so a 200 MB PUBLISH is refused after its first 5 bytes, not after buffering.
+ *   Before CONNACK the smaller maxConnectPacketSize applies.
  * - Well-formed UTF-8 without U+0000 in every string field (MQTT 3.1.1 §1.5.3,
  *   [MQTT-1.5.3-1], [MQTT-1.5.3-2]: the server MUST close the connection).
  *   mqtt-packet decodes with Buffer#toString, which silently turns bad bytes into
@@ -23,7 +24,7 @@ import type { Client } from 'aedes'
 interface ParserInternals {
   packet: { length: number, cmd?: string }
   /** Set by Aedes' Client constructor (`this._parser.client = this`). */
-  client?: { conn?: { write: (b: Buffer) => unknown } }
+  client?: { conn?: { write: (b: Buffer) => unknown }, connackSent?: boolean }
   _list: { length: number, readUInt16BE: (offset: number) => number, slice: (start: number, end: number) => Buffer }
   _pos: number
   _parseLength: () => boolean
@@ -35,8 +36,8 @@ const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
 
 export class PacketTooLargeError extends Error {
   readonly code = 'PACKET_TOO_LARGE'
-  constructor (size: number, max: number) {
-    super(`packet of ${size} bytes exceeds maxPacketSize ${max}`)
+  constructor (size: number, max: number, limit = 'maxPacketSize', when = '') {
+    super(`packet of ${size} bytes exceeds ${limit} ${max}${when}`)
   }
 }
 
@@ -44,7 +45,7 @@ export class MalformedStringError extends Error {
   readonly code = 'MALFORMED_STRING'
 }
 
-type GuardedParser = ParserInternals & { _guardMaxPacketSize: number, _guardError: Error | null }
+type GuardedParser = ParserInternals & { _guardMaxPacketSize: number, _guardMaxConnectPacketSize: number, _guardError: Error | null }
 
 type GuardedMethods = Pick<ParserInternals, '_parseLength' | '_parseString' | '_emitError'>
 const guardedMethods = new WeakMap<object, GuardedMethods>()
@@ -60,7 +61,17 @@ function guardedMethodsFor (original: ParserInternals): GuardedMethods {
   const methods: GuardedMethods = {
     _parseLength: function (this: GuardedParser): boolean {
         const ok = baseParseLength.call(this)
-        if (ok && this.packet.length > this._guardMaxPacketSize) {
+        if (!ok) return ok
+        // Before CONNACK the client has proved nothing: a small limit, so that a socket
+        // cannot make the gateway buffer a whole maxPacketSize CONNECT (or a pipelined
+        // PUBLISH) while it is authenticated or until the connect timeout. Aedes sets
+        // connackSent once the CONNACK is written (handlers/connect.js doConnack).
+        if (this.client?.connackSent !== true) {
+          if (this.packet.length > this._guardMaxConnectPacketSize) {
+            this._emitError(new PacketTooLargeError(this.packet.length, this._guardMaxConnectPacketSize, 'maxConnectPacketSize', ' before CONNACK'))
+            return false
+          }
+        } else if (this.packet.length > this._guardMaxPacketSize) {
           this._emitError(new PacketTooLargeError(this.packet.length, this._guardMaxPacketSize))
           return false
         }
@@ -103,13 +114,15 @@ function guardedMethodsFor (original: ParserInternals): GuardedMethods {
   return methods
 }
 
-export function guardParser (client: Client, maxPacketSize: number): void {
+/** `maxConnectPacketSize` applies to every packet before CONNACK (capped by `maxPacketSize`). */
+export function guardParser (client: Client, maxPacketSize: number, maxConnectPacketSize = maxPacketSize): void {
   const parser = (client as unknown as { _parser?: ParserInternals })._parser
   if (!parser || typeof parser._parseLength !== 'function' || typeof parser._parseString !== 'function') {
     throw new Error('Aedes client has no mqtt-packet parser where expected; packet guards cannot be installed')
   }
   const guarded = parser as GuardedParser
   guarded._guardMaxPacketSize = maxPacketSize
+  guarded._guardMaxConnectPacketSize = Math.min(maxConnectPacketSize, maxPacketSize)
   guarded._guardError = null
   // Own properties holding shared functions, not a swapped prototype: V8 gives every
   // object whose prototype is set after creation a hidden class of its own (measured:

@@ -42,11 +42,15 @@ export function readProxyHeader (socket: Socket, timeoutMs: number): Promise<Pee
       clearTimeout(timer)
       socket.removeListener('readable', onReadable)
       socket.removeListener('close', onClose)
+      socket.removeListener('error', onError)
       if (err) { reject(err); return }
       if (rest && rest.length > 0) socket.unshift(rest)
       resolve(peer)
     }
     const onClose = (): void => finish(new ProxyProtocolError('connection closed before the PROXY header'))
+    // A reset while the header is incomplete: without a listener the 'error' event would
+    // be thrown and stop the process (nothing else owns the socket yet).
+    const onError = (err: Error): void => finish(new ProxyProtocolError(`connection failed before the PROXY header: ${err.message}`))
     const onReadable = (): void => {
       let chunk: Buffer | null
       while ((chunk = socket.read() as Buffer | null) !== null) buffered = Buffer.concat([buffered, chunk])
@@ -59,6 +63,7 @@ export function readProxyHeader (socket: Socket, timeoutMs: number): Promise<Pee
     }
     socket.on('readable', onReadable)
     socket.once('close', onClose)
+    socket.on('error', onError)
   })
 }
 
