@@ -192,6 +192,35 @@ describe('MQTT 3.1.1 conformance: PUBLISH, QoS flows, Packet Identifiers, UTF-8'
     second.wire.destroy()
   })
 
+  it('[MQTT-2.3.1-4] the Packet Identifier of an unacknowledged delivery is not reused when the identifiers wrap (66,000 later deliveries)', async () => {
+    const sub = await connected('wrap')
+    await sub.subscribe([{ topic: 'p2314/t', qos: 1 }])
+    let held: number | undefined
+    sub.autoAck((p) => {
+      if (held !== undefined) return false
+      held = p.messageId
+      return true
+    })
+    const pub = await connected('pub')
+    const total = 66000
+    const batch = 2000
+    for (let sent = 0; sent < total; sent += batch) {
+      const chunk: Buffer[] = []
+      for (let i = sent; i < sent + batch; i++) chunk.push(publishBytes(0x32, 'p2314/t', `w${i}`, (i % 65535) + 1))
+      pub.sendRaw(Buffer.concat(chunk))
+      const deadline = Date.now() + 30000
+      while ((pub.counts.get('puback') ?? 0) < sent + batch && Date.now() < deadline) await sleep(10)
+      assert.equal(pub.counts.get('puback'), sent + batch, 'PUBACKs of the batch')
+    }
+    const deadline = Date.now() + 30000
+    while ((sub.counts.get('publish') ?? 0) < total && Date.now() < deadline) await sleep(10)
+    assert.equal(sub.counts.get('publish'), total)
+    const reused = sub.publishes().slice(1).filter((p) => p.messageId === held).map((p) => p.payload.toString())
+    assert.deepEqual(reused, [], `identifier ${held} of the unacknowledged first message was given to another message`)
+    sub.send({ cmd: 'puback', messageId: held })
+    for (const w of [sub, pub]) w.destroy()
+  })
+
   it('[MQTT-4.4.0-1] [MQTT-3.3.1-1] [MQTT-2.3.1-4] on reconnect with CleanSession 0, unacknowledged QoS 1/2 PUBLISH are re-sent with DUP 1 and their Packet Identifiers, and an unfinished PUBREL is re-sent', async () => {
     const clientId = id('resend')
     const first = await Wire.connect(port, clientId, { clean: false })

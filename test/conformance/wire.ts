@@ -9,6 +9,8 @@ import mqttPacket, { type Packet } from 'mqtt-packet'
  */
 export class Wire {
   readonly packets: Packet[] = []
+  /** Packets received, by command (cheap to poll in long runs). */
+  readonly counts = new Map<string, number>()
   readonly socket: Socket
   readonly closed: Promise<void>
   #isClosed = false
@@ -18,7 +20,10 @@ export class Wire {
   private constructor (socket: Socket, protocolVersion: number) {
     this.socket = socket
     this.#parser = mqttPacket.parser({ protocolVersion })
-    this.#parser.on('packet', (p: Packet) => this.packets.push(p))
+    this.#parser.on('packet', (p: Packet) => {
+      this.packets.push(p)
+      this.counts.set(p.cmd, (this.counts.get(p.cmd) ?? 0) + 1)
+    })
     this.#parser.on('error', (err: Error) => { this.#parseError = err })
     socket.on('data', (chunk: Buffer) => this.#parser.parse(chunk))
     socket.on('error', () => {})
@@ -38,6 +43,13 @@ export class Wire {
     wire.send(connectPacket(clientId, opts))
     const connack = await wire.next('connack') as mqttPacket.IConnackPacket
     return { wire, connack }
+  }
+
+  /** From now on, acknowledges every QoS 1 PUBLISH as it arrives, except those `keep` selects. */
+  autoAck (keep: (p: mqttPacket.IPublishPacket) => boolean = () => false): void {
+    this.#parser.on('packet', (p: Packet) => {
+      if (p.cmd === 'publish' && p.qos === 1 && !keep(p)) this.send({ cmd: 'puback', messageId: p.messageId })
+    })
   }
 
   get isClosed (): boolean { return this.#isClosed }
@@ -64,7 +76,7 @@ export class Wire {
     const deadline = Date.now() + timeoutMs
     for (;;) {
       for (let i = from; i < this.packets.length; i++) if (predicate(this.packets[i]!)) return this.packets[i]!
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got ${this.packets.map((p) => p.cmd).join(',')}${this.#isClosed ? ' (closed)' : ''}`)
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(Object.fromEntries(this.counts))}${this.#isClosed ? ' (closed)' : ''}`)
       await sleep(5)
     }
   }
