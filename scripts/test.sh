@@ -20,6 +20,8 @@ command -v nginx >/dev/null 2>&1 || missing="$missing nginx"
 command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
 command -v mvn >/dev/null 2>&1 || missing="$missing maven"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+# Eclipse Paho Go interop (test/interop/go-interop.test.ts builds it; modules and build cache under .cache/go).
+command -v go >/dev/null 2>&1 || missing="$missing golang-go"
 [ -z "$missing" ] || apt_install $missing
 
 # Eclipse Paho (Python) in a private virtual environment.
