@@ -184,7 +184,10 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
       MQGW_MQTT_PORT: String(port),
       MQGW_WS_HOST: '127.0.0.1',
       MQGW_WS_PORT: String(await freePort()),
-      MQGW_ADMIN_PORT: String(await freePort())
+      MQGW_ADMIN_PORT: String(await freePort()),
+      // Every load generator connection comes from 127.0.0.1 and Mosquitto has no such cap:
+      // the per-address bound on connections before CONNACK would refuse the bench's bursts.
+      MQGW_MAX_UNAUTHENTICATED_PER_ADDRESS: '0'
     }
     // As `npm start` runs it (scripts/start.sh: no node flags), plus BENCH_GATEWAY_NODE_ARGS for
     // profiling (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
