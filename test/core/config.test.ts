@@ -40,7 +40,7 @@ describe('configuration', () => {
     assert.equal(config.listeners.wss.port, 8084)
     assert.equal(config.listeners.admin.host, '127.0.0.1')
     assert.equal(config.listeners.admin.port, 9100)
-    assert.deepEqual(config.limits, { maxPacketSize: 1048576, maxConnections: 100000, maxConnectPacketSize: 65536, maxUnauthenticatedPerAddress: 64, connectTimeoutMs: 30000, keepaliveMaxS: 0, maxClientIdLength: 256, maxTopicLength: 1024, maxTopicLevels: 32 })
+    assert.deepEqual(config.limits, { maxPacketSize: 1048576, maxConnections: 100000, maxConnectPacketSize: 65536, maxUnauthenticatedPerAddress: 64, connectTimeoutMs: 30000, keepaliveMaxS: 0, maxClientIdLength: 256, maxTopicLength: 1024, maxTopicLevels: 32, maxFiltersPerSubscribe: 100, maxSubscriptionsPerClient: 1000, maxRetainedMessages: 1000000, maxRetainedBytes: 1073741824, maxRetainedPerClient: 1000 })
     assert.equal(config.listeners.wsUpgradeTimeoutMs, 10000)
     assert.equal(config.persistence.type, 'memory')
     assert.equal(config.log.level, 'info')
