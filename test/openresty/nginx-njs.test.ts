@@ -26,10 +26,13 @@ import { writeNjsConfig } from './nginx-config.js'
 
 const NODE_IDS = ['gw-a', 'gw-b', 'gw-c']
 
-/** Which node logged "client connected" for a user name (unique per connection). */
+/**
+ * Which node logged "client connected" for a user name: unique per connection, except for a
+ * persistent session, which only its user may resume (so its connections are counted).
+ */
 class Landings {
   readonly #offsets = new Map<ClusterNode, number>()
-  readonly #byUser = new Map<string, string>()
+  readonly #byUser = new Map<string, string[]>()
   readonly #addressOf = new Map<string, string>()
   constructor (private readonly nodes: ClusterNode[]) {}
 
@@ -43,7 +46,9 @@ class Landings {
         if (!line.includes('"client connected"')) continue
         const entry = JSON.parse(line) as { username?: string, remoteAddress?: string }
         if (entry.username) {
-          this.#byUser.set(entry.username, node.id)
+          const seen = this.#byUser.get(entry.username) ?? []
+          seen.push(node.id)
+          this.#byUser.set(entry.username, seen)
           if (entry.remoteAddress) this.#addressOf.set(entry.username, entry.remoteAddress)
         }
       }
@@ -56,9 +61,10 @@ class Landings {
     return this.#addressOf.get(username)
   }
 
-  async nodeOf (username: string): Promise<string> {
-    await waitFor(() => { this.#poll(); return this.#byUser.has(username) }, `a node to log the connection of ${username}`, 5000)
-    return this.#byUser.get(username)!
+  /** The node of the `nth` connection of `username` (1 = its first). */
+  async nodeOf (username: string, nth = 1): Promise<string> {
+    await waitFor(() => { this.#poll(); return (this.#byUser.get(username)?.length ?? 0) >= nth }, `a node to log connection ${nth} of ${username}`, 5000)
+    return this.#byUser.get(username)![nth - 1]!
   }
 }
 
@@ -118,9 +124,9 @@ describe('nginx + njs preread in front of three gateway nodes (Redis mode)', () 
   }
 
   /** Connects, reads the node, disconnects. */
-  async function landOnce (connectFn: () => Promise<Connected>): Promise<string> {
+  async function landOnce (connectFn: () => Promise<Connected>, nth = 1): Promise<string> {
     const { client, username } = await connectFn()
-    const node = await landings.nodeOf(username)
+    const node = await landings.nodeOf(username, nth)
     await endClient(client)
     return node
   }
@@ -282,9 +288,11 @@ describe('nginx + njs preread in front of three gateway nodes (Redis mode)', () 
     const clients = new Map<string, MqttClient>()
     const closed = new Set<string>()
     const received = new Map<string, string[]>()
+    // A persistent session is resumed only by the user who owns it: one user name per session.
+    const owner = (clientId: string): string => `${clientId}-${process.pid}`
     for (const [i, clientId] of ids.entries()) {
       received.set(clientId, [])
-      const { client, username } = await tcp(`127.0.0.${100 + i}`, { clientId, clean: false }, (_t, payload) => received.get(clientId)!.push(payload.toString()))
+      const { client, username } = await tcp(`127.0.0.${100 + i}`, { clientId, clean: false, username: owner(clientId) }, (_t, payload) => received.get(clientId)!.push(payload.toString()))
       home.set(clientId, await landings.nodeOf(username))
       await client.subscribeAsync(`fo/${clientId}`, { qos: 1 })
       client.once('close', () => closed.add(clientId))
@@ -310,20 +318,20 @@ describe('nginx + njs preread in front of three gateway nodes (Redis mode)', () 
     const moved = new Map<string, string>()
     for (const [i, id] of victims.entries()) {
       const got: string[] = []
-      const { client, connack, username } = await tcp(`127.0.0.${200 + i}`, { clientId: id, clean: false }, (_t, payload) => got.push(payload.toString()))
-      const node = await landings.nodeOf(username)
+      const { client, connack, username } = await tcp(`127.0.0.${200 + i}`, { clientId: id, clean: false, username: owner(id) }, (_t, payload) => got.push(payload.toString()))
+      const node = await landings.nodeOf(username, 2)
       assert.notEqual(node, victimId)
       assert.equal(connack.sessionPresent, true, `${id}: session resumed on ${node}`)
       await waitFor(() => got.includes(`m-${id}`), `${id} to receive its queued QoS 1 message on ${node}`, 5000)
       moved.set(id, node)
       await endClient(client)
       // The moved client keeps landing on the same surviving node.
-      assert.equal(await landOnce(() => tcp(`127.0.0.${220 + i}`, { clientId: id, clean: false })), node, `${id} second reconnect`)
+      assert.equal(await landOnce(() => tcp(`127.0.0.${220 + i}`, { clientId: id, clean: false, username: owner(id) }), 3), node, `${id} second reconnect`)
     }
     // The clients of the other nodes were not moved: they reconnect to their node.
     for (const [i, id] of survivors.entries()) {
       await endClient(clients.get(id)!)
-      assert.equal(await landOnce(() => tcp(`127.0.0.${160 + i}`, { clientId: id, clean: false })), home.get(id), `${id} stays on its node`)
+      assert.equal(await landOnce(() => tcp(`127.0.0.${160 + i}`, { clientId: id, clean: false, username: owner(id) }), 2), home.get(id), `${id} stays on its node`)
     }
     for (const c of clients.values()) await endClient(c, true)
     process.stdout.write(`# stopped ${victimId}: ${victims.length} clients moved (${JSON.stringify(Object.fromEntries(moved))}), ${survivors.length} stayed\n`)
