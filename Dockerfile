@@ -12,6 +12,7 @@ COPY patches ./patches
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY types ./types
+COPY app ./app
 COPY src ./src
 COPY plugins ./plugins
 # tsconfig.json also includes test/ and bench/, which are not in the build context.
@@ -31,4 +32,4 @@ USER node
 # MQTT/TCP, MQTT/WebSocket, admin (/healthz /readyz /metrics)
 EXPOSE 1883 8083 9100
 STOPSIGNAL SIGTERM
-CMD ["node", "dist/src/cli.js", "--config", "/app/config/cluster.yaml"]
+CMD ["node", "dist/app/cli.js", "--config", "/app/config/cluster.yaml"]

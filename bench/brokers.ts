@@ -3,7 +3,7 @@
  * to one core with taskset and with a raised fd limit, and runs load generators pinned to the
  * other core. Every child is tracked by pid and killed on stop, on error and at exit.
  *
- *  - gateway:   this project's CLI (dist/src/cli.js) with config/gateway.yaml (memory mode), log level warn
+ *  - gateway:   this project's CLI (dist/app/cli.js) with config/gateway.yaml (memory mode), log level warn
  *  - aedes:     plain Aedes 1.2.0 with default options (dist/bench/plain-aedes.js), as published:
  *               node_modules/aedes carries this project's patch (patches/), so the peer runs a
  *               copy with the patch reversed (.cache/bench/pristine-aedes, see pristineAedes())
@@ -192,7 +192,7 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
     // As `npm start` runs it (scripts/start.sh: no node flags), plus BENCH_GATEWAY_NODE_ARGS for
     // profiling (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
     const extra = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
-    child = spawnPinned(BROKER_CORE, process.execPath, [...extra, join(process.cwd(), 'dist/src/cli.js'), '--config', 'config/gateway.yaml'], env)
+    child = spawnPinned(BROKER_CORE, process.execPath, [...extra, join(process.cwd(), 'dist/app/cli.js'), '--config', 'config/gateway.yaml'], env)
   } else if (name === 'aedes') {
     child = spawnPinned(BROKER_CORE, process.execPath, [join(process.cwd(), 'dist/bench/plain-aedes.js'), String(port), pristineAedes()])
   } else {

@@ -3,36 +3,32 @@ import type { Client } from 'aedes'
 export type ListenerName = 'mqtt' | 'mqtts' | 'ws' | 'wss' | (string & {})
 
 /**
- * What the gateway knows about a connection beyond what Aedes keeps: where it came
- * from and who authentication said it is. Kept in a WeakMap so that it disappears
- * with the Aedes client and no plugin needs to add properties to Aedes' objects.
+ * What the gateway knows about a connection beyond what Aedes keeps: where it came from
+ * and who authentication said it is. Plugins read it (hook requests, `ClientInfoLookup`);
+ * the core's own per-connection state (src/handlers/connections.ts) is not part of it.
  */
 export interface ClientInfo {
-  listener: ListenerName
-  remoteAddress: string
-  remotePort: number
-  connectedAt: number
+  readonly listener: ListenerName
+  readonly remoteAddress: string
+  readonly remotePort: number
+  readonly connectedAt: number
   protocolVersion?: number
-  /** Why the connection is closing, once known (for the disconnect log line and metric). */
-  closeReason?: string
   /** CONNECT's clean session flag. */
   clean?: boolean
   username?: string
   superuser: boolean
   claims: Readonly<Record<string, string>>
-  /** PUBLISH authorizations waiting for this client's previous one (per-client order through async hooks). */
-  publishQueue?: Array<(release: () => void) => void>
-  publishing?: boolean
-  /** A refusal decided while the CONNECT was checked, sent as CONNACK once Aedes allows it. */
-  pendingRefusal?: { returnCode: 2 | 3 | 4 | 5, reason: string }
   /**
    * The filters the gateway granted this connection (SUBSCRIBE and restored session), with
    * their QoS: what the gateway knows it allowed, so that a delivery can be checked against
    * a grant instead of against a cache that may have expired.
    */
-  granted?: Map<string, number>
-  /** A persistent session of this client id that this identity owns and a clean CONNECT discards. */
-  discardsOwnSession?: boolean
+  readonly granted?: ReadonlyMap<string, number>
+}
+
+/** Read access to the connections' infos, for plugins. */
+export interface ClientInfoLookup {
+  get: (client: Client | null | undefined) => ClientInfo | undefined
 }
 
 /**
@@ -62,16 +58,4 @@ export function willOwnerOf (packet: object): WillOwner | undefined {
     for (const [k, v] of Object.entries(o.claims)) if (typeof v === 'string') claims[k] = v
   }
   return { clientId: o.clientId, username: o.username ?? undefined, superuser: o.superuser, claims: Object.freeze(claims), listener: o.listener }
-}
-
-export class ClientInfoStore {
-  readonly #infos = new WeakMap<Client, ClientInfo>()
-
-  attach (client: Client, info: ClientInfo): void {
-    this.#infos.set(client, info)
-  }
-
-  get (client: Client | null | undefined): ClientInfo | undefined {
-    return client ? this.#infos.get(client) : undefined
-  }
 }

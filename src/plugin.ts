@@ -1,19 +1,13 @@
 import type { Aedes } from 'aedes'
 import type { z } from 'zod'
-import type { ClientInfoStore } from './client-info.js'
-import type { GatewayConfig } from './config/load.js'
+import type { ClientInfoLookup } from './client-info.js'
+import type { EnvOverride, GatewayConfig } from './config/schema.js'
 import type { HookHandlers, HookName } from './hooks/types.js'
-import type { Readiness } from './listeners/admin.js'
+import type { Readiness } from './readiness.js'
 import type { Logger } from './log.js'
-import type { GatewayMetrics } from './metrics.js'
 
-/** An environment variable that overrides one key of a plugin's section (for containers). */
-export interface EnvOverride {
-  env: string
-  /** Key path inside the whole config, e.g. ['kafka', 'brokers']. */
-  path: readonly string[]
-  parse: 'string' | 'integer' | 'boolean' | 'csv'
-}
+export type { EnvOverride } from './config/schema.js'
+import type { GatewayMetrics } from './metrics.js'
 
 export interface PluginContext<C> {
   /** The plugin's own validated section. */
@@ -26,7 +20,8 @@ export interface PluginContext<C> {
   log: Logger
   metrics: GatewayMetrics
   readiness: Readiness
-  clients: ClientInfoStore
+  /** The connections' infos (read only). */
+  clients: ClientInfoLookup
   /** Adds a handler at the end of a hook's chain (plugins run in registry order). */
   hook: <H extends HookName>(hook: H, handler: HookHandlers[H]) => void
 }
@@ -48,6 +43,11 @@ export interface GatewayPlugin<S extends z.ZodType = z.ZodType> {
   configKey: string
   schema: S
   envOverrides?: readonly EnvOverride[]
+  /**
+   * Problems of the validated section that depend on other sections (e.g. a time bound
+   * that must stay below hooks.timeoutMs), as `key: message`; checked by --check too.
+   */
+  check? (section: z.infer<S>, config: Readonly<GatewayConfig>): string[]
   // Method syntax on purpose: a registry holds plugins of different section types.
   setup (ctx: PluginContext<z.infer<S>>): Promise<PluginInstance | void> | PluginInstance | void
 }

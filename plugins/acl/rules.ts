@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { parseDocument } from 'yaml'
+import { formatZodIssues } from '../../src/config/zod-issues.js'
 import type { AclRuleSpec } from './schema.js'
 import { aclFileSchema } from './schema.js'
 import { TemplateError, TopicTemplate, type TemplateIdentity } from './topic-template.js'
@@ -157,10 +158,8 @@ export class AclRules {
     if (doc.errors.length > 0) throw new AclFileError(`${source}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`)
     const parsed = aclFileSchema.safeParse(doc.toJS() ?? {})
     if (!parsed.success) {
-      const issue = parsed.error.issues[0]!
-      const path = issue.path.map((p) => typeof p === 'number' ? `[${p}]` : `.${String(p)}`).join('').replace(/^\./, '')
-      const what = issue.code === 'unrecognized_keys' ? `unknown key ${issue.keys.join(', ')}` : issue.message
-      throw new AclFileError(`${source}: ${path || '(top level)'}: ${what}`)
+      // The first problem only: the reload log line stays one line.
+      throw new AclFileError(`${source}: ${formatZodIssues(parsed.error.issues)[0] ?? 'invalid'}`)
     }
     try {
       return new AclRules(parsed.data.rules, callbackNames)

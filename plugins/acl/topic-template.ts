@@ -31,7 +31,6 @@ export class TemplateError extends Error {}
  * never widen a rule.
  */
 export class TopicTemplate {
-  readonly source: string
   readonly literalMatch: boolean
   /** Per level: the parts of that level; a level without variables is one literal part. */
   readonly #levels: Part[][]
@@ -40,7 +39,6 @@ export class TopicTemplate {
   readonly firstLiteral: string | undefined
 
   constructor (source: string) {
-    this.source = source
     let text = source
     this.literalMatch = false
     if (text.startsWith('eq ')) {

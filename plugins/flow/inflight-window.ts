@@ -1,33 +1,16 @@
 import { encodeQos0Publish, type PublishFields } from './publish-encoder.js'
+import type { FlowConnection, OutboundClient, OutboundFlow } from '../../src/aedes/internals.js'
 import type { FlowConfig } from './schema.js'
 
 /** A packet as the bus delivers it (an Aedes packet); the window only reads it. */
 export type OutboundPacket = PublishFields
 
+export type { FlowConnection, OutboundClient } from '../../src/aedes/internals.js'
+
 interface Queued {
   packet: OutboundPacket
   qos: number
   bytes: number
-}
-
-/** What the window needs to know of the connection under it. */
-export interface FlowConnection {
-  /** True while the socket's buffer is above its high-water mark. */
-  readonly writableNeedDrain: boolean
-  write: (chunk: Buffer) => boolean
-  once: (event: 'drain', listener: () => void) => unknown
-}
-
-/** The Aedes client under the window (patches/aedes+1.2.0.patch adds sendQueuedQoS). */
-export interface OutboundClient {
-  readonly id: string
-  readonly conn: FlowConnection
-  readonly connected: boolean
-  readonly connecting: boolean
-  /** Set by Aedes once the client is closing: nothing more is sent. */
-  readonly closed: boolean
-  /** Sends a QoS 1/2 PUBLISH (message id, session store, write); returns its message id. */
-  sendQueuedQoS: (packet: OutboundPacket, qos: number) => number
 }
 
 export type OverflowReason = 'queue_full' | 'queue_bytes' 
@@ -46,8 +29,8 @@ const NO_STORED: Array<{ messageId: number, send: () => void }> = []
 const NO_INFLIGHT: ReadonlySet<number> = new Set<number>()
 
 /**
- * The outbound flow of one client, installed on the Aedes client as `outboundFlow`
- * (patches/aedes+1.2.0.patch calls deliver / deliverStored / acked):
+ * The outbound flow of one client (src/aedes/internals.ts OutboundFlow: the patched Aedes
+ * calls deliver / deliverStored / acked):
  * - QoS 0 is encoded and written here (one buffer per message shared by all subscribers),
  *   QoS 1/2 goes back to Aedes (`sendQueuedQoS`) for its message id and session store;
  * - at most `inflightWindow` QoS 1/2 messages unacknowledged; the rest wait in order;
@@ -56,7 +39,7 @@ const NO_INFLIGHT: ReadonlySet<number> = new Set<number>()
  * - the queue is bounded in count and bytes, with the configured overflow policy.
  * Stored messages replayed on reconnect (persistent sessions) take slots first.
  */
-export class InflightWindow {
+export class InflightWindow implements OutboundFlow {
   readonly client: OutboundClient
   readonly #config: FlowConfig
   readonly #conn: FlowConnection

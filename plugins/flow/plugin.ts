@@ -1,16 +1,17 @@
 import type { Client } from 'aedes'
 import { Counter, Gauge } from 'prom-client'
-import { PASS } from '../../src/hooks/types.js'
+import { asOutboundClient, connectedClients, installOutboundFlow, outboundFlowOf } from '../../src/aedes/internals.js'
 import { definePlugin } from '../../src/plugin.js'
-import { InflightWindow, type OutboundClient, type WindowEvents } from './inflight-window.js'
+import { InflightWindow, type WindowEvents } from './inflight-window.js'
 import { flowConfigSchema } from './schema.js'
 
 /**
  * Per-client outbound flow control. Aedes 1.2.0 has none: a client that never
  * acknowledges receives every QoS 1 message at once, and a socket that stops draining
  * holds a broker-wide delivery slot, stalling everyone (see the README). The window is
- * installed on each client in preConnect, before Aedes restores a persistent
- * session's subscriptions; patches/aedes+1.2.0.patch routes deliveries through it.
+ * installed on each client when it is created (the clientCreated observer event), before
+ * Aedes restores a persistent session's subscriptions; patches/aedes+1.2.0.patch routes
+ * deliveries through it (src/aedes/internals.ts OutboundFlow).
  */
 export const flowPlugin = definePlugin({
   name: 'flow',
@@ -22,11 +23,10 @@ export const flowPlugin = definePlugin({
     const overflows = new Counter({ name: 'mqgw_flow_overflow_disconnects_total', help: 'Clients disconnected because their queue overflowed (overflow: disconnect)', registers })
     const windowsOf = (): InflightWindow[] => {
       const windows: InflightWindow[] = []
-      // Aedes' map of connected clients by id (not in its type declarations).
-      const clients = (ctx.broker as unknown as { clients: Record<string, { outboundFlow?: InflightWindow }> }).clients
+      const clients = connectedClients(ctx.broker)
       for (const id in clients) {
-        const window = clients[id]!.outboundFlow
-        if (window) windows.push(window)
+        const window = outboundFlowOf(clients[id]!)
+        if (window instanceof InflightWindow) windows.push(window)
       }
       return windows
     }
@@ -55,9 +55,8 @@ export const flowPlugin = definePlugin({
       }
     }
 
-    ctx.hook('preConnect', ({ client }) => {
-      ;(client as unknown as { outboundFlow: InflightWindow }).outboundFlow = new InflightWindow(ctx.config, client as unknown as OutboundClient, events)
-      return PASS
+    ctx.hook('clientCreated', ({ client }) => {
+      installOutboundFlow(client, new InflightWindow(ctx.config, asOutboundClient(client), events))
     })
   }
 })

@@ -1,5 +1,6 @@
 import { Kafka, logLevel, type Consumer, type LogEntry, type Producer } from 'kafkajs'
 import type { Logger } from '../../src/log.js'
+import { noop } from '../../src/noop.js'
 
 /**
  * The narrow interface the bridge needs from a Kafka client, so that kafkajs (in
@@ -65,15 +66,30 @@ export function createKafkaJsClient (opts: { brokers: string[], clientId: string
   let consumer: Consumer | undefined
   let closed = false
 
-  interface Pending { record: BridgeRecord, resolve: () => void, reject: (err: Error) => void }
+  /** `deadline`: when the PUBLISH waiting for this record is refused (enqueued + produceTimeoutMs). */
+  interface Pending { record: BridgeRecord, deadline: number, resolve: () => void, reject: (err: Error) => void }
   const lanes = new Map<string, { queue: Pending[], sending: boolean }>()
   const sendLane = async (topic: string, lane: { queue: Pending[], sending: boolean }): Promise<void> => {
     lane.sending = true
     while (lane.queue.length > 0) {
-      const batch = lane.queue.splice(0, 500)
+      // One bound per record, from when it was handed over, whatever it waited behind:
+      // the client's PUBLISH is answered within produceTimeoutMs (below hooks.timeoutMs,
+      // see check() in plugin.ts). A record whose time ran out while it queued is refused
+      // without being sent, so the client's resend cannot duplicate it.
+      const now = Date.now()
+      const batch: Pending[] = []
+      for (const p of lane.queue.splice(0, 500)) {
+        if (p.deadline > now) batch.push(p)
+        else p.reject(new Error(`Kafka produce: not sent within ${opts.produceTimeoutMs} ms (waited behind earlier records)`))
+      }
+      if (batch.length === 0) continue
+      // The oldest record's remaining time bounds connect and send together.
+      const budget = batch[0]!.deadline - now
       try {
-        await withTimeout(ensureConnected(), opts.produceTimeoutMs, 'Kafka connect')
-        await withTimeout(producer.send({ topic, acks: -1, timeout: opts.produceTimeoutMs, messages: batch.map((p) => ({ key: p.record.key, value: p.record.value, headers: p.record.headers })) }), opts.produceTimeoutMs, 'Kafka produce')
+        await withTimeout((async () => {
+          await ensureConnected()
+          await producer.send({ topic, acks: -1, timeout: budget, messages: batch.map((p) => ({ key: p.record.key, value: p.record.value, headers: p.record.headers })) })
+        })(), budget, 'Kafka produce')
         for (const p of batch) p.resolve()
       } catch (err) {
         for (const p of batch) p.reject(err as Error)
@@ -89,7 +105,7 @@ export function createKafkaJsClient (opts: { brokers: string[], clientId: string
       // meanwhile go out together in the next one, in arrival order.
       let lane = lanes.get(topic)
       if (!lane) lanes.set(topic, lane = { queue: [], sending: false })
-      const entry = { record, resolve: noop as () => void, reject: noop as (err: Error) => void }
+      const entry: Pending = { record, deadline: Date.now() + opts.produceTimeoutMs, resolve: noop, reject: noop }
       const promise = new Promise<void>((resolve, reject) => { entry.resolve = resolve; entry.reject = reject })
       lane.queue.push(entry)
       if (!lane.sending) void sendLane(topic, lane)
@@ -158,7 +174,6 @@ function pick (o: Record<string, unknown>, keys: string[]): Record<string, unkno
   return out
 }
 
-function noop (): void {}
 
 function withTimeout<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
   return new Promise((resolve, reject) => {

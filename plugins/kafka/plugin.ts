@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer'
 import type { PublishPacket } from 'aedes'
 import { Counter, Gauge, Histogram } from 'prom-client'
+import { publishAsBroker } from '../../src/aedes/internals.js'
 import { HANDLED, PASS, type MessageVerdict } from '../../src/hooks/types.js'
 import { definePlugin } from '../../src/plugin.js'
 import { covers, exceedsTopicLimits } from '../../src/topic.js'
@@ -18,6 +19,12 @@ export const kafkaPlugin = definePlugin({
   configKey: 'kafka',
   schema: kafkaConfigSchema,
   envOverrides: [{ env: 'MQGW_KAFKA_BROKERS', path: ['kafka', 'brokers'], parse: 'csv' }],
+  // The messagePublish hook gives up at hooks.timeoutMs and refuses the PUBLISH; a produce
+  // still running then may land in Kafka after all and be produced again when the client
+  // resends it. The produce bound must therefore end first.
+  check: (section, config) => section.produceTimeoutMs < config.hooks.timeoutMs
+    ? []
+    : [`produceTimeoutMs: ${section.produceTimeoutMs} ms must be below hooks.timeoutMs (${config.hooks.timeoutMs} ms), or the hook gives up while the record may still be produced`],
   setup: async (ctx) => {
     const config = ctx.config
     const log = ctx.log
@@ -116,9 +123,7 @@ export const kafkaPlugin = definePlugin({
       const retain = record.headers['mqtt-retain']?.toString() === 'true'
       return { cmd: 'publish', topic, payload: record.value ?? Buffer.alloc(0), qos, retain, dup: false } as PublishPacket
     }
-    const publish = (packet: PublishPacket): Promise<void> => new Promise((resolve, reject) => {
-      (ctx.broker.publish as unknown as (p: PublishPacket, cb: (err?: Error) => void) => void)(packet, (err) => err ? reject(err) : resolve())
-    })
+    const publish = (packet: PublishPacket): Promise<void> => publishAsBroker(ctx.broker, packet)
 
     if (config.consume.length > 0) {
       void client.consume(config.consume.map((c) => c.kafkaTopic), config.groupId, async (records) => {

@@ -26,8 +26,12 @@ export const kafkaConfigSchema = z.strictObject({
   groupId: z.string().min(1).default('mqtt-gateway-bridge'),
   /** Routed QoS 0 messages waiting for Kafka; beyond this they are dropped (counted). */
   maxBufferedQos0: z.number().int().min(0).default(10000),
-  /** How long a produce may take (retries included) before a QoS 1 PUBLISH is refused. */
-  produceTimeoutMs: z.number().int().min(100).default(10000),
+  /**
+   * How long a routed QoS 1/2 PUBLISH may wait for Kafka (queueing, connect, retries)
+   * before it is refused without PUBACK. Must stay below hooks.timeoutMs (default 5000):
+   * the plugin answers first, with its own reason.
+   */
+  produceTimeoutMs: z.number().int().min(100).default(4000),
   connectionTimeoutMs: z.number().int().min(100).default(3000)
 })
 export type KafkaConfig = z.infer<typeof kafkaConfigSchema>

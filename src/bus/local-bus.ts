@@ -19,6 +19,8 @@
  *    everything completes synchronously) go to a later turn after a bounded depth.
  */
 import type { AedesPublishPacket } from 'aedes'
+import type { SyncDoneBus } from '../aedes/internals.js'
+import { noop } from '../noop.js'
 import { SubscriptionIndex } from './subscription-index.js'
 
 /** What Aedes subscribes: called with each matching packet; must call `done` exactly once. */
@@ -28,6 +30,8 @@ export type EmitCallback = (err?: Error) => void
 export interface LocalBusOptions {
   /** Exact-filter shards in the subscription index (default 256). */
   shards?: number
+  /** A listener threw (a defect of the subscriber's code); the bus itself does not log. */
+  onListenerError?: (err: unknown) => void
 }
 
 /**
@@ -37,7 +41,6 @@ export interface LocalBusOptions {
  */
 const MAX_NESTED_COMPLETIONS = 32
 
-function noop (): void {}
 
 /**
  * Completion callbacks currently running nested on this thread's stack. Module-wide rather
@@ -72,29 +75,25 @@ class Delivery {
   }
 }
 
-export class LocalBus<P extends { topic: string } = AedesPublishPacket> {
+export class LocalBus<P extends { topic: string } = AedesPublishPacket> implements SyncDoneBus {
   /**
-   * Read by patches/aedes+1.2.0.patch: listeners may call `done` before they return. Safe
+   * Read by patches/aedes+1.2.0.patch (SyncDoneBus): listeners may call `done` before they return. Safe
    * here (completion callbacks are depth-bounded, see `complete`); mqemitter recurses once
    * per queued message on synchronous completion, so Aedes defers `done` for other buses.
    */
   readonly toleratesSyncDone = true
   private readonly index: SubscriptionIndex<BusListener<P>>
   private closed = false
-  private thrownByListeners = 0
+  private readonly onListenerError: (err: unknown) => void
 
   constructor (options: LocalBusOptions = {}) {
     this.index = new SubscriptionIndex<BusListener<P>>(options.shards === undefined ? {} : { shards: options.shards })
+    this.onListenerError = options.onListenerError ?? noop
   }
 
   /** (filter, listener) pairs held; Aedes adds one per client subscription plus a few `$SYS/+/...` of its own. */
   get subscriptionCount (): number {
     return this.index.size
-  }
-
-  /** Listener calls that threw (each counted as done); the bus does not log. */
-  get listenerErrorCount (): number {
-    return this.thrownByListeners
   }
 
   get isClosed (): boolean {
@@ -159,8 +158,9 @@ export class LocalBus<P extends { topic: string } = AedesPublishPacket> {
     }
     try {
       listener(packet, done)
-    } catch {
-      this.thrownByListeners++
+    } catch (err) {
+      // Counted as done: one failing subscriber must not hold the publisher's completion.
+      this.onListenerError(err)
       done()
     }
   }

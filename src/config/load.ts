@@ -2,11 +2,11 @@ import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { LineCounter, isMap, isScalar, parseDocument, type Document, type Node as YamlNode } from 'yaml'
 import { z } from 'zod'
-import type { EnvOverride, GatewayPlugin } from '../plugin.js'
-import { coreConfigShape, type CoreConfig } from './schema.js'
+import type { GatewayPlugin } from '../plugin.js'
+import { coreConfigShape, type EnvOverride, type GatewayConfig } from './schema.js'
+import { formatZodIssues } from './zod-issues.js'
 
-/** The validated configuration: the core sections plus any plugin section present. */
-export type GatewayConfig = CoreConfig & Record<string, unknown>
+export type { EnvOverride, GatewayConfig } from './schema.js'
 
 /** A configuration problem, already phrased for an operator; the CLI prints it and exits 1. */
 export class ConfigError extends Error {
@@ -79,11 +79,10 @@ function applyEnvOverrides (raw: Record<string, unknown>, overrides: readonly En
 }
 
 /** Finds the line of a key path in the YAML source, for error messages. */
-function lineOf (doc: Document, lines: LineCounter, path: readonly PropertyKey[], unknownKey?: string): number | undefined {
+function lineOf (doc: Document, lines: LineCounter, path: readonly PropertyKey[]): number | undefined {
   let node: unknown = doc.contents
   let offset: number | undefined
-  const keyPath = unknownKey === undefined ? path : [...path, unknownKey]
-  for (const key of keyPath) {
+  for (const key of path) {
     if (isMap(node)) {
       const pair = node.items.find((item) => isScalar(item.key) && String(item.key.value) === String(key))
       if (!pair) break
@@ -101,9 +100,15 @@ function lineOf (doc: Document, lines: LineCounter, path: readonly PropertyKey[]
   return offset === undefined ? undefined : lines.linePos(offset).line
 }
 
-function formatPath (path: readonly PropertyKey[]): string {
-  if (path.length === 0) return '(top level)'
-  return path.map((p, i) => typeof p === 'number' ? `[${p}]` : (i === 0 ? String(p) : `.${String(p)}`)).join('')
+/** What a plugin finds wrong with its section given the rest of the config (GatewayPlugin.check). */
+function crossSectionProblems (config: GatewayConfig, plugins: readonly GatewayPlugin[]): string[] {
+  const problems: string[] = []
+  for (const plugin of plugins) {
+    const section = config[plugin.configKey]
+    if (section === undefined || !plugin.check) continue
+    for (const problem of plugin.check(section, config)) problems.push(`${plugin.configKey}.${problem}`)
+  }
+  return problems
 }
 
 export interface LoadedConfig {
@@ -132,18 +137,12 @@ export function parseConfig (text: string, opts: { plugins: readonly GatewayPlug
   applyEnvOverrides(raw as Record<string, unknown>, overrides, opts.env ?? process.env)
 
   const result = buildConfigSchema(opts.plugins).safeParse(raw)
-  if (result.success) return result.data
-  const problems = result.error.issues.map((issue) => {
-    if (issue.code === 'unrecognized_keys') {
-      return issue.keys.map((key) => {
-        const line = lineOf(doc, lines, issue.path, key)
-        const where = formatPath([...issue.path, key])
-        return `${where}${line ? ` (line ${line})` : ''}: unknown key`
-      }).join('\n  - ')
-    }
-    const line = lineOf(doc, lines, issue.path)
-    return `${formatPath(issue.path)}${line ? ` (line ${line})` : ''}: ${issue.message}`
-  })
+  if (result.success) {
+    const problems = crossSectionProblems(result.data, opts.plugins)
+    if (problems.length === 0) return result.data
+    throw new ConfigError(`${source}: invalid configuration`, problems)
+  }
+  const problems = formatZodIssues(result.error.issues, (path) => lineOf(doc, lines, path))
   throw new ConfigError(`${source}: invalid configuration`, problems)
 }
 

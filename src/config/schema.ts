@@ -113,6 +113,17 @@ export const coreConfigShape = {
 export const coreConfigSchema = z.strictObject(coreConfigShape)
 export type CoreConfig = z.infer<typeof coreConfigSchema>
 
+/** The validated configuration: the core sections plus any plugin section present. */
+export type GatewayConfig = CoreConfig & Record<string, unknown>
+
+/** An environment variable that overrides one key of the config (for containers). */
+export interface EnvOverride {
+  env: string
+  /** Key path inside the whole config, e.g. ['kafka', 'brokers']. */
+  path: readonly string[]
+  parse: 'string' | 'integer' | 'boolean' | 'csv'
+}
+
 /**
  * Persistence keys and cluster topics include the node id, so it must survive restarts:
  * the host name is stable across restarts of a container or VM, a random UUID is not.

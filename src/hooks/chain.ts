@@ -1,5 +1,5 @@
 import type { Logger } from '../log.js'
-import { HOOK_NAMES, type HookHandlers, type HookName, type Verdict } from './types.js'
+import { HOOK_NAMES, type DecisionHookName, type HookHandlers, type HookName, type ObserverHookName, type Verdict } from './types.js'
 
 interface Registered<H extends HookName> {
   plugin: string
@@ -60,7 +60,7 @@ export class HookChains {
    * Synchronous handlers are run without allocating promises: this is on the
    * per-PUBLISH path.
    */
-  decide<H extends Exclude<HookName, 'published' | 'authorizeForward'>, V extends { result: string }>(
+  decide<H extends Exclude<DecisionHookName, 'authorizeForward'>, V extends { result: string }>(
     hook: H,
     request: Parameters<HookHandlers[H]>[0],
     onFailure: (failure: HookFailure) => V,
@@ -139,41 +139,16 @@ export class HookChains {
     return { result: 'pass' }
   }
 
-  /** Runs every `published` observer in order; a failing observer is logged and skipped. */
-  published (packet: Parameters<HookHandlers['published']>[0], client: Parameters<HookHandlers['published']>[1], done: () => void): void {
-    const chain = this.#chains.published
-    if (chain.length === 0) {
-      done()
-      return
-    }
-    const started = process.hrtime.bigint()
-    const step = (index: number): void => {
-      for (let i = index; i < chain.length; i++) {
-        const { plugin, handler } = chain[i]!
-        let result: void | Promise<void>
-        try {
-          result = handler(packet, client)
-        } catch (error) {
-          this.#log.error({ hook: 'published', plugin, err: (error as Error).message }, 'published observer failed')
-          continue
-        }
-        if (isPromiseLike<void>(result)) {
-          let settled = false
-          const next = (error?: unknown): void => {
-            if (settled) return
-            settled = true
-            clearTimeout(timer)
-            if (error !== undefined) this.#log.error({ hook: 'published', plugin, err: (error as Error).message ?? String(error) }, 'published observer failed')
-            step(i + 1)
-          }
-          const timer = setTimeout(() => next(new HookTimeoutError('published', plugin, this.#timeoutMs)), this.#timeoutMs)
-          result.then(() => next(), (error: unknown) => next(error ?? new Error('rejected')))
-          return
-        }
+  /** Tells every observer of `hook`; one that throws is logged and the rest still run. */
+  notify<H extends ObserverHookName> (hook: H, event: Parameters<HookHandlers[H]>[0]): void {
+    const chain = this.#chains[hook] as Array<Registered<H>>
+    for (let i = 0; i < chain.length; i++) {
+      const { plugin, handler } = chain[i]!
+      try {
+        ;(handler as (e: typeof event) => void)(event)
+      } catch (error) {
+        this.#log.error({ hook, plugin, err: (error as Error).message }, 'observer failed')
       }
-      this.onTiming('published', Number(process.hrtime.bigint() - started) / 1e9)
-      done()
     }
-    step(0)
   }
 }

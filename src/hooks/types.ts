@@ -92,9 +92,19 @@ export interface ForwardRequest {
   packet: PublishPacket
 }
 
+/** A connection the core tells observers about. */
+export interface ClientEvent {
+  client: Client
+  info: ClientInfo
+}
+
 type MaybePromise<T> = T | Promise<T>
 
-export interface HookHandlers {
+/**
+ * Decision hooks: an ordered chain per hook point; the first handler that does not
+ * `pass` decides (EMQX hooks, Mosquitto 2's defer).
+ */
+export interface DecisionHooks {
   preConnect: (req: ConnectRequest) => MaybePromise<Verdict>
   authenticate: (req: AuthRequest) => MaybePromise<AuthVerdict>
   /** Every handler may refuse (CONNACK 5) an identity that authentication allowed. */
@@ -109,9 +119,26 @@ export interface HookHandlers {
   messagePublish: (req: PublishRequest) => MaybePromise<MessageVerdict>
   /** Synchronous: Aedes calls it inside every delivery. */
   authorizeForward: (req: ForwardRequest) => Verdict
-  /** Observer, not a decision: every handler runs; Aedes waits for them before reading more from the publisher. */
-  published: (packet: PublishPacket, client: Client | null) => MaybePromise<void>
 }
 
+/**
+ * Observer events: every handler runs, synchronously, in registry order; what one throws
+ * is logged and does not stop the others. For plugins that keep per-connection state.
+ */
+export interface ObserverHooks {
+  /** A socket was handed to Aedes; nothing was read from it yet. Before any delivery. */
+  clientCreated: (event: ClientEvent) => void
+  /** CONNACK 0 was sent. */
+  clientConnected: (event: ClientEvent) => void
+  /** A connected client went away (for whatever reason; info.closeReason may say). */
+  clientDisconnected: (event: ClientEvent) => void
+}
+
+export interface HookHandlers extends DecisionHooks, ObserverHooks {}
+
 export type HookName = keyof HookHandlers
-export const HOOK_NAMES: readonly HookName[] = ['preConnect', 'authenticate', 'authorizeConnect', 'authorizePublish', 'messagePublish', 'authorizeSubscribe', 'authorizeForward', 'published']
+export type DecisionHookName = keyof DecisionHooks
+export type ObserverHookName = keyof ObserverHooks
+export const DECISION_HOOK_NAMES: readonly DecisionHookName[] = ['preConnect', 'authenticate', 'authorizeConnect', 'authorizePublish', 'messagePublish', 'authorizeSubscribe', 'authorizeForward']
+export const OBSERVER_HOOK_NAMES: readonly ObserverHookName[] = ['clientCreated', 'clientConnected', 'clientDisconnected']
+export const HOOK_NAMES: readonly HookName[] = [...DECISION_HOOK_NAMES, ...OBSERVER_HOOK_NAMES]

@@ -26,7 +26,6 @@ export class SocketTracker {
     this.#onClose = function (this: Socket) { forget(this) }
   }
 
-  get count (): number { return this.#count }
 
   /** Returns false (and tracks nothing) when the gateway is at its connection cap. */
   admit (listener: string, socket: Socket): boolean {

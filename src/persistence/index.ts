@@ -1,39 +1,10 @@
-import type { Aedes } from 'aedes'
-import type { GatewayConfig } from '../config/load.js'
-import type { Readiness } from '../listeners/admin.js'
-import type { Logger } from '../log.js'
-import type { GatewayMetrics } from '../metrics.js'
+import type { GatewayConfig } from '../config/schema.js'
 import { LocalBus } from '../bus/local-bus.js'
-import { MemoryRetainedLedger, MemorySessionOwners, type RetainedLedger, type SessionOwners } from './ledgers.js'
+import type { PersistenceBackend, PersistenceDeps } from './backend.js'
+import { MemoryRetainedLedger, MemorySessionOwners } from './ledgers.js'
 import { createRedisBackend } from './redis.js'
 
-/**
- * The session store and message bus chosen by `persistence.type`. `undefined`
- * members leave Aedes' in-memory defaults in place.
- */
-export interface PersistenceBackend {
-  /** An aedes-persistence implementation (typed `any` by Aedes itself). */
-  persistence?: unknown
-  /** An mqemitter-compatible bus (`on`, `removeListener`, `emit`, `close`); always ours, never Aedes' default. */
-  mq: unknown
-  /** Retained messages by topic, size and setter, for the retained-store limits. */
-  retainedLedger: RetainedLedger
-  /** Who owns each persistent session. */
-  sessionOwners: SessionOwners
-  /** Whether persistent sessions can be served now (a CONNECT with clean:false is refused with 0x03 otherwise). */
-  available: () => boolean
-  /** Resolves once the store can be used (Redis connected); the broker is built after it. */
-  ready: () => Promise<void>
-  /** Called once the broker listens: background work that needs the broker. */
-  start: (broker: Aedes) => Promise<void>
-  close: () => Promise<void>
-}
-
-export interface PersistenceDeps {
-  log: Logger
-  readiness: Readiness
-  metrics: GatewayMetrics
-}
+export type { PersistenceBackend, PersistenceDeps } from './backend.js'
 
 export async function createPersistence (config: GatewayConfig, deps: PersistenceDeps): Promise<PersistenceBackend> {
   const persistence = config.persistence
@@ -42,7 +13,7 @@ export async function createPersistence (config: GatewayConfig, deps: Persistenc
       // Aedes' in-memory store (sessions of clean:false clients live as long as this
       // process) and our LocalBus: the sharded subscription index, and no broker-wide
       // delivery slots (mqemitter's `concurrency`) that one slow client could hold.
-      return { mq: new LocalBus({ shards: config.broker.subscriptionShards }), retainedLedger: new MemoryRetainedLedger(), sessionOwners: new MemorySessionOwners(), available: () => true, ready: async () => {}, start: async () => {}, close: async () => {} }
+      return { mq: new LocalBus({ shards: config.broker.subscriptionShards, onListenerError: (err) => deps.log.error({ err: (err as Error).message }, 'a bus listener threw; delivery to it skipped') }), retainedLedger: new MemoryRetainedLedger(), sessionOwners: new MemorySessionOwners(), available: () => true, ready: async () => {}, start: async () => {}, close: async () => {} }
     case 'redis':
       return createRedisBackend(persistence, config.node.id, config.broker.subscriptionShards, deps)
   }

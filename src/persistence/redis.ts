@@ -4,8 +4,9 @@ import aedesPersistenceRedis from 'aedes-persistence-redis'
 import type { Cluster, Redis } from 'ioredis'
 import mqemitterRedis from 'mqemitter-redis'
 import { Counter } from 'prom-client'
+import { busStateOf, connectedClients, continuePacketCounter, replaceLocalMatcher } from '../aedes/internals.js'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
-import type { PersistenceBackend, PersistenceDeps } from './index.js'
+import type { PersistenceBackend, PersistenceDeps } from './backend.js'
 import { createBusConnection, createRedisConnection, isReady } from './redis-connection.js'
 import type { RetainedAdmission, RetainedLedger, RetainedLimits, SessionOwners } from './ledgers.js'
 import { MARK_OFFLINE, MARK_ONLINE, RETAINED_ADMIT, RETAINED_RELEASE, TRIM_QUEUE } from './redis-scripts.js'
@@ -91,9 +92,9 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   const mq = mqemitterRedis({ pubConn, subConn } as unknown as Parameters<typeof mqemitterRedis>[0])
   // Local matching of bus messages through the sharded subscription index instead of
   // mqemitter's qlobber trie: mqemitter calls only add/remove/match on `_matcher`.
-  ;(mq as unknown as { _matcher: SubscriptionIndex<object> })._matcher = new SubscriptionIndex<object>({ shards: subscriptionShards })
+  replaceLocalMatcher(mq, new SubscriptionIndex<object>({ shards: subscriptionShards }))
   // Defect 2: without this listener an unreachable Redis kills the process (ECONNREFUSED).
-  ;(mq as unknown as { state: NodeJS.EventEmitter }).state.on('error', onRedisError('bus'))
+  busStateOf(mq).on('error', onRedisError('bus'))
 
   readiness.register('redis', () => {
     const down = [['sessions', conn], ['bus-pub', pubConn], ['bus-sub', subConn]].filter(([, c]) => !isReady(c as Redis)).map(([name]) => name)
@@ -202,7 +203,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     },
     start: async (broker: Aedes) => {
       // Defect 3: continue counting from a value this node id cannot have used before.
-      ;(broker as unknown as { counter: number }).counter = Date.now() * 1000
+      continuePacketCounter(broker, Date.now() * 1000)
       broker.on('client', (client) => {
         if (client.clean) return
         const t = token()
@@ -227,7 +228,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
       // After a Redis outage longer than the heartbeat, other nodes may have marked this node's
       // sessions offline: put back the ones still connected here (unless another node took them).
       conn.on('ready', () => {
-        const clients = (broker as unknown as { clients: Record<string, Client> }).clients
+        const clients = connectedClients(broker)
         void heartbeat().catch(() => {})
         for (const id in clients) {
           const client = clients[id]!

@@ -8,7 +8,7 @@ import { z } from 'zod'
 import { ConfigError, loadConfigFile, parseConfig } from '../../src/config/load.js'
 import { definePlugin } from '../../src/plugin.js'
 
-const CLI = join(process.cwd(), 'dist/src/cli.js')
+const CLI = join(process.cwd(), 'dist/app/cli.js')
 
 function problemsOf (fn: () => unknown): string {
   try {

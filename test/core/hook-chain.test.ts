@@ -82,15 +82,15 @@ describe('HookChains', () => {
     assert.equal(chains.forward(request).result, 'deny')
   })
 
-  it('published observers all run in order, a failing one does not stop the rest', async () => {
+  it('observers all run in order, a throwing one does not stop the rest', () => {
     const chains = new HookChains(50, log)
     const calls: string[] = []
-    chains.register('published', 'a', async () => { calls.push('a') })
-    chains.register('published', 'b', () => { calls.push('b'); throw new Error('b broke') })
-    chains.register('published', 'c', () => new Promise<void>(() => { calls.push('c') }))
-    chains.register('published', 'd', () => { calls.push('d') })
-    await new Promise<void>((resolve) => chains.published(request, null, resolve))
-    assert.deepEqual(calls, ['a', 'b', 'c', 'd'])
+    chains.register('clientConnected', 'a', ({ info }) => { calls.push(`a:${info.listener}`) })
+    chains.register('clientConnected', 'b', () => { calls.push('b'); throw new Error('b broke') })
+    chains.register('clientConnected', 'c', () => { calls.push('c') })
+    chains.register('clientDisconnected', 'd', () => { calls.push('d') })
+    chains.notify('clientConnected', { client: {} as never, info: { listener: 'mqtt', remoteAddress: '127.0.0.1', remotePort: 1, connectedAt: 0, superuser: false, claims: {} } })
+    assert.deepEqual(calls, ['a:mqtt', 'b', 'c'])
   })
 
   it('timings are reported per hook', async () => {

@@ -39,7 +39,9 @@ const gatekeeper = definePlugin({
       return PASS
     })
     ctx.hook('authorizeForward', ({ packet, info }): Verdict => packet.topic === 'private/root' && !info?.superuser ? deny('root only') : PASS)
-    ctx.hook('published', async (packet, client) => { if (client && packet.topic.startsWith('audit/')) events.push(`gatekeeper:${packet.topic}`) })
+    ctx.hook('clientCreated', ({ info }) => { if (info.listener === 'ws') events.push('gatekeeper:created') })
+    ctx.hook('clientConnected', ({ client, info }) => { if (client.id.startsWith('audit-')) events.push(`gatekeeper:connected:${client.id}:${info.username}`) })
+    ctx.hook('clientDisconnected', ({ client }) => { if (client.id.startsWith('audit-')) events.push(`gatekeeper:disconnected:${client.id}`) })
     return { close: () => { events.push('gatekeeper closed') } }
   }
 })
@@ -50,7 +52,9 @@ const auditor = definePlugin({
   schema: z.strictObject({}),
   setup: (ctx) => {
     ctx.hook('authenticate', ({ username }): AuthVerdict => username === undefined ? deny('anonymous not allowed') : PASS)
-    ctx.hook('published', (packet, client) => { if (client && packet.topic.startsWith('audit/')) events.push(`auditor:${packet.topic}`) })
+    ctx.hook('clientCreated', ({ info }) => { if (info.listener === 'ws') events.push('auditor:created') })
+    ctx.hook('clientConnected', ({ client }) => { if (client.id.startsWith('audit-')) throw new Error('auditor observer bug') })
+    ctx.hook('clientDisconnected', ({ client }) => { if (client.id.startsWith('audit-')) events.push(`auditor:disconnected:${client.id}`) })
     ctx.readiness.register('auditor', () => ({ ready: true }))
     return { close: () => { events.push('auditor closed') } }
   }
@@ -179,19 +183,21 @@ auditor: {}
     await endClient(c)
   })
 
-  it('published observers of every plugin run in registry order', async () => {
-    const c = await connectClient(gw.mqttUrl, auth)
-    await c.publishAsync('audit/1', 'x', { qos: 1 })
-    await waitFor(() => events.includes('auditor:audit/1'), 'auditor observer')
-    assert.deepEqual(events.filter((e) => e.endsWith('audit/1')), ['gatekeeper:audit/1', 'auditor:audit/1'])
+  it('observer events reach every plugin in registry order; a throwing observer stops no one', async () => {
+    events.length = 0
+    const c = await connectClient(gw.wsUrl, { ...auth, clientId: 'audit-1' })
+    assert.deepEqual(events, ['gatekeeper:created', 'auditor:created', `gatekeeper:connected:audit-1:${auth.username}`])
     await endClient(c)
+    await waitFor(() => events.includes('auditor:disconnected:audit-1'), 'disconnect observers')
+    assert.deepEqual(events.slice(3), ['gatekeeper:disconnected:audit-1', 'auditor:disconnected:audit-1'])
+    assert.ok(gw.logs.lines.some((l) => l.msg === 'observer failed' && l.plugin === 'auditor' && l.hook === 'clientConnected'), 'the throwing observer is logged')
   })
 
   it('hook latency is exported per hook', async () => {
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
     assert.match(metrics, /mqgw_hook_duration_seconds_count\{hook="authenticate"\} [1-9]/)
     assert.match(metrics, /mqgw_hook_duration_seconds_count\{hook="authorizePublish"\} [1-9]/)
-    assert.match(metrics, /mqgw_hook_duration_seconds_count\{hook="published"\} [1-9]/)
+    assert.match(metrics, /mqgw_hook_duration_seconds_count\{hook="authorizeSubscribe"\} [1-9]/)
   })
 
   it('plugins close in reverse order on stop', async () => {

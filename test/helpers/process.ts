@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 
-export const CLI = join(process.cwd(), 'dist/src/cli.js')
+export const CLI = join(process.cwd(), 'dist/app/cli.js')
 
 /** A port that was free a moment ago on 127.0.0.1. */
 export function freePort (): Promise<number> {
@@ -25,9 +25,10 @@ export interface GatewayProcess {
 }
 
 /** Runs the real CLI as a separate OS process and waits until its /readyz (or /healthz) answers 200. */
-export async function spawnGateway (args: string[], env: Record<string, string> = {}, waitFor: 'readyz' | 'healthz' = 'readyz', startTimeoutMs = 15000): Promise<GatewayProcess> {
+export async function spawnGateway (args: string[], env: Record<string, string> = {}, waitFor: 'readyz' | 'healthz' = 'readyz', startTimeoutMs = 15000, cwd?: string): Promise<GatewayProcess> {
   const ports = { mqtt: await freePort(), ws: await freePort(), admin: await freePort() }
   const child = spawn(process.execPath, [CLI, ...args], {
+    ...(cwd !== undefined ? { cwd } : {}),
     env: { ...process.env, MQGW_MQTT_HOST: '127.0.0.1', MQGW_WS_HOST: '127.0.0.1', MQGW_MQTT_PORT: String(ports.mqtt), MQGW_WS_PORT: String(ports.ws), MQGW_ADMIN_PORT: String(ports.admin), ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
@@ -51,9 +52,9 @@ export async function spawnGateway (args: string[], env: Record<string, string> 
 }
 
 /** Runs a command to completion with a time bound; never throws on a non-zero exit. */
-export function run (cmd: string, args: string[], timeoutMs = 15000): Promise<{ code: number | null, stdout: string, stderr: string }> {
+export function run (cmd: string, args: string[], timeoutMs = 15000, cwd?: string): Promise<{ code: number | null, stdout: string, stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(cwd !== undefined ? { cwd } : {}) })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })

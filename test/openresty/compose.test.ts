@@ -4,7 +4,7 @@
  * ports (1883, 8083), images and mounts are the documented ones; the access layer's
  * upstreams name the gateway services on the ports their config listens on; and every
  * gateway config file the compose file mounts passes the gateway's own validation
- * (`node dist/src/cli.js --check --config FILE`, with the service's environment).
+ * (`node dist/app/cli.js --check --config FILE`, with the service's environment).
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'

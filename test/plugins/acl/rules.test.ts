@@ -54,7 +54,7 @@ rules:
 
   it('bad files are refused with the rule and key named', () => {
     assert.throws(() => AclRules.parse('rules: [ { permission: maybe, action: all, topics: [a] } ]', new Set()), /rules\[0\]\.permission/)
-    assert.throws(() => AclRules.parse('rules: [ { permission: allow, action: all, topics: [a], colour: red } ]', new Set()), /rules\[0\]: unknown key colour/)
+    assert.throws(() => AclRules.parse('rules: [ { permission: allow, action: all, topics: [a], colour: red } ]', new Set()), /rules\[0\]\.colour: unknown key/)
     assert.throws(() => AclRules.parse('rules: [ { permission: allow, action: all, topics: ["a/#/b"] } ]', new Set()), /rules\[0\]\.topics\[0\]/)
     assert.throws(() => AclRules.parse('rules: [ { permission: allow, action: all, topics: [a], callback: nope } ]', new Set()), /"nope" is not defined in acl.callbacks/)
     assert.throws(() => AclRules.parse('rules: [ {', new Set()), AclFileError)

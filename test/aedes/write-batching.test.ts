@@ -4,7 +4,7 @@ import { createServer, connect, type Socket, type AddressInfo } from 'node:net'
 import { PassThrough, Writable } from 'node:stream'
 import { afterEach, describe, it } from 'node:test'
 import { setImmediate as nextTurn } from 'node:timers/promises'
-import { batchWritesPerTurn } from '../../src/listeners/write-batching.js'
+import { batchWritesPerTurn } from '../../src/aedes/write-batching.js'
 
 /** A real TCP pair on 127.0.0.1: `server` is the accepted socket (the one the gateway writes to). */
 async function socketPair (): Promise<{ server: Socket, client: Socket, close: () => void }> {

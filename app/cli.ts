@@ -2,9 +2,14 @@
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { builtinPlugins } from '../plugins/index.js'
-import { ConfigError, loadConfigFile } from './config/load.js'
-import { Gateway } from './gateway.js'
-import { createLogger } from './log.js'
+import { ConfigError, loadConfigFile } from '../src/config/load.js'
+import { Gateway } from '../src/gateway.js'
+import { createLogger } from '../src/log.js'
+
+/*
+ * The composition root: the only module that knows both the core (src/) and the plugin
+ * registry (plugins/). src/ never imports plugins/.
+ */
 
 const DEFAULT_CONFIG = fileURLToPath(new URL('../../config/gateway.yaml', import.meta.url))
 
@@ -52,8 +57,9 @@ async function main (): Promise<number> {
 
   let gateway: Gateway
   try {
-    // Relative paths in the config (certificates, ACL file) resolve against the working directory.
-    gateway = await Gateway.start({ config: loaded.config, baseDir: process.cwd(), logger: log })
+    // Relative paths in the config (certificates, ACL file) resolve against the config
+    // file's directory, whatever the working directory.
+    gateway = await Gateway.start({ config: loaded.config, baseDir: loaded.baseDir, plugins: builtinPlugins, logger: log })
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'gateway failed to start')
     return 1

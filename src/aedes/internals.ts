@@ -1,0 +1,152 @@
+import type { Aedes, Client, PublishPacket } from 'aedes'
+
+/**
+ * The one place that knows Aedes 1.2's internals. Every other module reaches them
+ * through these typed accessors, and every change to Aedes' behaviour lives either here
+ * (src/aedes/*.ts, installed at run time) or in patches/aedes+1.2.0.patch:
+ *
+ * | change                                   | where                                 |
+ * |------------------------------------------|---------------------------------------|
+ * | publish before PUBACK, ack without publish | patch: lib/handlers/publish.js      |
+ * | outbound flow window on deliveries       | patch: lib/client.js, connect, puback |
+ * | one subscription save per SUBSCRIBE      | patch: lib/handlers/subscribe.js      |
+ * | packet size and UTF-8 guards in the parser | packet-guard.ts (parser methods)    |
+ * | one socket write per turn (TCP/TLS)      | write-batching.ts (socket methods)    |
+ * | message id counter of a Redis node       | internals.ts `continuePacketCounter`  |
+ * | mqemitter-redis' local matcher           | internals.ts `replaceLocalMatcher`    |
+ */
+
+/** Aedes' client fields the gateway reads (not in Aedes' type declarations). */
+interface ClientInternals {
+  /** The CONNECT's will, until it is published or discarded. */
+  _will?: PublishPacket | null
+  /** Installed by the flow plugin (`installOutboundFlow`); the patch routes deliveries through it. */
+  outboundFlow?: OutboundFlow
+}
+
+/** An Aedes client with the fields Aedes sets but does not declare. */
+export type ConnectedClient = Client & {
+  /** The client's subscriptions by filter. */
+  readonly subscriptions: Readonly<Record<string, unknown>>
+}
+
+/** Aedes' map of this node's connected clients by client id. */
+export function connectedClients (broker: Aedes): Readonly<Record<string, ConnectedClient>> {
+  return (broker as unknown as { clients: Record<string, ConnectedClient> }).clients
+}
+
+/**
+ * Publishes a message of the broker's own (no client), e.g. one consumed from Kafka;
+ * resolves once Aedes stored and dispatched it. Aedes' declaration lacks this overload.
+ */
+export function publishAsBroker (broker: Aedes, packet: PublishPacket): Promise<void> {
+  const publish = broker.publish as unknown as (p: PublishPacket, done: (err?: Error) => void) => void
+  return new Promise((resolve, reject) => publish.call(broker, packet, (err) => err ? reject(err) : resolve()))
+}
+
+/** Errors of Aedes' background work (the dead-node will sweep); Aedes' typings list no 'error' event. */
+export function onBrokerError (broker: Aedes, listener: (err: Error) => void): void {
+  ;(broker as unknown as NodeJS.EventEmitter).on('error', listener)
+}
+
+/** The will a connecting client carries (read while its CONNECT is authorized). */
+export function willOf (client: Client): PublishPacket | undefined {
+  return (client as unknown as ClientInternals)._will ?? undefined
+}
+
+/**
+ * The callback of Aedes' authorizePublish, as the patch extends it: `(null, false)`
+ * acknowledges the PUBLISH (QoS 1/2) or drops the will without publishing it.
+ */
+export type AuthorizePublishDone = (error: Error | null, publish?: boolean) => void
+
+/** Aedes' own error (patch): a QoS 1 PUBLISH whose publish failed is not acknowledged. */
+export const PUBLISH_NOT_STORED = 'PUBLISH_NOT_STORED'
+
+/** A connection under an outbound flow (the Aedes client's socket). */
+export interface FlowConnection {
+  /** True while the socket's buffer is above its high-water mark. */
+  readonly writableNeedDrain: boolean
+  write: (chunk: Buffer) => boolean
+  once: (event: 'drain', listener: () => void) => unknown
+}
+
+/** A delivery as Aedes hands it to a client (an Aedes packet); read only. */
+export interface OutboundPacket {
+  topic: string
+  payload?: Buffer | Uint8Array | string | null
+  retain?: boolean
+}
+
+/** The Aedes client under an outbound flow (the patch adds sendQueuedQoS). */
+export interface OutboundClient {
+  readonly id: string
+  readonly conn: FlowConnection
+  readonly connected: boolean
+  readonly connecting: boolean
+  /** Set by Aedes once the client is closing: nothing more is sent. */
+  readonly closed: boolean
+  /** Sends a QoS 1/2 PUBLISH (message id, session store, write); returns its message id. */
+  sendQueuedQoS: (packet: OutboundPacket, qos: number) => number
+}
+
+/**
+ * What patches/aedes+1.2.0.patch calls on a client that has one (lib/client.js deliver
+ * paths, lib/handlers/connect.js stored-queue replay, lib/handlers/puback.js).
+ */
+export interface OutboundFlow {
+  /** A live delivery at its (already downgraded) QoS. */
+  deliver: (packet: OutboundPacket, qos: number) => void
+  /** A stored QoS 1/2 message replayed on reconnect; `send` writes it. */
+  deliverStored: (messageId: number, send: () => void) => void
+  /** The client acknowledged `messageId` (PUBACK). */
+  acked: (messageId: number) => void
+}
+
+/** Installs a flow on a client before Aedes delivers anything to it. */
+export function installOutboundFlow (client: Client, flow: OutboundFlow): void {
+  ;(client as unknown as ClientInternals).outboundFlow = flow
+}
+
+export function outboundFlowOf (client: Client): OutboundFlow | undefined {
+  return (client as unknown as ClientInternals).outboundFlow
+}
+
+/** The Aedes client as an outbound flow sees it. */
+export function asOutboundClient (client: Client): OutboundClient {
+  return client as unknown as OutboundClient
+}
+
+/**
+ * Declared by a bus (Aedes' `mq`) whose listeners may call `done` before they return;
+ * the patch then completes deliveries synchronously instead of deferring each one.
+ */
+export interface SyncDoneBus {
+  readonly toleratesSyncDone: true
+}
+
+/**
+ * Aedes numbers the packets it publishes from `broker.counter`, starting at 0 on every
+ * start; with a shared store a restarted node would reuse ids it already used. Continue
+ * from a value this node cannot have used before.
+ */
+export function continuePacketCounter (broker: Aedes, from: number): void {
+  ;(broker as unknown as { counter: number }).counter = from
+}
+
+/** The matcher mqemitter uses for local listeners: it calls only add, remove and match. */
+export interface LocalMatcher {
+  add: (topic: string, value: object) => unknown
+  remove: (topic: string, value: object) => unknown
+  match: (topic: string) => unknown
+}
+
+/** Replaces mqemitter's own matcher (qlobber) of an mqemitter-redis bus. */
+export function replaceLocalMatcher (mq: object, matcher: LocalMatcher): void {
+  ;(mq as { _matcher: LocalMatcher })._matcher = matcher
+}
+
+/** mqemitter-redis' connection state emitter (its connection errors are emitted there). */
+export function busStateOf (mq: object): NodeJS.EventEmitter {
+  return (mq as { state: NodeJS.EventEmitter }).state
+}

@@ -1,0 +1,2 @@
+/** Does nothing: the one shared no-op callback. */
+export function noop (): void {}

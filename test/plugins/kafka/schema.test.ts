@@ -1,0 +1,33 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { ConfigError, parseConfig } from '../../../src/config/load.js'
+import { kafkaPlugin } from '../../../plugins/kafka/plugin.js'
+
+const plugins = [kafkaPlugin]
+
+function problems (yaml: string): string {
+  try {
+    parseConfig(yaml, { plugins, env: {} })
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message
+    throw err
+  }
+  return ''
+}
+
+describe('kafka section: the produce bound ends before the hook gives up', () => {
+  it('defaults: produceTimeoutMs 4000 below hooks.timeoutMs 5000', () => {
+    const config = parseConfig('kafka: { brokers: ["127.0.0.1:9092"] }', { plugins, env: {} })
+    assert.equal((config.kafka as { produceTimeoutMs: number }).produceTimeoutMs, 4000)
+    assert.equal(config.hooks.timeoutMs, 5000)
+  })
+
+  it('produceTimeoutMs at or above hooks.timeoutMs is a configuration error naming both keys', () => {
+    assert.match(problems('kafka: { brokers: ["k:9092"], produceTimeoutMs: 5000 }'), /kafka\.produceTimeoutMs: 5000 ms must be below hooks\.timeoutMs \(5000 ms\)/)
+    assert.match(problems('hooks: { timeoutMs: 2000 }\nkafka: { brokers: ["k:9092"] }'), /kafka\.produceTimeoutMs: 4000 ms must be below hooks\.timeoutMs \(2000 ms\)/)
+  })
+
+  it('a longer hook bound allows a longer produce bound', () => {
+    assert.equal(problems('hooks: { timeoutMs: 12000 }\nkafka: { brokers: ["k:9092"], produceTimeoutMs: 10000 }'), '')
+  })
+})
