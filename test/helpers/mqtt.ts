@@ -94,3 +94,29 @@ export function subscribeRaw (client: MqttClient, topics: Record<string, { qos: 
     client.subscribe(topics, () => {})
   })
 }
+
+/**
+ * Connects with a collector attached before CONNACK: messages a resumed session receives
+ * right after CONNACK (its queue) can be handled before `connectClient`'s promise resolves,
+ * so a collector attached afterwards would miss them.
+ */
+export function connectCollecting (url: string, opts: IClientOptions = {}): Promise<{ client: MqttClient, received: Received[] }> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
+    const received = collect(client)
+    const fail = (err: Error): void => {
+      client.removeListener('connect', ok)
+      client.end(true)
+      reject(err)
+    }
+    const onClose = (): void => fail(new Error('connection closed before CONNACK'))
+    const ok = (): void => {
+      client.removeListener('error', fail)
+      client.removeListener('close', onClose)
+      resolve({ client, received })
+    }
+    client.once('connect', ok)
+    client.once('error', fail)
+    client.once('close', onClose)
+  })
+}

@@ -166,7 +166,7 @@ describe('docker-compose.yml (parsed; no Docker engine here)', () => {
     assert.match(df, /npx tsc -p tsconfig\.json/)
     const lastStage = df.slice(df.lastIndexOf('\nFROM '))
     assert.match(lastStage, /^USER node$/m)
-    assert.match(lastStage, /^CMD \["node", ("--[a-z-]+=\d+", )*"dist\/src\/cli\.js", "--config", "\/app\/config\/cluster\.yaml"\]$/m)
+    assert.match(lastStage, /^CMD \["node", ("--[a-z-]+=\d+", )*"dist\/app\/cli\.js", "--config", "\/app\/config\/cluster\.yaml"\]$/m)
     // Every COPY source of the build context exists and is not excluded by .dockerignore.
     const ignored = readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))
     for (const m of df.matchAll(/^COPY (?!--from)(.+) \S+$/gm)) {

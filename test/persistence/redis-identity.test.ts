@@ -8,7 +8,7 @@ import { Redis } from 'ioredis'
 import type { MqttClient } from 'mqtt'
 import { startNode, type ClusterNode } from '../helpers/cluster.js'
 import { startBusinessService } from '../helpers/http-server.js'
-import { collect, connectClient, endClient, pollUntil, waitFor } from '../helpers/mqtt.js'
+import { collect, connectClient, connectCollecting, endClient, pollUntil, waitFor } from '../helpers/mqtt.js'
 import { TestRedis } from '../helpers/redis.js'
 
 // The store's own encoding (aedes-persistence-redis keeps wills as msgpack-lite), to plant
@@ -78,8 +78,7 @@ acl: { file: ${join(dir, file)} }
     await root.publishAsync('user/alice/inbox', 'queued-for-alice', { qos: 1 })
     assert.equal(await refusedWith(b.url, 'bob', 'shared-1', false), 5)
     assert.equal(await refusedWith(b.url, 'bob', 'shared-1', true), 5)
-    const back = await connectClient(b.url, { username: 'alice', password: 'pw', clientId: 'shared-1', clean: false })
-    const received = collect(back)
+    const { client: back, received } = await connectCollecting(b.url, { username: 'alice', password: 'pw', clientId: 'shared-1', clean: false })
     await waitFor(() => received.some((m) => m.payload === 'queued-for-alice'), 'alice\'s queued message on the other node')
     await endClient(back)
   })
