@@ -116,6 +116,7 @@ interface Conn {
  */
 function connectRaw (port: number, clientId: string, keepalive: number, onFrame: FrameHandler, timeoutMs = 10000): Promise<Conn> {
   return new Promise((resolve, reject) => {
+    // eslint-disable-next-line prefer-const -- assigned after the socket exists; its onread callback reads it
     let reader: FrameReader | undefined
     // onread: reads go straight into one shared buffer and to the frame scanner (no stream
     // 'data' events); the scanner consumes it synchronously and copies only a partial frame.
@@ -205,7 +206,7 @@ class Subscriber {
         const seq = buf.readUInt32LE(p + 2)
         if (pub < this.last.length) {
           if (seq > this.last[pub]!) this.last[pub] = seq
-          this.count[pub]++
+          this.count[pub] = (this.count[pub] ?? 0) + 1
         }
         if (this.counted) this.engine.onDelivery(buf, p + 6)
       }

@@ -35,6 +35,10 @@ fi
 
 ensure_node_modules
 build
+# Lint: typescript-eslint, plus the layering rules (no import cycles, src/ never imports
+# plugins/, no source file over 400 lines); see eslint.config.js.
+# Whole-suite runs only (chosen files skip it: `npm run lint` runs it alone).
+if [ "$#" -eq 0 ]; then echo "lint: eslint" >&2; npx eslint .; fi
 
 # Only *.test.js files are tests (node 20's --test would also run helper modules in a directory).
 if [ "$#" -eq 0 ]; then set -- $(find dist/test -name '*.test.js' | sort); fi

@@ -38,18 +38,24 @@ class ClientIdTemplate {
   matches (clientId: string, info: ClientInfo): boolean {
     // Rendered to a pattern of literal segments separated by "any": a greedy-free scan,
     // no RegExp built from user-controlled values.
-    const segments: string[] = ['']
+    const segments: string[] = []
+    let current = ''
     for (const part of this.#parts) {
       if ('any' in part) {
-        segments.push('')
+        segments.push(current)
+        current = ''
         continue
       }
       let value: string | undefined
       if ('literal' in part) value = part.literal
       else value = part.variable === 'username' ? info.username : info.claims[part.variable.slice(7)]
-      if ('variable' in part && (value === undefined || value.length === 0)) return false
-      segments[segments.length - 1] += value
+      if (value === undefined || value.length === 0) {
+        if ('variable' in part) return false
+        continue
+      }
+      current += value
     }
+    segments.push(current)
     if (segments.length === 1) return clientId === segments[0]
     const first = segments[0]!
     const last = segments[segments.length - 1]!

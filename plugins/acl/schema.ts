@@ -28,7 +28,7 @@ export const aclConfigSchema = z.strictObject({
   clientIds: z.array(z.string().min(1)).default([]).superRefine((sources, ctx) => {
     try {
       // Compiling the templates is the validation.
-      new ClientIdBinding(sources)
+      void new ClientIdBinding(sources)
     } catch (err) {
       ctx.addIssue({ code: 'custom', message: (err as Error).message })
     }

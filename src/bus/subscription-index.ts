@@ -116,6 +116,7 @@ function filterShape (filter: string): FilterShape {
  * hold them meaningfully either).
  */
 // `T extends {}` rather than `unknown`: excludes only undefined and null (see above).
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- `{}` is meant: any value but undefined and null
 export class SubscriptionIndex<T extends {}> {
   readonly shardCount: number
   private readonly shards: Array<Map<string, T | ValueList<T>>>

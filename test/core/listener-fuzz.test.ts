@@ -274,7 +274,7 @@ describe('nothing from the network stops the process', () => {
       // Mostly a well-formed upgrade so that the interesting paths (upgrade handler, ws) are reached.
       if (int(3) > 0) lines.push('Host: x', 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Protocol: mqtt')
       for (let n = int(5); n > 0; n--) lines.push(header())
-      let text = lines.join(pick(['\r\n', '\r\n', '\n'])) + pick(['\r\n\r\n', '\r\n\r\n', '\r\n', ''])
+      const text = lines.join(pick(['\r\n', '\r\n', '\n'])) + pick(['\r\n\r\n', '\r\n\r\n', '\r\n', ''])
       const bytes = Buffer.from(text, 'latin1')
       // After the head: nothing, random bytes (frames), or a masked WebSocket frame of random content.
       const tail = int(3) === 0 ? Buffer.from(Array.from({ length: int(64) }, () => int(256))) : Buffer.alloc(0)

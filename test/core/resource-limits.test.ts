@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import type { MqttClient } from 'mqtt'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { collect, connectClient, endClient, subscribeRaw, waitFor } from '../helpers/mqtt.js'
 import { TestRedis } from '../helpers/redis.js'

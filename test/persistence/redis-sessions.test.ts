@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import type { MqttClient } from 'mqtt'
 import { startNode, type ClusterNode } from '../helpers/cluster.js'
-import { collect, connectClient, endClient, pollUntil, sleep, subscribeRaw, waitFor } from '../helpers/mqtt.js'
+import { collect, connectClient, endClient, pollUntil, sleep, waitFor } from '../helpers/mqtt.js'
 import { TestRedis } from '../helpers/redis.js'
 
 describe('session expiry and offline queue bound', () => {

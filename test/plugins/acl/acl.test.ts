@@ -28,7 +28,7 @@ describe('ACL plugin with real clients, a real business service and a real rules
   let gw: TestGateway
   let service: Awaited<ReturnType<typeof startBusinessService>>
   let aclFile: string
-  let paid = new Set<string>(['alice'])
+  const paid = new Set<string>(['alice'])
   let liveReply: ((body: Record<string, unknown>) => Reply) | undefined
   let root: MqttClient
   let rootReceived: ReturnType<typeof collect>

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { performance } from 'node:perf_hooks'
-import { after, before, describe, it } from 'node:test'
+import { before, describe, it } from 'node:test'
 import { authPlugin } from '../../../plugins/auth/plugin.js'
 import { hashPassword } from '../../../plugins/auth/password-hash.js'
 import { startTestGateway, type TestGateway } from '../../helpers/gateway.js'
