@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test'
 import { Aedes } from 'aedes'
 import mqtt, { type MqttClient } from 'mqtt'
 import { LocalBus } from '../../src/bus/local-bus.js'
+import { waitFor } from '../helpers/mqtt.js'
 
 interface Received { topic: string, payload: string, qos: number, retain: boolean }
 
@@ -18,14 +19,6 @@ function collect (client: MqttClient): Received[] {
     received.push({ topic, payload: payload.toString(), qos: packet.qos, retain: packet.retain })
   })
   return received
-}
-
-async function waitFor (predicate: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
 }
 
 describe('Aedes with LocalBus as mq, real MQTT.js clients', () => {

@@ -152,10 +152,14 @@ describe('MQTT 3.1.1 conformance: CONNECT, CONNACK, PINGREQ, DISCONNECT', () => 
     const clean = await Wire.connect(port, clientId, { clean: true })
     assert.equal(clean.connack.sessionPresent, false)
     await pub.publish('c326/t', 'after-clean', 1)
-    // Neither the queued message nor the old subscription survive: a PINGRESP fences the connection.
-    await sleep(100)
-    assert.equal(await clean.wire.ping(), true)
-    assert.deepEqual(clean.wire.payloads(), [])
+    // Neither the queued message nor the old subscription survive. Fence: a message from the
+    // same publisher after 'after-clean', on a subscription made now; the stored queue would
+    // have been sent while CONNECT was handled, before this SUBSCRIBE was read.
+    await clean.wire.subscribe([{ topic: 'c326-fence/t', qos: 1 }])
+    await pub.publish('c326/t', 'after-clean-2', 1)
+    await pub.publish('c326-fence/t', 'fence', 1)
+    await clean.wire.received('fence')
+    assert.deepEqual(clean.wire.payloads(), ['fence'])
     clean.wire.disconnect()
     await clean.wire.closed
     // The clean session ended with its connection: a CleanSession 0 connect finds nothing.

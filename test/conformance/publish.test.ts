@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { IPublishPacket } from 'mqtt-packet'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
-import { mqttString, rawPacket, sleep, Wire } from './wire.js'
+import { pollUntil } from '../helpers/mqtt.js'
+import { mqttString, rawPacket, Wire } from './wire.js'
 
 /**
  * MQTT 3.1.1 sections 1.5 (UTF-8), 2 (fixed header flags, Packet Identifiers), 3.3 (PUBLISH),
@@ -185,8 +186,8 @@ describe('MQTT 3.1.1 conformance: PUBLISH, QoS flows, Packet Identifiers, UTF-8'
     first.wire.destroy()
     await first.wire.closed
     const second = await Wire.connect(port, clientId, { clean: false })
+    // m9 ends the stored queue, which is re-sent in order: an acknowledged m0-m4 would come before it.
     await second.wire.received('m9')
-    await sleep(100)
     assert.deepEqual(second.wire.payloads(), ['m5', 'm6', 'm7', 'm8', 'm9'])
     pub.destroy()
     second.wire.destroy()
@@ -208,12 +209,10 @@ describe('MQTT 3.1.1 conformance: PUBLISH, QoS flows, Packet Identifiers, UTF-8'
       const chunk: Buffer[] = []
       for (let i = sent; i < sent + batch; i++) chunk.push(publishBytes(0x32, 'p2314/t', `w${i}`, (i % 65535) + 1))
       pub.sendRaw(Buffer.concat(chunk))
-      const deadline = Date.now() + 30000
-      while ((pub.counts.get('puback') ?? 0) < sent + batch && Date.now() < deadline) await sleep(10)
+      await pollUntil(async () => pub.counts.get('puback') ?? 0, (n) => n >= sent + batch, 30000, 10)
       assert.equal(pub.counts.get('puback'), sent + batch, 'PUBACKs of the batch')
     }
-    const deadline = Date.now() + 30000
-    while ((sub.counts.get('publish') ?? 0) < total && Date.now() < deadline) await sleep(10)
+    await pollUntil(async () => sub.counts.get('publish') ?? 0, (n) => n >= total, 30000, 10)
     assert.equal(sub.counts.get('publish'), total)
     const reused = sub.publishes().slice(1).filter((p) => p.messageId === held).map((p) => p.payload.toString())
     assert.deepEqual(reused, [], `identifier ${held} of the unacknowledged first message was given to another message`)
@@ -244,8 +243,9 @@ describe('MQTT 3.1.1 conformance: PUBLISH, QoS flows, Packet Identifiers, UTF-8'
     assert.deepEqual([again1.messageId, again1.dup, again1.qos], [q1.messageId, true, 1])
     assert.deepEqual([again2.messageId, again2.dup, again2.qos], [q2.messageId, true, 2])
     assert.equal(relAgain.messageId, released.messageId)
-    // [MQTT-4.3.3-1]: the PUBLISH whose PUBREL was sent is not sent again.
-    await sleep(100)
+    // [MQTT-4.3.3-1]: the PUBLISH whose PUBREL was sent is not sent again. Fence: a live
+    // message after the whole stored queue (the PUBREL is its last entry) was re-sent.
+    await fence(second.wire, 'p440/t')
     assert.deepEqual(second.wire.payloads().filter((p) => p === 'pubrec-sent'), [])
     second.wire.send({ cmd: 'pubcomp', messageId: released.messageId })
     pub.destroy()
@@ -393,10 +393,15 @@ describe('MQTT 3.1.1 conformance: PUBLISH, QoS flows, Packet Identifiers, UTF-8'
 
   it('[MQTT-3.3.5-2] a PUBLISH the client is not authorized to make ($SYS/ topics) is not delivered; the gateway closes the connection (one of the two permitted answers)', async () => {
     const sub = await subscriber('$SYS/forbidden/#', 0)
-    const pub = await connected('pub')
+    // Fence: the broker announces each disconnect on $SYS/<id>/disconnect/clients once it has
+    // handled the close, which here follows the refused PUBLISH (the forger's connection is
+    // closed by it, so no later message of its own can be the fence).
+    await sub.subscribe([{ topic: `$SYS/${gw.gateway.broker.id}/disconnect/clients`, qos: 0 }])
+    const pubId = id('forger')
+    const { wire: pub } = await Wire.connect(port, pubId)
     pub.sendRaw(publishBytes(0x32, '$SYS/forbidden/t', 'forged', 3))
     assert.equal(await pub.closesWithin(), true)
-    await sleep(100)
+    await sub.received(pubId)
     assert.deepEqual(sub.payloads().filter((p) => p === 'forged'), [])
     sub.destroy()
   })

@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test'
 import mqttPacket, { type Packet } from 'mqtt-packet'
 import WebSocket from 'ws'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { pollUntil } from '../helpers/mqtt.js'
 import { connectPacket, sleep } from './wire.js'
 
 /** MQTT 3.1.1 section 6 (MQTT over WebSocket), against the gateway's ws listener. */
@@ -25,11 +26,8 @@ describe('MQTT 3.1.1 conformance: WebSocket transport', () => {
   }
 
   async function waitFor (packets: Packet[], cmd: string, count = 1): Promise<void> {
-    const deadline = Date.now() + 5000
-    while (packets.filter((p) => p.cmd === cmd).length < count) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${count} ${cmd}`)
-      await sleep(5)
-    }
+    const seen = await pollUntil(async () => packets.filter((p) => p.cmd === cmd).length, (n) => n >= count, 5000, 5)
+    if (seen < count) throw new Error(`timed out waiting for ${count} ${cmd}`)
   }
 
   it('[MQTT-6.0.0-4] the gateway selects the "mqtt" subprotocol (and "mqttv3.1" for 3.1 clients)', async () => {

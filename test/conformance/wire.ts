@@ -1,6 +1,7 @@
 import { once } from 'node:events'
 import { connect as netConnect, type Socket } from 'node:net'
 import mqttPacket, { type Packet } from 'mqtt-packet'
+import { pollUntil } from '../helpers/mqtt.js'
 
 /**
  * The conformance suite's client: a raw TCP socket, packets built and parsed by mqtt-packet
@@ -73,12 +74,13 @@ export class Wire {
 
   /** The first packet (from `from` on) matching; rejects after `timeoutMs`. */
   async waitFor (predicate: (p: Packet) => boolean, what: string, timeoutMs = 5000, from = 0): Promise<Packet> {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
+    const find = async (): Promise<Packet | undefined> => {
       for (let i = from; i < this.packets.length; i++) if (predicate(this.packets[i]!)) return this.packets[i]!
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(Object.fromEntries(this.counts))}${this.#isClosed ? ' (closed)' : ''}`)
-      await sleep(5)
+      return undefined
     }
+    const found = await pollUntil(find, (p) => p !== undefined, timeoutMs, 5)
+    if (found === undefined) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(Object.fromEntries(this.counts))}${this.#isClosed ? ' (closed)' : ''}`)
+    return found
   }
 
   /** The next packet of a command after those already read by `next` calls. */

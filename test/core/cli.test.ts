@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { spawnGateway, start, run, type GatewayProcess } from '../helpers/process.js'
-import { sleep, waitFor } from '../helpers/mqtt.js'
+import { pollUntil, waitFor } from '../helpers/mqtt.js'
 
 describe('the gateway as a process (README run command, default config)', () => {
   let gw: GatewayProcess
@@ -10,8 +10,9 @@ describe('the gateway as a process (README run command, default config)', () => 
 
   it('mosquitto_sub / mosquitto_pub round trip over TCP', async () => {
     const sub = start('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(gw.ports.mqtt), '-t', 'cli/#', '-q', '1', '-C', '2', '-v', '-W', '10'])
-    await waitFor(() => gw.stdout().includes('"client connected"'), 'subscriber connected')
-    await sleep(200)
+    // Published only once mosquitto_sub's subscription is in place (QoS 0 is not queued for it).
+    const subscriptions = async (): Promise<number> => Number(/mqgw_subscriptions_current (\d+)/.exec(await (await fetch(`http://127.0.0.1:${gw.ports.admin}/metrics`)).text())?.[1] ?? 0)
+    assert.equal(await pollUntil(subscriptions, (n) => n >= 1, 5000), 1, 'subscriber subscribed')
     for (const qos of ['0', '1']) {
       const pub = await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(gw.ports.mqtt), '-t', `cli/q${qos}`, '-m', `hello ${qos}`, '-q', qos])
       assert.equal(pub.code, 0, pub.stderr)
@@ -37,12 +38,15 @@ describe('the gateway as a process (README run command, default config)', () => 
 
   it('SIGHUP does not kill the process; SIGTERM stops it gracefully with exit code 0', async () => {
     gw.child.kill('SIGHUP')
-    await sleep(200)
-    assert.equal(gw.child.exitCode, null)
+    // Marker: the handler's log line; the process answers after it.
+    await waitFor(() => gw.stdout().includes('"SIGHUP: reloading"'), 'the SIGHUP handler')
     const ready = await fetch(`http://127.0.0.1:${gw.ports.admin}/readyz`)
     assert.equal(ready.status, 200)
+    assert.equal(gw.child.exitCode, null)
+    const connectedLines = (): number => gw.stdout().split('"client connected"').length - 1
+    const connectedBefore = connectedLines()
     const sub = start('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(gw.ports.mqtt), '-t', 'bye', '-W', '10'])
-    await sleep(300)
+    await waitFor(() => connectedLines() > connectedBefore, 'mosquitto_sub connected')
     const started = Date.now()
     gw.child.kill('SIGTERM')
     assert.equal(await gw.exited, 0)

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test'
 import { HookChains } from '../../src/hooks/chain.js'
 import { ALLOW, PASS, deny, type AuthVerdict, type PublishVerdict, type Verdict } from '../../src/hooks/types.js'
 import { createLogger } from '../../src/log.js'
+import { waitFor } from '../helpers/mqtt.js'
 
 const log = createLogger('silent')
 const request = { client: null, info: undefined, packet: { cmd: 'publish', topic: 't', payload: Buffer.alloc(0), qos: 0, dup: false, retain: false } } as never
@@ -68,9 +69,11 @@ describe('HookChains', () => {
     chains.register('authorizePublish', 'late', () => new Promise<Verdict>((resolve) => { resolveLate = resolve }))
     let calls = 0
     chains.decide('authorizePublish', request, () => deny('timeout'), () => { calls++ })
-    await new Promise((resolve) => setTimeout(resolve, 50))
+    await waitFor(() => calls === 1, 'the timeout verdict')
     resolveLate(ALLOW)
-    await new Promise((resolve) => setTimeout(resolve, 10))
+    // The late answer reaches the chain through promise callbacks (microtasks): all of them
+    // have run before the next macrotask.
+    await new Promise((resolve) => setImmediate(resolve))
     assert.equal(calls, 1)
   })
 

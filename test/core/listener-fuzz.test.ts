@@ -11,7 +11,7 @@ import mqttPacket from 'mqtt-packet'
 import pp from 'proxy-protocol-js'
 import { WebSocket, createWebSocketStream } from 'ws'
 import { startTestGateway, testCertificate } from '../helpers/gateway.js'
-import { sleep, waitFor } from '../helpers/mqtt.js'
+import { pollUntil, sleep, waitFor } from '../helpers/mqtt.js'
 import { freePort, spawnGateway, type GatewayProcess } from '../helpers/process.js'
 import { seededInt } from '../helpers/seeded-random.js'
 import { connectClient, endClient } from '../helpers/mqtt.js'
@@ -187,12 +187,25 @@ describe('nothing from the network stops the process', () => {
 
   it('PROXY protocol: a connection reset before its header is complete closes only itself (mqtt and mqtts)', async () => {
     const partials = [Buffer.from('PROXY TCP4 203.0.1'), Buffer.from('PRO'), Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0x00, 0x0c, 1, 2])]
+    // Sockets the gateway holds on the two PROXY-protocol listeners (NaN once it does not answer).
+    const held = async (): Promise<number> => {
+      const text = await fetch(`http://127.0.0.1:${ports.admin}/metrics`).then((r) => r.text(), () => undefined)
+      if (text === undefined) return NaN
+      // A listener that never had a socket has no line yet: none held.
+      const of = (listener: string): number => Number(new RegExp(`mqgw_sockets_current\\{listener="${listener}"\\} (\\d+)`).exec(text)?.[1] ?? 0)
+      return of('mqtt') + of('mqtts')
+    }
+    const before = await held()
+    assert.ok(Number.isFinite(before), 'the gateway answers /metrics')
     for (const partial of partials) {
       await throwAt(await tcp(ports.mqtt), partial, 2)
       await throwAt(await tcp(ports.mqtts), partial, 2)
       // A reset with the header half-sent must not leave the process to die a moment later.
-      await sleep(50)
+      // Marker: the gateway has closed both sockets (an error of theirs comes before their
+      // close), and answers after that.
+      await pollUntil(held, (n) => n === before, 3000)
       assert.equal(gw.child.exitCode, null, `gateway exited: ${gw.stdout().slice(-2000)}`)
+      assert.equal(await held(), before, `the reset sockets are closed and the gateway answers: ${gw.stdout().slice(-2000)}`)
     }
     await servesEverywhere(gw, ports, 'after-proxy-reset')
   })

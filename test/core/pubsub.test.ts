@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { IClientOptions } from 'mqtt'
 import { startTestGateway, testCertificate, type TestGateway } from '../helpers/gateway.js'
-import { collect, connectClient, endClient, sleep, waitFor } from '../helpers/mqtt.js'
+import { collect, connectClient, endClient, waitFor } from '../helpers/mqtt.js'
 
 describe('publish/subscribe with real MQTT.js clients on every transport', () => {
   let gw: TestGateway
@@ -69,11 +69,16 @@ listeners:
     await waitFor(() => received.length === 1, 'retained message')
     assert.deepEqual(received[0], { topic: 'ret/a', payload: 'kept', qos: 1, retain: true })
     await pub.publishAsync('ret/a', '', { qos: 1, retain: true })
+    // Marker: a retained message stored after the clear. The memory store hands a new
+    // subscription its retained messages in the order they were first stored, one at a
+    // time, so a ret/a still stored would reach the late subscriber before the marker.
+    await pub.publishAsync('ret/z-marker', 'marker', { qos: 1, retain: true })
     const late = await connectClient(urls.mqtt!)
     const lateReceived = collect(late)
     await late.subscribeAsync('ret/#', { qos: 1 })
-    await sleep(200)
-    assert.equal(lateReceived.length, 0, 'retained message cleared')
+    await waitFor(() => lateReceived.some((m) => m.topic === 'ret/z-marker'), 'the retained marker')
+    assert.deepEqual(lateReceived.map((m) => m.topic), ['ret/z-marker'], 'retained message cleared')
+    await pub.publishAsync('ret/z-marker', '', { qos: 1, retain: true })
     await Promise.all([endClient(pub), endClient(sub), endClient(late)])
   })
 
@@ -84,9 +89,13 @@ listeners:
     const dying = await connectClient(urls.mqtt!, { clientId: 'dying', will: { topic: 'wills/dying', payload: Buffer.from('gone'), qos: 1, retain: false } })
     const polite = await connectClient(urls.mqtt!, { clientId: 'polite', will: { topic: 'wills/polite', payload: Buffer.from('gone'), qos: 1, retain: false } })
     await endClient(polite)
+    // The broker has handled polite's close (where a will would be published) before dying's
+    // connection is cut; dying's will then goes the same way to the watcher, so it is the
+    // marker: a will of polite would have arrived before it.
+    const brokerClients = (gw.gateway.broker as unknown as { clients: Record<string, unknown> }).clients
+    await waitFor(() => brokerClients.polite === undefined, 'the broker to handle polite\'s close')
     dying.stream.destroy()
-    await waitFor(() => received.length >= 1, 'will message')
-    await sleep(200)
+    await waitFor(() => received.some((m) => m.topic === 'wills/dying'), 'will message')
     assert.deepEqual(received.map((m) => m.topic), ['wills/dying'])
     await endClient(watcher)
   })
@@ -110,8 +119,13 @@ listeners:
     await pub.publishAsync('clean/x', 'lost', { qos: 1 })
     const cleanBack = await connectClient(urls.mqtt!, { clientId: 'clean-1', clean: true })
     const cleanReceived = collect(cleanBack)
-    await sleep(200)
-    assert.equal(cleanReceived.length, 0)
+    // Marker: a stored queue is sent while CONNECT is handled, before the broker reads the
+    // SUBSCRIBE that follows; the marker is published after that SUBACK by the same publisher.
+    await cleanBack.subscribeAsync('clean-marker/1', { qos: 1 })
+    await pub.publishAsync('clean/x', 'lost-live', { qos: 1 })
+    await pub.publishAsync('clean-marker/1', 'marker', { qos: 1 })
+    await waitFor(() => cleanReceived.some((m) => m.payload === 'marker'), 'the marker')
+    assert.deepEqual(cleanReceived.map((m) => m.payload), ['marker'], 'neither the queue nor the subscription of the clean session survived')
     await Promise.all([endClient(cleanBack), endClient(pub)])
   })
 
@@ -119,13 +133,15 @@ listeners:
     const sub = await connectClient(urls.mqtt!)
     const pub = await connectClient(urls.mqtt!)
     const received = collect(sub)
-    await sub.subscribeAsync('u/t', { qos: 1 })
+    await sub.subscribeAsync(['u/t', 'u-marker/t'], { qos: 1 })
     await pub.publishAsync('u/t', 'one', { qos: 1 })
     await waitFor(() => received.length === 1, 'first message')
     await sub.unsubscribeAsync('u/t')
     await pub.publishAsync('u/t', 'two', { qos: 1 })
-    await sleep(200)
-    assert.deepEqual(received.map((m) => m.payload), ['one'])
+    // Marker: same publisher, same QoS, to a subscription the client keeps, published after 'two'.
+    await pub.publishAsync('u-marker/t', 'marker', { qos: 1 })
+    await waitFor(() => received.some((m) => m.payload === 'marker'), 'the marker')
+    assert.deepEqual(received.map((m) => m.payload), ['one', 'marker'])
     await Promise.all([endClient(sub), endClient(pub)])
   })
 

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Kafka, logLevel, type LogEntry } from 'kafkajs'
+import { pollUntil } from './mqtt.js'
 
 /** scripts/kafka/kafka.sh, found upwards from this file (test/helpers/ in the sources, dist/test/helpers/ once built). */
 function findScript (): string {
@@ -157,13 +158,11 @@ export async function createTopics (brokers: string[], names: string[], partitio
       timeout: 15000
     })
     // createTopics' waitForLeaders reads the metadata once; make sure every partition is led.
-    const deadline = Date.now() + 15000
-    for (;;) {
+    const led = await pollUntil(async () => {
       const { topics } = await admin.fetchTopicMetadata({ topics: names })
-      if (topics.every((t) => t.partitions.length >= partitions && t.partitions.every((p) => p.leader >= 0))) return
-      if (Date.now() > deadline) throw new Error(`topics ${names.join(', ')} have no leaders after 15 s`)
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
+      return topics.every((t) => t.partitions.length >= partitions && t.partitions.every((p) => p.leader >= 0))
+    }, (ok) => ok, 15000, 100)
+    if (!led) throw new Error(`topics ${names.join(', ')} have no leaders after 15 s`)
   } finally {
     await admin.disconnect()
   }

@@ -36,11 +36,8 @@ export function collect (client: MqttClient): Received[] {
 
 /** Resolves once `predicate` holds, polling; rejects after `timeoutMs` with `what` in the message. */
 export async function waitFor (predicate: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(10)
-  }
+  const held = await pollUntil(async () => predicate(), (ok) => ok, timeoutMs, 10)
+  if (!held) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
 }
 
 /**

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
+import { pollUntil } from './mqtt.js'
 
 export const CLI = join(process.cwd(), 'dist/app/cli.js')
 
@@ -37,16 +38,13 @@ export async function spawnGateway (args: string[], env: Record<string, string> 
   child.stdout!.on('data', (c: Buffer) => { out += c.toString() })
   child.stderr!.on('data', (c: Buffer) => { err += c.toString() })
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  const deadline = Date.now() + startTimeoutMs
-  for (;;) {
+  const ready = await pollUntil(async () => {
     if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}: ${err}${out}`)
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL')
-      throw new Error(`gateway did not become ready within ${startTimeoutMs / 1000} s: ${err}${out}`)
-    }
-    const ready = await fetch(`http://127.0.0.1:${ports.admin}/${waitFor}`).then((r) => r.status === 200, () => false)
-    if (ready) break
-    await new Promise((resolve) => setTimeout(resolve, 25))
+    return await fetch(`http://127.0.0.1:${ports.admin}/${waitFor}`).then((r) => r.status === 200, () => false)
+  }, (up) => up, startTimeoutMs, 25)
+  if (!ready) {
+    child.kill('SIGKILL')
+    throw new Error(`gateway did not become ready within ${startTimeoutMs / 1000} s: ${err}${out}`)
   }
   return { child, stdout: () => out, stderr: () => err, exited, ports }
 }

@@ -1,6 +1,7 @@
 import { once } from 'node:events'
 import { connect as netConnect, type Socket } from 'node:net'
 import mqttPacket, { type Packet } from 'mqtt-packet'
+import { pollUntil } from './mqtt.js'
 
 /**
  * A hand-driven MQTT client over a raw socket: it never acknowledges anything on its
@@ -62,22 +63,27 @@ export class RawClient {
         }
       }
     }
-    const deadline = Date.now() + timeoutMs
-    while (this.publishes().length < count && Date.now() < deadline) {
-      ackNew()
-      await new Promise((resolve) => setTimeout(resolve, 5))
-    }
+    await pollUntil(async () => { ackNew(); return this.publishes().length }, (n) => n >= count, timeoutMs, 5)
     ackNew()
   }
 
   async waitFor (predicate: (p: Packet) => boolean, what: string, timeoutMs = 5000): Promise<Packet> {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const found = this.packets.find(predicate)
-      if (found) return found
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-      await new Promise((resolve) => setTimeout(resolve, 5))
-    }
+    const found = await pollUntil(async () => this.packets.find(predicate), (p) => p !== undefined, timeoutMs, 5)
+    if (found === undefined) throw new Error(`timed out waiting for ${what}`)
+    return found
+  }
+
+  /**
+   * A PINGREQ/PINGRESP round trip. The broker writes its PINGRESP to this socket after
+   * every packet it had already decided to send here, so once it arrives, such a packet
+   * has arrived too: a marker for "nothing more was sent" where no message can be one
+   * (a full in-flight window holds every later message back).
+   */
+  async ping (timeoutMs = 5000): Promise<void> {
+    const before = this.packets.filter((p) => p.cmd === 'pingresp').length
+    this.send({ cmd: 'pingreq' })
+    const answered = await pollUntil(async () => this.packets.filter((p) => p.cmd === 'pingresp').length, (n) => n > before, timeoutMs, 5)
+    if (answered <= before) throw new Error('timed out waiting for PINGRESP')
   }
 
   destroy (): void {

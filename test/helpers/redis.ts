@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Cluster, Redis } from 'ioredis'
+import { pollUntil } from './mqtt.js'
 import { freePort } from './process.js'
 
 /**
@@ -30,13 +31,8 @@ export class TestRedis {
     { stdio: 'ignore' })
     this.#child = child
     const spawnError = new Promise<never>((_resolve, reject) => child.once('error', (err) => reject(new Error(`redis-server could not start: ${err.message} (npm test installs it)`))))
-    const deadline = Date.now() + 10000
-    for (;;) {
-      if (Date.now() > deadline) throw new Error('redis-server did not answer PING within 10 s')
-      const ok = await Promise.race([spawnError, this.#ping()])
-      if (ok) return
-      await new Promise((resolve) => setTimeout(resolve, 50))
-    }
+    const answered = await pollUntil(() => Promise.race([spawnError, this.#ping()]), (ok) => ok, 10000, 50)
+    if (!answered) throw new Error('redis-server did not answer PING within 10 s')
   }
 
   async #ping (): Promise<boolean> {
@@ -89,16 +85,14 @@ export class TestRedisCluster {
     await Promise.all(this.nodes.map((n) => n.start()))
     const created = spawnSync('redis-cli', ['--cluster', 'create', ...this.nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8', timeout: 30000 })
     if (created.status !== 0) throw new Error(`redis-cli --cluster create failed: ${created.error?.message ?? created.stdout + created.stderr}`)
-    const deadline = Date.now() + 15000
-    for (;;) {
+    const allOk = await pollUntil(async () => {
       const states = await Promise.all(this.nodes.map(async (n) => {
         const c = n.client()
         try { return /cluster_state:ok/.test(await c.cluster('INFO') as string) } finally { c.disconnect() }
       }))
-      if (states.every(Boolean)) return
-      if (Date.now() > deadline) throw new Error('Redis Cluster did not reach cluster_state:ok within 15 s')
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
+      return states.every(Boolean)
+    }, (ok) => ok, 15000, 100)
+    if (!allOk) throw new Error('Redis Cluster did not reach cluster_state:ok within 15 s')
   }
 
   /** A cluster-aware client for assertions. */

@@ -24,25 +24,44 @@ async function produce (producer: Producer, topic: string, first: number, count:
   }
 }
 
-/** Consumes with group `groupId` until `count` records arrived (bounded), then disconnects (committing offsets). */
-async function consume (consumer: Consumer, topic: string, count: number, timeoutMs = 30000): Promise<Got[]> {
+/**
+ * Writes one end marker (header `marker: <round>`) into each of the topic's `partitions`,
+ * after the records of that round: a consumer that got a partition's marker has got every
+ * record written to that partition before it (Kafka delivers a partition in offset order).
+ */
+async function produceMarkers (producer: Producer, topic: string, round: string, partitions: number): Promise<void> {
+  const messages = Array.from({ length: partitions }, (_, partition) => ({ partition, key: 'marker', value: `marker-${round}-${partition}`, headers: { marker: round } }))
+  const meta = await producer.send({ topic, acks: -1, messages })
+  assert.ok(meta.every((m) => m.errorCode === 0), `produce errors: ${JSON.stringify(meta)}`)
+}
+
+/**
+ * Consumes with group `groupId` until the end marker of `round` arrived from each of the
+ * topic's `partitions` (bounded), then disconnects (committing offsets); returns the records
+ * that are not markers. A duplicate or a stranger written before a marker has arrived by then.
+ */
+async function consume (consumer: Consumer, topic: string, round: string, partitions: number, timeoutMs = 30000): Promise<Got[]> {
   const got: Got[] = []
+  const markersSeen = new Set<number>()
   await consumer.subscribe({ topics: [topic], fromBeginning: true })
   await consumer.run({
     eachMessage: async ({ partition, message }) => {
+      const headers = headerText(message.headers)
+      if (headers.marker !== undefined) {
+        if (headers.marker === round) markersSeen.add(partition)
+        return
+      }
       got.push({
         partition,
         offset: BigInt(message.offset),
         key: message.key?.toString() ?? '',
         value: message.value?.toString() ?? '',
-        headers: headerText(message.headers)
+        headers
       })
     }
   })
   try {
-    await waitFor(() => got.length >= count, `${count} records from ${topic}`, timeoutMs)
-    // Anything beyond `count` would be a duplicate or a stranger: give it a moment to show up.
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    await waitFor(() => markersSeen.size === partitions, `the end markers of round ${round} from ${topic}`, timeoutMs)
   } finally {
     await consumer.disconnect()
   }
@@ -96,7 +115,8 @@ describe('real Apache Kafka (scripts/kafka/kafka.sh): produce and consume, stop 
     await producer.connect()
     try {
       await produce(producer, topic, 0, 100)
-      assertRecords(await consume(client.consumer({ groupId, ...TEST_CONSUMER }), topic, 100), 0, 100)
+      await produceMarkers(producer, topic, 'first', 3)
+      assertRecords(await consume(client.consumer({ groupId, ...TEST_CONSUMER }), topic, 'first', 3), 0, 100)
 
       const before = kafka.brokers
       await kafka.restart()
@@ -105,10 +125,12 @@ describe('real Apache Kafka (scripts/kafka/kafka.sh): produce and consume, stop 
       // The producer connected before the restart reconnects by itself; the group's committed
       // offsets survived, so the same group gets only the new records.
       await produce(producer, topic, 100, 100)
-      assertRecords(await consume(client.consumer({ groupId, ...TEST_CONSUMER }), topic, 100), 100, 100)
+      await produceMarkers(producer, topic, 'second', 3)
+      assertRecords(await consume(client.consumer({ groupId, ...TEST_CONSUMER }), topic, 'second', 3), 100, 100)
 
       // A new group reads the whole topic: nothing written before the restart was lost.
-      assertRecords(await consume(client.consumer({ groupId: 'smoke-group-2', ...TEST_CONSUMER }), topic, 200), 0, 200)
+      await produceMarkers(producer, topic, 'whole', 3)
+      assertRecords(await consume(client.consumer({ groupId: 'smoke-group-2', ...TEST_CONSUMER }), topic, 'whole', 3), 0, 200)
     } finally {
       await producer.disconnect()
     }

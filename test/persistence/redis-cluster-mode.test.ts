@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { startNode, type ClusterNode } from '../helpers/cluster.js'
-import { collect, connectClient, endClient, pollUntil, sleep, waitFor } from '../helpers/mqtt.js'
+import { collect, connectClient, endClient, pollUntil, waitFor } from '../helpers/mqtt.js'
 import { TestRedisCluster } from '../helpers/redis.js'
 
 /**
@@ -40,9 +40,11 @@ describe('Redis Cluster mode (real three-master Redis Cluster, two gateway proce
       await pub.publishAsync(`cl/${k}/retained`, `kept-${k}`, { qos: 1, retain: true })
       expected.push(`across-${k}`, `kept-${k}`)
     }
-    await waitFor(() => received.length >= expected.length, 'every message across nodes').catch(() => {})
-    await sleep(200)
-    assert.deepEqual(received.map((m) => m.payload).sort(), expected.sort(), `received: ${received.map((m) => m.payload).join(' ')}`)
+    // Marker: the same publisher and QoS, after the pairs; B's bus connection hands Redis one
+    // node's messages in order, so a late or second copy of a pair would arrive before it.
+    await pub.publishAsync('cl/marker', 'marker', { qos: 1 })
+    await waitFor(() => received.some((m) => m.payload === 'marker'), 'every message across nodes').catch(() => {})
+    assert.deepEqual(received.map((m) => m.payload).filter((p) => p !== 'marker').sort(), expected.sort(), `received: ${received.map((m) => m.payload).join(' ')}`)
 
     await Promise.all([endClient(sub), endClient(pub)])
   })
@@ -57,9 +59,12 @@ describe('Redis Cluster mode (real three-master Redis Cluster, two gateway proce
     const back = await connectClient(b.url, { clientId, clean: false })
     const queued = collect(back)
     await waitFor(() => new Set(queued.map((m) => m.payload)).size >= 5, 'the queued messages on the other node')
-    await sleep(300)
+    // Marker: the same publisher, QoS and topic, once the client is back: a late bus copy of
+    // a queued message left B's bus connection before it, so it would arrive first.
+    await pub.publishAsync(`${clientId}/t`, 'marker', { qos: 1 })
+    await waitFor(() => queued.some((m) => m.payload === 'marker'), 'the marker')
     await Promise.all([endClient(back), endClient(pub)])
-    return queued.map((m) => m.payload)
+    return queued.map((m) => m.payload).filter((p) => p !== 'marker')
   }
 
   it('a persistent session queues while offline and gets every queued message on the other node', async () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { MqttClient } from 'mqtt'
 import { startNode, type ClusterNode } from '../helpers/cluster.js'
-import { collect, connectClient, endClient, sleep, subscribeRaw, waitFor } from '../helpers/mqtt.js'
+import { collect, connectClient, endClient, pollUntil, sleep, subscribeRaw, waitFor } from '../helpers/mqtt.js'
 import { TestRedis } from '../helpers/redis.js'
 
 /** Publishes `count` QoS 1 messages with a window of `inflight`; resolves with the payloads that were acknowledged. */
@@ -145,8 +145,8 @@ describe('Redis sessions and a multi-node cluster (real redis-server, gateway pr
     await endClient(pub2)
     const back = await connectClient(b.url, { clientId: 'restart-sub', clean: false })
     const received = collect(back)
-    await waitFor(() => received.length >= 3 + afterCount, `${3 + afterCount} queued messages`, 10000)
-    await sleep(200)
+    // after-299 ends the queue: a copy of anything queued before it would come first.
+    await waitFor(() => received.some((m) => m.payload === `after-${afterCount - 1}`), `${3 + afterCount} queued messages`, 10000)
     const expected = ['before-0', 'before-1', 'before-2', ...Array.from({ length: afterCount }, (_, i) => `after-${i}`)]
     assert.deepEqual(received.map((m) => m.payload), expected)
     await endClient(back)
@@ -162,8 +162,7 @@ describe('Redis sessions and a multi-node cluster (real redis-server, gateway pr
 
     await redis.stop()
     const readyDown = async (url: string): Promise<boolean> => (await fetch(`${url}/readyz`)).status === 503
-    let down = false
-    for (let i = 0; i < 100 && !down; i++) { down = await readyDown(a.admin) && await readyDown(b.admin); if (!down) await sleep(50) }
+    const down = await pollUntil(async () => await readyDown(a.admin) && await readyDown(b.admin), (d) => d, 5000, 50)
     assert.equal(down, true, '/readyz is 503 on both nodes')
     const body = await (await fetch(`${a.admin}/readyz`)).json() as { checks: Record<string, { reason?: string }> }
     assert.match(String(body.checks.redis?.reason), /Redis not connected/)
@@ -175,8 +174,7 @@ describe('Redis sessions and a multi-node cluster (real redis-server, gateway pr
     for (const p of during) acked.add(p)
 
     await redis.start()
-    let up = false
-    for (let i = 0; i < 200 && !up; i++) { up = !(await readyDown(a.admin)) && !(await readyDown(b.admin)); if (!up) await sleep(50) }
+    const up = await pollUntil(async () => !(await readyDown(a.admin)) && !(await readyDown(b.admin)), (u) => u, 10000, 50)
     assert.equal(up, true, '/readyz back to 200 without a restart')
     const pubAgain = pub.connected ? pub : await connectClient(b.url, { clientId: 'outage-pub' })
     for (let i = 0; i < 20; i++) { await pubAgain.publishAsync('outage/t', `post-${i}`, { qos: 1 }); acked.add(`post-${i}`) }

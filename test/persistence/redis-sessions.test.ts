@@ -25,8 +25,8 @@ describe('session expiry and offline queue bound', () => {
     await endClient(pub)
     const back = await connectClient(node.url, { clientId: 'bounded', clean: false })
     const received = collect(back)
-    await waitFor(() => received.length >= 5, 'five queued messages')
-    await sleep(200)
+    // q11, the newest, is the end of the queue: any older message kept would come before it.
+    await waitFor(() => received.some((m) => m.payload === 'q11'), 'the newest queued message')
     assert.deepEqual(received.map((m) => m.payload), ['q7', 'q8', 'q9', 'q10', 'q11'])
     const metrics = await (await fetch(`${node.admin}/metrics`)).text()
     assert.match(metrics, /mqgw_offline_queue_dropped_total 7/)
@@ -48,8 +48,13 @@ describe('session expiry and offline queue bound', () => {
     await pub.publishAsync('exp/t', 'after-expiry', { qos: 1 })
     const back = await connectClient(node.url, { clientId: 'expiring', clean: false })
     const received = collect(back)
-    await sleep(300)
-    assert.deepEqual(received, [], 'no subscription, no queue')
+    // Marker: a stored queue is sent while CONNECT is handled, before the broker reads the
+    // SUBSCRIBE that follows; the marker is published after that SUBACK by the same publisher.
+    await back.subscribeAsync('exp-marker/t', { qos: 1 })
+    await pub.publishAsync('exp/t', 'live-after-expiry', { qos: 1 })
+    await pub.publishAsync('exp-marker/t', 'marker', { qos: 1 })
+    await waitFor(() => received.some((m) => m.payload === 'marker'), 'the marker')
+    assert.deepEqual(received.map((m) => m.payload), ['marker'], 'no subscription, no queue')
     const metrics = await (await fetch(`${node.admin}/metrics`)).text()
     assert.match(metrics, /mqgw_sessions_expired_total [1-9]/)
     await Promise.all([endClient(back), endClient(pub)])
@@ -130,13 +135,15 @@ describe('flow control with Redis sessions', () => {
       const back = await RawClient.connect(port, 'stored-redis', { clean: false })
       const payloads = (): string[] => back.publishes().map((p) => p.payload.toString())
       await waitFor(() => back.publishes().length >= 5, 'first 5 stored messages')
-      await sleep(300)
+      // The full window holds every later message back, so none can be a marker; the PINGRESP
+      // is written to this socket after anything the broker had sent it before.
+      await back.ping()
       assert.deepEqual(payloads(), ['0', '1', '2', '3', '4'])
       await back.ackUntil(30, 10000)
       assert.deepEqual(payloads(), Array.from({ length: 30 }, (_, i) => String(i)))
-      await sleep(300)
       const db = redis.client()
-      assert.equal(await db.llen('outgoing:stored-redis'), 0, 'acknowledged messages leave Redis')
+      // The last PUBACKs are removed from Redis a moment after they arrive.
+      assert.equal(await pollUntil(() => db.llen('outgoing:stored-redis'), (n) => n === 0, 5000), 0, 'acknowledged messages leave Redis')
       db.disconnect()
       back.destroy()
       await endClient(pub)
@@ -154,14 +161,15 @@ describe('gateway without Redis at start', () => {
     redis.port = await freePort()
     const node = await startNode(redis, 'gw-early', { waitFor: 'healthz' })
     try {
-      await sleep(1500)
-      assert.equal(node.child.exitCode, null, 'still running with Redis unreachable')
+      // Marker: the bus connection's error (what killed the process without an mq.state
+      // listener) has been emitted and handled once it is logged; the process answers after it.
+      await waitFor(() => node.stdout().includes('"redis":"bus"'), 'the bus connection error, handled and logged', 10000)
       const res = await fetch(`${node.admin}/readyz`)
       assert.equal(res.status, 503)
+      assert.equal(node.child.exitCode, null, 'still running with Redis unreachable')
       await redis.start()
-      let ready = false
-      for (let i = 0; i < 200 && !ready; i++) { ready = (await fetch(`${node.admin}/readyz`)).status === 200; if (!ready) await sleep(50) }
-      assert.equal(ready, true)
+      const readyz = await pollUntil(async () => (await fetch(`${node.admin}/readyz`)).status, (s) => s === 200, 10000, 50)
+      assert.equal(readyz, 200)
       const c = await connectClient(node.url, { clientId: 'early', clean: false })
       const received = collect(c)
       await c.subscribeAsync('early/t', { qos: 1 })

@@ -8,7 +8,7 @@ import { aclPlugin } from '../../../plugins/acl/plugin.js'
 import { authPlugin } from '../../../plugins/auth/plugin.js'
 import { startTestGateway, type TestGateway } from '../../helpers/gateway.js'
 import { startBusinessService, type Reply } from '../../helpers/http-server.js'
-import { collect, connectClient, endClient, sleep, subscribeRaw, waitFor } from '../../helpers/mqtt.js'
+import { closesWithin, collect, connectClient, endClient, subscribeRaw, waitFor } from '../../helpers/mqtt.js'
 
 const RULES = `
 rules:
@@ -79,10 +79,10 @@ acl:
     })
     assert.deepEqual(granted, [1, 1, 0, 128, 128, 128, 128])
     const received = collect(alice)
-    await root.publishAsync('user/alice/inbox', 'hi alice', { qos: 1 })
     await root.publishAsync('user/bob/inbox', 'hi bob', { qos: 1 })
-    await waitFor(() => received.length >= 1, 'alice inbox')
-    await sleep(100)
+    // Marker: the same publisher, same QoS, after bob's message, to alice's own inbox.
+    await root.publishAsync('user/alice/inbox', 'hi alice', { qos: 1 })
+    await waitFor(() => received.some((m) => m.topic === 'user/alice/inbox'), 'alice inbox')
     assert.deepEqual(received.map((m) => m.topic), ['user/alice/inbox'])
     await endClient(alice)
   })
@@ -92,8 +92,11 @@ acl:
     await dev.publishAsync('device/dev-7/telemetry', 'ok', { qos: 1 })
     await dev.publishAsync('device/dev-8/telemetry', 'spoof-1', { qos: 1 })
     dev.publish('device/dev-8/telemetry', 'spoof-0', { qos: 0 })
-    await waitFor(() => rootReceived.some((m) => m.payload === 'ok'), 'allowed telemetry')
-    await sleep(150)
+    // Markers: allowed messages from the same connection after the denied ones, one per QoS
+    // (the gateway keeps one client's publishes in order; QoS 0 and 1 reach root by different paths).
+    dev.publish('device/dev-7/telemetry', 'marker-0', { qos: 0 })
+    await dev.publishAsync('device/dev-7/telemetry', 'marker-1', { qos: 1 })
+    await waitFor(() => ['ok', 'marker-0', 'marker-1'].every((p) => rootReceived.some((m) => m.payload === p)), 'allowed telemetry and markers')
     assert.ok(!rootReceived.some((m) => m.payload.startsWith('spoof')))
     assert.equal(dev.connected, true)
     const denied = gw.logs.find('ACL denied').filter((l) => l.clientId === 'dev-7')
@@ -120,14 +123,26 @@ acl:
     }
     for (const clientId of ['+', 'a/b']) {
       const evil = await connect('alice', clientId)
+      const closed = new Promise<void>((resolve) => evil.once('close', () => resolve()))
       await evil.publishAsync('device/x/telemetry', `inject-${clientId}`, { qos: 1 })
-      // device/+/telemetry is not even a valid PUBLISH topic (the broker closes); device/a/b/telemetry is denied.
+      // Marker: an allowed publish (open/#) from the same connection, after the denied one.
+      const marker = `marker-${clientId}`
+      await evil.publishAsync('open/injection-marker', marker, { qos: 1 })
+      await waitFor(() => rootReceived.some((m) => m.payload === marker), `the marker of ${clientId}`)
+      // device/+/telemetry is not even a valid PUBLISH topic: the broker closes the connection
+      // on it, before authorization or routing. device/a/b/telemetry is denied (and acknowledged).
       evil.publish(`device/${clientId}/telemetry`, `inject2-${clientId}`, { qos: 1 })
-      await sleep(100)
+      if (clientId === '+') {
+        assert.equal(await closesWithin(closed, 5000), true, 'an invalid topic closes the connection')
+      } else {
+        await evil.publishAsync('open/injection-marker', `${marker}-2`, { qos: 1 })
+        await waitFor(() => rootReceived.some((m) => m.payload === `${marker}-2`), `the second marker of ${clientId}`)
+      }
       await endClient(evil, true)
     }
-    await sleep(150)
-    assert.ok(!rootReceived.some((m) => m.payload.startsWith('inject')))
+    // inject2-+ has no marker of its own connection (it is closed by that very packet); the
+    // a/b client's markers, published after the close, went to root the same way.
+    assert.deepEqual(rootReceived.filter((m) => m.payload.startsWith('inject')).map((m) => m.payload), [])
   })
 
   it('eq rule matches the literal filter only', async () => {
@@ -164,8 +179,9 @@ acl:
     // publishing is its own question
     await alice.publishAsync('live/1/chat', 'paid message', { qos: 1 })
     await bob.publishAsync('live/1/chat', 'unpaid message', { qos: 1 })
-    await waitFor(() => rootReceived.some((m) => m.payload === 'paid message'), 'paid message')
-    await sleep(100)
+    // Marker: an allowed publish (open/#, no callback) from bob's connection after the refused one.
+    await bob.publishAsync('open/live-marker', 'bob marker', { qos: 1 })
+    await waitFor(() => ['paid message', 'bob marker'].every((p) => rootReceived.some((m) => m.payload === p)), 'paid message and bob\'s marker')
     assert.ok(!rootReceived.some((m) => m.payload === 'unpaid message'))
     assert.equal(aclCalls().length, 4)
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
@@ -201,7 +217,9 @@ acl: { file: ${aclFile}, denyAction: disconnect, callbacks: { live: { url: ${ser
     try {
       const c = await connectClient(other.mqttUrl, { username: 'alice', password: 'pw' })
       c.publish('forbidden/q0', 'x', { qos: 0 })
-      await sleep(150)
+      // Marker: a PUBACK for an allowed QoS 1 publish sent after it. The gateway decides one
+      // client's publishes in order, so a disconnect for the QoS 0 one would come first.
+      await c.publishAsync('open/after-q0', 'marker', { qos: 1 })
       assert.equal(c.connected, true)
       const closed = new Promise<void>((resolve) => c.once('close', () => resolve()))
       c.publish('forbidden/q1', 'x', { qos: 1 })
@@ -215,7 +233,7 @@ acl: { file: ${aclFile}, denyAction: disconnect, callbacks: { live: { url: ${ser
   it('hot reload: a valid file applies at once, also to existing connections at forward time', async () => {
     const alice = await connect('alice', 'alice-reload')
     const received = collect(alice)
-    assert.deepEqual(await subscribeRaw(alice, { 'open/news': { qos: 1 } }), [1])
+    assert.deepEqual(await subscribeRaw(alice, { 'open/news': { qos: 1 }, 'user/alice/inbox': { qos: 1 } }), [1, 1])
     await root.publishAsync('open/news', 'before', { qos: 1 })
     await waitFor(() => received.length === 1, 'message before reload')
     // Replace the file the way editors do (write + rename): open/# is no longer subscribable.
@@ -224,8 +242,10 @@ acl: { file: ${aclFile}, denyAction: disconnect, callbacks: { live: { url: ${ser
     renameSync(tmp, aclFile)
     await waitFor(() => gw.logs.lines.some((l) => l.msg === 'ACL rules reloaded' && l.why === 'file changed'), 'reload log')
     await root.publishAsync('open/news', 'after', { qos: 1 })
-    await sleep(200)
-    assert.deepEqual(received.map((m) => m.payload), ['before'])
+    // Marker: the same publisher, same QoS, to a subscription the new rules still allow.
+    await root.publishAsync('user/alice/inbox', 'reload-marker', { qos: 1 })
+    await waitFor(() => received.some((m) => m.payload === 'reload-marker'), 'the marker')
+    assert.deepEqual(received.map((m) => m.payload), ['before', 'reload-marker'])
     assert.equal(alice.connected, true, 'existing connections are kept')
     writeFileSync(aclFile, RULES)
     await waitFor(() => gw.logs.lines.filter((l) => l.msg === 'ACL rules reloaded').length >= 2, 'second reload')
@@ -261,9 +281,9 @@ acl: { file: ${aclFile}, denyAction: disconnect, callbacks: { live: { url: ${ser
     const received = collect(back)
     await waitFor(() => received.length >= 1, 'queued allowed message')
     await root.publishAsync('user/bob/inbox', 'live-denied', { qos: 1 })
+    // Marker: the same publisher, same QoS, after the denied message.
     await root.publishAsync('open/feed', 'live-allowed', { qos: 1 })
-    await waitFor(() => received.length >= 2, 'live allowed message')
-    await sleep(150)
+    await waitFor(() => received.some((m) => m.payload === 'live-allowed'), 'live allowed message')
     assert.deepEqual(received.map((m) => m.payload), ['queued-allowed', 'live-allowed'])
     await endClient(back)
 
@@ -273,9 +293,13 @@ acl: { file: ${aclFile}, denyAction: disconnect, callbacks: { live: { url: ${ser
     await root.publishAsync('open/feed', 'after-change', { qos: 1 })
     const again = await connectClient(gw.mqttUrl, { username: 'alice', password: 'pw', clientId: 'alice-persistent', clean: false })
     const receivedAgain = collect(again)
+    // Marker: a stored queue is sent while CONNECT is handled, before the broker reads this
+    // SUBSCRIBE; the marker is then published by the same publisher after 'after-change-live'.
+    assert.deepEqual(await subscribeRaw(again, { 'user/alice/inbox': { qos: 1 } }), [1])
     await root.publishAsync('open/feed', 'after-change-live', { qos: 1 })
-    await sleep(300)
-    assert.deepEqual(receivedAgain, [])
+    await root.publishAsync('user/alice/inbox', 'change-marker', { qos: 1 })
+    await waitFor(() => receivedAgain.some((m) => m.payload === 'change-marker'), 'the marker')
+    assert.deepEqual(receivedAgain.map((m) => m.payload), ['change-marker'])
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
     assert.match(metrics, /mqgw_acl_denials_total\{action="forward"\} [1-9]/)
     await endClient(again)
@@ -292,8 +316,11 @@ acl: { file: ${aclFile}, denyAction: disconnect, callbacks: { live: { url: ${ser
     assert.deepEqual(await subscribeRaw(alice, { 'open/#': { qos: 1 } }), [1])
     await waitFor(() => received.length >= 1, 'retained public message')
     await root.publishAsync('open/secret', 'live-secret', { qos: 1 })
-    await sleep(200)
-    assert.deepEqual(received.map((m) => m.payload), ['retained-public'])
+    // Marker: the same publisher, same QoS, after the live secret. (A leaked retained secret
+    // would have come before retained-public: the store sends them in the order first stored.)
+    await root.publishAsync('open/public', 'live-marker', { qos: 1 })
+    await waitFor(() => received.some((m) => m.payload === 'live-marker'), 'the marker')
+    assert.deepEqual(received.map((m) => m.payload), ['retained-public', 'live-marker'])
     await root.publishAsync('open/secret', '', { qos: 1, retain: true })
     await root.publishAsync('open/public', '', { qos: 1, retain: true })
     await endClient(alice)

@@ -23,14 +23,17 @@ describe('flow plugin: per-client in-flight window and bounded queue (real clien
       const sub = await RawClient.connect(gw.gateway.ports.mqtt!, 'never-acks')
       await sub.subscribe('w/t', 1)
       const pub = await connectClient(gw.mqttUrl)
+      // All 50 are routed when publishMany returns (the gateway routes a QoS 1 PUBLISH before its PUBACK).
       await publishMany(pub, 'w/t', 50, 1)
       await waitFor(() => sub.publishes().length >= 8, '8 messages')
-      await sleep(300)
+      // Marker: the window holds every later message back, so none can be one; the PINGRESP
+      // is written to this socket after anything the broker had already sent it.
+      await sub.ping()
       assert.equal(sub.publishes().length, 8)
       assert.deepEqual(payloads(sub), ['0', '1', '2', '3', '4', '5', '6', '7'])
       for (const p of sub.publishes().slice(0, 3)) sub.ack(p.messageId!)
       await waitFor(() => sub.publishes().length >= 11, '3 more after 3 PUBACKs')
-      await sleep(200)
+      await sub.ping()
       assert.equal(sub.publishes().length, 11)
       // acknowledge everything as it comes: all 50 arrive, in order, none twice
       await sub.ackUntil(50, 10000)
@@ -57,8 +60,11 @@ describe('flow plugin: per-client in-flight window and bounded queue (real clien
         await publishMany(pub, 'o/t', 20, 1)
         await waitFor(() => sub.publishes().length >= 2, 'window')
         await sub.ackUntil(expected.length, 3000)
-        await sleep(200)
-        assert.deepEqual(payloads(sub), expected)
+        // Marker: one more message on the same path once the queue has room again; the queue
+        // is first in, first out, so anything it still held would be sent before it.
+        await pub.publishAsync('o/t', 'marker', { qos: 1 })
+        await sub.ackUntil(expected.length + 1, 3000)
+        assert.deepEqual(payloads(sub), [...expected, 'marker'])
         const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
         assert.match(metrics, /mqgw_flow_dropped_total\{reason="queue_full",qos="1"\} 13/)
         assert.equal(gw.logs.lines.filter((l) => l.msg === 'client queue full; dropping messages (logged once per connection)').length, 1)
@@ -119,10 +125,12 @@ describe('flow plugin: per-client in-flight window and bounded queue (real clien
       pub.publish('mix/q0', 'c', { qos: 0 }) // would be sent at once (QoS 0 needs no slot) unless queued behind b
       await pub.publishAsync('mix/q1', 'd', { qos: 1 })
       await pub.publishAsync('mix/q1', 'e', { qos: 1 }) // queue full: b c d + e → c (QoS 0) goes first
-      await sleep(200)
       await sub.ackUntil(4, 3000)
-      await sleep(100)
-      assert.deepEqual(payloads(sub), ['a', 'b', 'd', 'e'])
+      // Marker: one more message on the same path once the queue is empty; anything the queue
+      // still held (c, had it not been dropped) would be sent before it.
+      await pub.publishAsync('mix/q1', 'marker', { qos: 1 })
+      await sub.ackUntil(5, 3000)
+      assert.deepEqual(payloads(sub), ['a', 'b', 'd', 'e', 'marker'])
       sub.destroy()
       await endClient(pub)
     } finally {
@@ -141,7 +149,9 @@ describe('flow plugin: per-client in-flight window and bounded queue (real clien
       await publishMany(pub, 's/t', 30, 1)
       const back = await RawClient.connect(gw.gateway.ports.mqtt!, 'stored', { clean: false })
       await waitFor(() => back.publishes().length >= 5, 'first 5 stored messages')
-      await sleep(300)
+      // The full window holds every later message back, so none can be a marker; the PINGRESP
+      // is written to this socket after anything the broker had already sent it.
+      await back.ping()
       assert.deepEqual(payloads(back), ['0', '1', '2', '3', '4'])
       await back.ackUntil(30, 5000)
       assert.deepEqual(payloads(back), Array.from({ length: 30 }, (_, i) => String(i)))

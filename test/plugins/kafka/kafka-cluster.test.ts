@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test'
 import { Partitioners, type Producer } from 'kafkajs'
 import { startNode, type ClusterNode } from '../../helpers/cluster.js'
 import { TestKafka } from '../../helpers/kafka.js'
-import { collect, connectClient, endClient, sleep, waitFor } from '../../helpers/mqtt.js'
+import { collect, connectClient, endClient, pollUntil, sleep, waitFor } from '../../helpers/mqtt.js'
 import { TestRedis } from '../../helpers/redis.js'
 
 describe('Kafka bridge on a two-node cluster (Redis + Kafka + two gateway processes)', () => {
@@ -30,13 +30,12 @@ kafka:
     const got = collect(probe)
     await probe.subscribeAsync(['probe/push', 'chat/probe'], { qos: 0 })
     const probePublisher = await connectClient(nodes[1]!.url)
-    const deadline = Date.now() + 90000
-    while (new Set(got.map((m) => m.topic)).size < 2 && Date.now() < deadline) {
+    const topicsSeen = await pollUntil(async () => {
       await producer.send({ topic: 'push', messages: [{ key: 'a', value: 'p', headers: { 'mqtt-topic': 'probe/push' } }, { key: 'b', value: 'p', headers: { 'mqtt-topic': 'probe/push' } }] })
       await probePublisher.publishAsync('chat/probe', 'p', { qos: 1 })
-      await sleep(1000)
-    }
-    assert.equal(new Set(got.map((m) => m.topic)).size, 2, 'both consume rules are running')
+      return new Set(got.map((m) => m.topic)).size
+    }, (n) => n >= 2, 90000, 1000)
+    assert.equal(topicsSeen, 2, 'both consume rules are running')
     await endClient(probePublisher)
     await endClient(probe)
   })
@@ -58,19 +57,28 @@ kafka:
     const pub = await connectClient(nodes[0]!.url, { clientId: 'k-pub' })
     for (let i = 0; i < 20; i++) await pub.publishAsync('chat/room', `chat-${i}`, { qos: 1 })
     await producer.send({ topic: 'push', acks: -1, messages: Array.from({ length: 20 }, (_, i) => ({ key: `k${i}`, value: `push-${i}`, headers: { 'mqtt-topic': 'user/bob/push' } })) })
-    await waitFor(() => received.every((r) => r.length >= 40), 'every subscriber has 40 messages', 30000)
-    await sleep(1500)
+    // Markers through the same routes, one per partition the messages took: the chat route
+    // keys by client id (one partition for k-pub), the pushes are spread over both 'push'
+    // partitions. Kafka orders only within a partition, and the node that consumes one
+    // publishes its records in offset order (to its own subscribers directly, to the other
+    // node's through Redis, in order): a second copy from that path would precede its marker.
+    const markers = ['chat-marker', 'push-marker-0', 'push-marker-1']
+    await pub.publishAsync('chat/room', 'chat-marker', { qos: 1 })
+    await producer.send({ topic: 'push', acks: -1, messages: [0, 1].map((partition) => ({ partition, value: `push-marker-${partition}`, headers: { 'mqtt-topic': 'user/bob/push' } })) })
+    const withoutMarkers = (r: Array<{ payload: string }>): string[] => r.map((m) => m.payload).filter((p) => !markers.includes(p))
+    await waitFor(() => received.every((r) => markers.every((m) => r.some((x) => x.payload === m))), 'every subscriber has the three markers', 30000)
     for (const [i, r] of received.entries()) {
-      const payloads = r.map((m) => m.payload).sort()
-      assert.equal(r.length, 40, `subscriber ${i} got ${r.length} messages (duplicates?)`)
+      const payloads = withoutMarkers(r)
+      assert.equal(payloads.length, 40, `subscriber ${i} got ${payloads.length} messages (duplicates?)`)
       assert.equal(new Set(payloads).size, 40)
     }
     const back = await connectClient(nodes[0]!.url, { clientId: 'k-offline', clean: false })
     const queued = collect(back)
-    await waitFor(() => queued.length >= 40, 'queued copies', 20000)
-    await sleep(1000)
-    assert.equal(queued.length, 40, `offline subscriber got ${queued.length} (expected one copy of each of 40)`)
-    assert.equal(new Set(queued.map((m) => m.payload)).size, 40)
+    // The queue holds the markers after the messages of their partitions, in that order.
+    await waitFor(() => markers.every((m) => queued.some((x) => x.payload === m)), 'queued copies up to the markers', 20000)
+    const queuedPayloads = withoutMarkers(queued)
+    assert.equal(queuedPayloads.length, 40, `offline subscriber got ${queuedPayloads.length} (expected one copy of each of 40)`)
+    assert.equal(new Set(queuedPayloads).size, 40)
     await Promise.all([...online.map((c) => endClient(c)), endClient(pub), endClient(back)])
   })
 })

@@ -8,7 +8,7 @@ import { aclPlugin } from '../../../plugins/acl/plugin.js'
 import { kafkaPlugin } from '../../../plugins/kafka/plugin.js'
 import { startTestGateway, type TestGateway } from '../../helpers/gateway.js'
 import { TEST_CONSUMER, TestKafka } from '../../helpers/kafka.js'
-import { collect, connectClient, endClient, sleep, waitFor, type Received } from '../../helpers/mqtt.js'
+import { closesWithin, collect, connectClient, endClient, pollUntil, waitFor, type Received } from '../../helpers/mqtt.js'
 
 interface Record { topic: string, key: string, value: Buffer, headers: { [k: string]: string } }
 
@@ -78,12 +78,11 @@ kafka:
     const probe = await connectClient(gw.mqttUrl)
     const got = collect(probe)
     await probe.subscribeAsync('probe', { qos: 0 })
-    const deadline = Date.now() + 60000
-    while (got.length === 0 && Date.now() < deadline) {
+    const probed = await pollUntil(async () => {
       await producer.send({ topic: 'push', messages: [{ value: 'probe', headers: { 'mqtt-topic': 'probe' } }] })
-      await sleep(500)
-    }
-    assert.ok(got.length > 0, 'the gateway consumes Kafka')
+      return got.length
+    }, (n) => n > 0, 60000, 500)
+    assert.ok(probed > 0, 'the gateway consumes Kafka')
     await endClient(probe)
   })
   after(async () => {
@@ -101,6 +100,9 @@ kafka:
     const device = await connectClient(gw.mqttUrl, { clientId: 'dev-42', username: 'fleet' })
     const payload = Buffer.from([0, 1, 2, 250, 255, 10])
     await device.publishAsync('device/dev-42/telemetry', payload, { qos: 1, retain: false })
+    // Marker: a topic no route takes, from the same device with the same QoS after the
+    // routed message: it is delivered locally, so a local copy of the routed one would come first.
+    await device.publishAsync('device/dev-42/status', 'marker', { qos: 1 })
     await waitFor(() => sink.records.some((r) => r.topic === 'telemetry'), 'telemetry record', 15000)
     const record = sink.records.find((r) => r.topic === 'telemetry')!
     assert.deepEqual(record.value, payload)
@@ -112,8 +114,8 @@ kafka:
     assert.equal(record.headers.username, 'fleet')
     assert.equal(record.headers['node-id'], gw.gateway.config.node.id)
     assert.ok(Math.abs(Number(record.headers.timestamp) - Date.now()) < 60000)
-    await sleep(300)
-    assert.deepEqual(seen, [], 'a routed message reaches MQTT only through a consume rule')
+    await waitFor(() => seen.some((m) => m.payload === 'marker'), 'the unrouted marker')
+    assert.deepEqual(seen.map((m) => m.topic), ['device/dev-42/status'], 'a routed message reaches MQTT only through a consume rule')
     await Promise.all([endClient(watcher), endClient(device)])
   })
 
@@ -122,9 +124,13 @@ kafka:
     const received = subs.map((s) => collect(s))
     await Promise.all(subs.map((s) => s.subscribeAsync('chat/room1', { qos: 1 })))
     await subs[0]!.publishAsync('chat/room1', 'hello room', { qos: 1 })
-    await waitFor(() => received.every((r) => r.length >= 1), 'chat delivered to all three', 15000)
-    await sleep(500)
-    for (const r of received) assert.deepEqual(r.map((m) => [m.topic, m.payload]), [['chat/room1', 'hello room']])
+    // Marker through the same route (MQTT -> Kafka -> consume rule -> MQTT). Kafka gives no
+    // order across partitions, but chat has one partition and the bridge delivers a partition
+    // in offset order: once the marker is here, 'hello room' went through the consumer before
+    // it; a local copy (the route not taking the message over) would have come earlier still.
+    await subs[0]!.publishAsync('chat/room1', 'chat-marker', { qos: 1 })
+    await waitFor(() => received.every((r) => r.some((m) => m.payload === 'chat-marker')), 'chat delivered to all three', 15000)
+    for (const r of received) assert.deepEqual(r.map((m) => [m.topic, m.payload]), [['chat/room1', 'hello room'], ['chat/room1', 'chat-marker']])
     await Promise.all(subs.map((s) => endClient(s)))
   })
 
@@ -144,8 +150,10 @@ kafka:
     await reader.subscribeAsync('comments/#', { qos: 1 })
     const writer = await connectClient(gw.mqttUrl)
     for (const text of ['nice post', 'buy spam now', 'thanks']) await writer.publishAsync('comments/post-1', text, { qos: 1 })
-    await waitFor(() => received.length >= 2, 'approved comments', 20000)
-    await sleep(500)
+    // 'thanks' is the marker: one partition each for comments-raw and comments-approved, the
+    // moderator handles one record at a time, the bridge delivers in offset order; an approved
+    // spam record would come before THANKS.
+    await waitFor(() => received.some((m) => m.payload === 'THANKS'), 'approved comments', 20000)
     assert.deepEqual(received.map((m: Received) => [m.topic, m.payload]), [['comments/post-1', 'NICE POST'], ['comments/post-1', 'THANKS']])
     await Promise.all([endClient(reader), endClient(writer)])
   })
@@ -199,23 +207,32 @@ kafka:
     const client = await connectClient(gw.mqttUrl, { clientId: 'outage-dev' })
     await client.publishAsync('device/outage-dev/telemetry', 'before', { qos: 1 })
     await kafka.stop()
-    let down = false
-    for (let i = 0; i < 200 && !down; i++) { down = (await fetch(`${gw.adminUrl}/readyz`)).status === 503; if (!down) await sleep(100) }
+    const readyzStatus = async (): Promise<number> => (await fetch(`${gw.adminUrl}/readyz`)).status
+    const down = await pollUntil(readyzStatus, (s) => s === 503, 20000, 100) === 503
     // QoS 0 while Kafka is down: at most maxBufferedQos0 (5) wait for it, the rest are dropped and counted.
     const q0 = await connectClient(gw.mqttUrl, { clientId: 'outage-q0' })
+    const q0Received = collect(q0)
+    await q0.subscribeAsync('outage-q0/marker', { qos: 0 })
     for (let i = 0; i < 20; i++) q0.publish('device/outage-q0/telemetry', `q0-${i}`, { qos: 0 })
-    await sleep(300)
+    // Marker: an unrouted QoS 0 message from the same client. The gateway decides one client's
+    // publishes in order and the bridge takes a QoS 0 one over at once (buffered or dropped),
+    // so when the marker is delivered all 20 were counted.
+    q0.publish('outage-q0/marker', 'marker', { qos: 0 })
+    await waitFor(() => q0Received.length === 1, 'the QoS 0 marker')
     const duringMetrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
     assert.match(duringMetrics, /mqgw_kafka_dropped_total\{reason="qos0_buffer_full"\} 15\n/)
     assert.match(duringMetrics, /mqgw_kafka_qos0_buffered 5\n/)
     await endClient(q0)
-        // A QoS 1 publish now: no PUBACK (the gateway closes the connection after produceTimeoutMs).
-    const acked = await Promise.race([client.publishAsync('device/outage-dev/telemetry', 'during', { qos: 1 }).then(() => true, () => false), sleep(6000).then(() => false)])
+    // A QoS 1 publish now: no PUBACK; the gateway closes the connection after produceTimeoutMs.
+    // The close is the marker: nothing more can come on this connection after it.
+    let acked = false
+    const closed = new Promise<void>((resolve) => client.once('close', () => resolve()))
+    client.publishAsync('device/outage-dev/telemetry', 'during', { qos: 1 }).then(() => { acked = true }, () => {})
+    assert.equal(await closesWithin(closed, 15000), true, 'the connection is closed after produceTimeoutMs')
     assert.equal(acked, false, 'no PUBACK while Kafka is down')
     assert.equal(down, true, '/readyz 503 while Kafka is down')
     await kafka.start()
-    let up = false
-    for (let i = 0; i < 300 && !up; i++) { up = (await fetch(`${gw.adminUrl}/readyz`)).status === 200; if (!up) await sleep(100) }
+    const up = await pollUntil(readyzStatus, (s) => s === 200, 30000, 100) === 200
     const again = await connectClient(gw.mqttUrl, { clientId: 'outage-dev-2' })
     // The client that got no PUBACK sends it again (MQTT.js would on reconnect); do it explicitly.
     await again.publishAsync('device/outage-dev/telemetry', 'during', { qos: 1 })
