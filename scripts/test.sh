@@ -1,7 +1,7 @@
 #!/bin/sh
 # README test command: installs what the suite needs (idempotent), builds, runs every test.
 #   npm test                        whole suite
-#   npm test -- dist/test/core/config.test.js    chosen files (after a build)
+#   npm test -- dist/test/config/load.test.js    chosen files (after a build)
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/lib.sh

@@ -3,7 +3,7 @@ import { after, afterEach, before, describe, it } from 'node:test'
 import mqttPacket from 'mqtt-packet'
 import type { MqttClient } from 'mqtt'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
-import { closesWithin, collect, connectClient, endClient, pollUntil, rawSocket, sleep, waitFor } from '../helpers/mqtt.js'
+import { closesWithin, collect, connectClient, endClient, pollUntil, rawSocket, waitFor } from '../helpers/mqtt.js'
 import { seededInt } from '../helpers/seeded-random.js'
 
 const connectPacket = (clientId: string, extra: Partial<mqttPacket.IConnectPacket> = {}): Buffer =>

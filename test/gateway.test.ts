@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { IClientOptions } from 'mqtt'
-import { startTestGateway, testCertificate, type TestGateway } from '../helpers/gateway.js'
-import { collect, connectClient, endClient, waitFor } from '../helpers/mqtt.js'
+import { startTestGateway, testCertificate, type TestGateway } from './helpers/gateway.js'
+import { collect, connectClient, endClient, waitFor } from './helpers/mqtt.js'
 
 describe('publish/subscribe with real MQTT.js clients on every transport', () => {
   let gw: TestGateway
@@ -149,7 +149,7 @@ listeners:
     const watcher = await connectClient(urls.mqtt!)
     const received = collect(watcher)
     await watcher.subscribeAsync('ka/will')
-    const { rawSocket } = await import('../helpers/mqtt.js')
+    const { rawSocket } = await import('./helpers/mqtt.js')
     const mqttPacket = (await import('mqtt-packet')).default
     const raw = await rawSocket(gw.gateway.ports.mqtt!)
     raw.socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'silent', keepalive: 1, will: { topic: 'ka/will', payload: Buffer.from('timeout'), qos: 0, retain: false } }))

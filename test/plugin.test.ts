@@ -2,10 +2,10 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { z } from 'zod'
 import type { MqttClient } from 'mqtt'
-import { ALLOW, PASS, deny, type AuthVerdict, type PublishVerdict, type SubscribeVerdict, type Verdict } from '../../src/hooks/types.js'
-import { definePlugin } from '../../src/plugin.js'
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
-import { closesWithin, collect, connectClient, endClient, subscribeRaw, waitFor } from '../helpers/mqtt.js'
+import { ALLOW, PASS, deny, type AuthVerdict, type PublishVerdict, type SubscribeVerdict, type Verdict } from '../src/hooks/types.js'
+import { definePlugin } from '../src/plugin.js'
+import { startTestGateway, type TestGateway } from './helpers/gateway.js'
+import { closesWithin, collect, connectClient, endClient, subscribeRaw, waitFor } from './helpers/mqtt.js'
 
 /**
  * Two plugins written only against the plugin API, as later capabilities are: the

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { Partitioners, type Consumer, type IHeaders, type LogEntry, type Producer } from 'kafkajs'
-import { TEST_CONSUMER, TestKafka } from '../helpers/kafka.js'
-import { waitFor } from '../helpers/mqtt.js'
+import { TEST_CONSUMER, TestKafka } from '../../helpers/kafka.js'
+import { waitFor } from '../../helpers/mqtt.js'
 
 interface Got { partition: number, offset: bigint, key: string, value: string, headers: Record<string, string> }
 
