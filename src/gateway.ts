@@ -143,6 +143,7 @@ export class Gateway {
       tracker: this.#tracker,
       log: this.log,
       onRefused: (reason) => this.metrics.connectionsRefused.inc({ reason }),
+      onWsWritesDropped: (writes) => this.metrics.wsWritesDropped.inc(writes),
       broker: this.broker,
       handle: (stream, socket, listener, req, peer) => accepted.accept(stream, socket, listener, req, peer)
     })

@@ -10,6 +10,7 @@ export class GatewayMetrics {
   readonly registry = new Registry()
   readonly connectionsTotal: Counter<'listener'>
   readonly connectionsRefused: Counter<'reason'>
+  readonly wsWritesDropped: Counter
   readonly disconnects: Counter<'reason'>
   readonly messagesIn: Counter<'qos'>
   readonly messagesOut: Counter<'qos'>
@@ -33,6 +34,7 @@ export class GatewayMetrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'mqgw_' })
     this.connectionsTotal = new Counter({ name: 'mqgw_connections_total', help: 'MQTT sessions accepted (CONNACK 0)', labelNames: ['listener'], registers })
     this.connectionsRefused = new Counter({ name: 'mqgw_connections_refused_total', help: 'Connections refused, by reason', labelNames: ['reason'], registers })
+    this.wsWritesDropped = new Counter({ name: 'mqgw_ws_writes_dropped_total', help: 'Writes to a WebSocket connection dropped because it had closed', registers })
     this.disconnects = new Counter({ name: 'mqgw_disconnects_total', help: 'Connections closed, by reason', labelNames: ['reason'], registers })
     this.messagesIn = new Counter({ name: 'mqgw_messages_in_total', help: 'PUBLISH packets received from clients, by QoS', labelNames: ['qos'], registers })
     this.messagesOut = new Counter({ name: 'mqgw_messages_out_total', help: 'PUBLISH packets forwarded to clients, by QoS of the message', labelNames: ['qos'], registers })

@@ -16,7 +16,9 @@ import { Writable } from 'node:stream'
  * a refusal (CONNACK 0x01, errors), so destroy() first hands what was written to the OS.
  *
  * `write` and `destroy` become own properties pointing at shared functions (no closure
- * per connection). Streams whose `write` or `destroy` is not Writable's are left alone.
+ * per connection); the flushing destroy then calls the stream's class destroy() (Writable's,
+ * or a subclass's such as src/listeners/ws-duplex.ts). Streams whose `write` is not
+ * Writable's, or with a `destroy` of their own (an own property), are left alone.
  */
 const CORKED = Symbol('mqgw.corkedForTurn')
 
@@ -26,7 +28,6 @@ interface Batched extends Writable {
 
 const corked: Batched[] = []
 const writableWrite = Writable.prototype.write
-const writableDestroy = Writable.prototype.destroy
 
 /** Sends what a stream buffered since it was corked for this turn (no-op when it was not). */
 function flush (stream: Batched): void {
@@ -59,11 +60,12 @@ function batchedWrite (this: Batched, chunk: unknown, encoding?: BufferEncoding 
 
 function flushingDestroy (this: Batched, error?: Error, cb?: (err: Error | null) => void): Batched {
   flush(this)
-  return (writableDestroy as (this: Writable, e?: Error, f?: unknown) => Writable).call(this, error, cb) as Batched
+  const classDestroy = (Object.getPrototypeOf(this) as Writable).destroy
+  return (classDestroy as (this: Writable, e?: Error, f?: unknown) => Writable).call(this, error, cb) as Batched
 }
 
 export function batchWritesPerTurn (stream: Writable): void {
-  if (stream.write !== writableWrite || stream.destroy !== writableDestroy) return
+  if (stream.write !== writableWrite || Object.hasOwn(stream, 'destroy')) return
   stream.write = batchedWrite as Writable['write']
   stream.destroy = flushingDestroy as Writable['destroy']
 }

@@ -25,9 +25,8 @@ export class AcceptedHandler {
 
   accept (stream: Duplex, socket: Socket, listener: MqttListenerName, req?: IncomingMessage, peer?: Peer): void {
     const ctx = this.#ctx
-    // TCP and TLS only. The WebSocket stream has no _writev: uncorking it replays one ws.send
-    // per packet, each waiting for the socket's write callback, and with the socket batched
-    // too that callback comes a turn later, so a client would get one frame per turn.
+    // TCP and TLS. A WebSocket stream (src/listeners/ws-duplex.ts) batches its own writes the
+    // same way, into one frame per turn; its TCP socket is written once per frame and is left alone.
     if (stream === socket) batchWritesPerTurn(stream)
     const client = this.#broker.handle(stream, req)
     const limits = ctx.config.limits

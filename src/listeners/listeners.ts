@@ -5,12 +5,13 @@ import { createServer as createNetServer, type AddressInfo, type Server as NetSe
 import { resolve } from 'node:path'
 import type { Duplex } from 'node:stream'
 import { createServer as createTlsServer, type TlsOptions } from 'node:tls'
-import { WebSocketServer, createWebSocketStream } from 'ws'
+import { WebSocketServer } from 'ws'
 import type { CoreConfig } from '../config/schema.js'
 import type { Logger } from '../log.js'
 import { TrustedProxies, readProxyHeader, type Peer } from './proxy-protocol.js'
 import { RateLimitedWarn, UnauthenticatedConnections } from './pre-auth.js'
 import type { SocketTracker } from './socket-tracker.js'
+import { WsDuplex } from './ws-duplex.js'
 
 export type MqttListenerName = 'mqtt' | 'mqtts' | 'ws' | 'wss'
 
@@ -70,6 +71,8 @@ export interface ListenerDeps {
   tracker: SocketTracker
   log: Logger
   onRefused: (reason: string) => void
+  /** ws/wss: writes dropped because their connection had closed (counted, never an Error each). */
+  onWsWritesDropped?: (writes: number) => void
   handle: ConnectionHandler
   /** Without it unauthenticated connections are not counted per address (limits.maxUnauthenticatedPerAddress). */
   broker?: ConnackSource
@@ -279,9 +282,10 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
       if (!admitUnauthenticated(name, tcp, peer?.address ?? tcp.remoteAddress)) return
       clearUpgradeTimer.call(tcpOf(tcp))
       wss.handleUpgrade(req, socket, head, (ws) => {
-        const stream = createWebSocketStream(ws)
-        // ws reports protocol violations (oversized or text frames) on the socket; the
-        // stream's error reaches Aedes, which closes that client only.
+        // One binary frame per turn of writes; a text frame closes with 1003 (ws-duplex.ts).
+        // ws reports protocol violations (oversized frames) on the socket; the stream's
+        // error reaches Aedes, which closes that client only.
+        const stream = new WsDuplex(ws, socket, { onDropped: deps.onWsWritesDropped })
         handOver(stream, tcp, name, req, peer)
         socket.removeListener('error', onEarlyError)
       })
