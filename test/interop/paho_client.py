@@ -1,6 +1,6 @@
 """Interop check with Eclipse Paho (Python): a real, independent MQTT client.
 
-Usage: paho_client.py HOST PORT PROTOCOL (311 | 31)
+Usage: paho_client.py HOST PORT PROTOCOL (311 | 31) [TRANSPORT (tcp | websockets) [PATH]]
 Subscribes, publishes QoS 0/1/2 to itself, checks every message arrives with the
 right payload and QoS, then a retained message and a clean disconnect. Prints one
 JSON line with the result; exit code 0 only when everything matched.
@@ -13,8 +13,11 @@ import time
 import paho.mqtt.client as mqtt
 
 host, port, proto = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+transport = sys.argv[4] if len(sys.argv) > 4 else "tcp"
 protocol = mqtt.MQTTv311 if proto == "311" else mqtt.MQTTv31
-client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"paho-{proto}", protocol=protocol)
+client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"paho-{proto}-{transport}", protocol=protocol, transport=transport)
+if transport == "websockets":
+    client.ws_set_options(path=sys.argv[5] if len(sys.argv) > 5 else "/mqtt")
 received = []
 connected = threading.Event()
 subscribed = threading.Event()
