@@ -4,7 +4,8 @@
  * other core. Every child is tracked by pid and killed on stop, on error and at exit.
  *
  *  - gateway:   this project's CLI (dist/app/cli.js) with config/gateway.yaml (memory mode), log level warn
- *  - aedes:     plain Aedes 1.2.0 with default options (dist/bench/plain-aedes.js), as published:
+ *  - aedes:     plain Aedes 1.2.0 with default options (dist/bench/plain-aedes.js), as published
+ *               (MQTT over WebSocket as Aedes' docs show it: ws + createWebSocketStream):
  *               node_modules/aedes carries this project's patch (patches/), so the peer runs a
  *               copy with the patch reversed (.cache/bench/pristine-aedes, see pristineAedes())
  *  - mosquitto: /usr/sbin/mosquitto with a generated config in a temp dir
@@ -61,6 +62,8 @@ export interface RunningBroker {
   name: BrokerName
   pid: number
   port: number
+  /** MQTT over WebSocket (path /mqtt); not for mosquitto. */
+  wsPort?: number
   child: ChildProcess
   /** stdout + stderr of the broker, for error messages. */
   output: () => string
@@ -122,6 +125,22 @@ async function waitMqtt (port: number, child: ChildProcess, output: () => string
   }
 }
 
+/** Resolves once 127.0.0.1:port accepts a TCP connection (the WebSocket listener opens after MQTT's). */
+async function waitListening (port: number, child: ChildProcess, output: () => string, timeoutMs = 15000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`broker exited (${child.exitCode ?? child.signalCode}): ${output()}`)
+    if (Date.now() > deadline) throw new Error(`broker not listening on ${port} within ${timeoutMs} ms: ${output()}`)
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ port, host: '127.0.0.1' })
+      s.once('connect', () => { s.destroy(); resolve(true) })
+      s.once('error', () => resolve(false))
+    })
+    if (ok) return
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
 async function stopChild (child: ChildProcess, graceMs = 5000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
@@ -176,14 +195,16 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
   const port = await freePort()
   let child: ChildProcess
   let cleanup = (): void => {}
+  let wsPort: number | undefined
   if (name === 'gateway') {
+    wsPort = await freePort()
     const env = {
       ...process.env,
       MQGW_LOG_LEVEL: 'warn',
       MQGW_MQTT_HOST: '127.0.0.1',
       MQGW_MQTT_PORT: String(port),
       MQGW_WS_HOST: '127.0.0.1',
-      MQGW_WS_PORT: String(await freePort()),
+      MQGW_WS_PORT: String(wsPort),
       MQGW_ADMIN_PORT: String(await freePort()),
       // Every load generator connection comes from 127.0.0.1 and Mosquitto has no such cap:
       // the per-address bound on connections before CONNACK would refuse the bench's bursts.
@@ -194,7 +215,8 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
     const extra = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
     child = spawnPinned(BROKER_CORE, process.execPath, [...extra, join(process.cwd(), 'dist/app/cli.js'), '--config', 'config/gateway.yaml'], env)
   } else if (name === 'aedes') {
-    child = spawnPinned(BROKER_CORE, process.execPath, [join(process.cwd(), 'dist/bench/plain-aedes.js'), String(port), pristineAedes()])
+    wsPort = await freePort()
+    child = spawnPinned(BROKER_CORE, process.execPath, [join(process.cwd(), 'dist/bench/plain-aedes.js'), String(port), pristineAedes(), String(wsPort)])
   } else {
     const dir = mkdtempSync(join(tmpdir(), 'mqgw-compare-mosquitto-'))
     const file = join(dir, 'mosquitto.conf')
@@ -208,6 +230,7 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
   const output = (): string => out
   try {
     await waitMqtt(port, child, output)
+    if (wsPort !== undefined) await waitListening(wsPort, child, output)
   } catch (err) {
     await stopChild(child)
     cleanup()
@@ -217,6 +240,7 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
     name,
     pid: child.pid!,
     port,
+    ...(wsPort === undefined ? {} : { wsPort }),
     child,
     output,
     stop: async () => { await stopChild(child); cleanup() }

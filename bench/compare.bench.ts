@@ -22,6 +22,8 @@
  *  idle    10,000 connected clients (keepalive 60): broker RSS per connection, connects/s
  *  frozen  50 healthy QoS 1 subscribers + 1 that stops reading its socket, one QoS 1 publisher:
  *          healthy deliveries/s with the frozen client vs the same run without it
+ *  fanin-ws, qos1-ws, fanout-ws  the same three over WebSocket: gateway ws vs gateway tcp vs plain
+ *          Aedes ws, with p99 latency, wire bytes and frames per message (bench/compare-ws.ts)
  *
  * Load generation is closed-loop: a publisher runs at most `window` messages ahead of its slowest
  * (healthy) subscriber, and at QoS 1 also at most `inflight` without PUBACK ("in flight" = not yet
@@ -45,6 +47,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { BROKERS, BROKER_CORE, FD_LIMIT, MOSQUITTO, coreSeconds, cpuSeconds, cpusAllowed, fdLimitOf, mosquittoConfig, pinSelf, rssKiB, runLoadgen, startBroker, type BrokerName, type LoadgenRun, type RunningBroker } from './brokers.js'
+import { wsScenarios, type WsPeer, type WsScenario } from './compare-ws.js'
 import type { FaninJob, FanoutJob, FrozenJob, IdleJob, Qos1Job } from './loadgen-scenarios.js'
 
 type Row = Record<string, string | number>
@@ -54,6 +57,7 @@ interface FlowResult {
   loadgenCpuPercent: number, timelinePerSecond: number[]
   latencyMs?: { samples: number, p50: number, p99: number, max: number, mean: number }
   frozenClosedByBrokerAfterMs?: number | null, setupSeconds?: number
+  wireBytesPerDelivery?: number, framesPerDelivery?: number | null
 }
 interface IdleResult { connected: number, failed: number, errors: Record<string, number>, seconds: number, connectsPerSecond: number, connectP50ms: number, connectP99ms: number, loadgenCpuPercent: number, stillOpenAtRelease: number }
 /** A flow run with what was measured around it. */
@@ -80,7 +84,7 @@ const DISTURBED = 10
 const missing = (r: FlowResult): string | number => r.drainComplete ? r.missing : `${r.lost} (drain cut, ${r.missing} pending)`
 
 /** Notes when the load generator is near saturation or other processes took CPU during the window. */
-function checks (name: BrokerName, r: { loadgenCpuPercent: number, otherCpuBrokerCore?: number, otherCpuLoadgenCore?: number }, what = ''): string[] {
+function checks (name: string, r: { loadgenCpuPercent: number, otherCpuBrokerCore?: number, otherCpuLoadgenCore?: number }, what = ''): string[] {
   const notes: string[] = []
   if (r.loadgenCpuPercent >= SATURATED) notes.push(`${name}${what}: load generator at ${r.loadgenCpuPercent.toFixed(0)}% of its core: the number may be bounded by the generator`)
   if ((r.otherCpuBrokerCore ?? 0) >= DISTURBED) notes.push(`${name}${what}: other processes used ${r.otherCpuBrokerCore!.toFixed(0)}% of the broker's core during the window: the number is disturbed`)
@@ -132,9 +136,9 @@ async function withBroker<T> (name: BrokerName, body: (b: RunningBroker) => Prom
   }
 }
 
-async function flowRun<J extends { timeLimitMs: number }> (name: BrokerName, job: (port: number) => J): Promise<FlowRun> {
+async function flowRun<J extends { timeLimitMs: number }> (name: BrokerName, job: (port: number, broker: RunningBroker) => J): Promise<FlowRun> {
   return withBroker(name, async (broker) => {
-    const run: LoadgenRun<FlowResult> = await runLoadgen<FlowResult>(job(broker.port), broker)
+    const run: LoadgenRun<FlowResult> = await runLoadgen<FlowResult>(job(broker.port, broker), broker)
     const w = run.windowSeconds
     const c = run.cores
     const loadgenSeconds = run.result.loadgenCpuPercent / 100 * run.result.seconds
@@ -151,12 +155,17 @@ async function flowRun<J extends { timeLimitMs: number }> (name: BrokerName, job
 /** Columns every flow row ends with. */
 const diag = (r: FlowRun): Row => ({ 'broker CPU %': r.brokerCpuPercent, 'loadgen CPU %': r.loadgenCpuPercent, 'other CPU % b/l': `${r.otherCpuBrokerCore.toFixed(0)}/${r.otherCpuLoadgenCore.toFixed(0)}` })
 
+// The flow jobs, shared with their WebSocket variants (bench/compare-ws.ts).
+const faninJob = (port: number): FaninJob => ({ scenario: 'fanin', port, publishers: 10, window: 2000, batch: 100, ...FLOW })
+const qos1Job = (port: number): Qos1Job => ({ scenario: 'qos1', port, pairs: 10, inflight: 32, ...FLOW })
+const fanoutJob = (port: number): FanoutJob => ({ scenario: 'fanout', port, subscribers: 1000, window: 500, batch: 20, connectConcurrency: 100, ...FLOW, drainMs: 10000 })
+
 const scenarios: Record<string, Scenario> = {
   fanin: {
     title: `fan-in QoS 0: 10 publishers -> 1 subscriber of bench/fanin/#, ${PAYLOAD}-byte payloads, ${FLOW.windowMs / 1000} s window`,
     ratioColumns: ['delivered msgs/s'],
     runOnce: async (name) => {
-      const r = await flowRun(name, (port): FaninJob => ({ scenario: 'fanin', port, publishers: 10, window: 2000, batch: 100, ...FLOW }))
+      const r = await flowRun(name, faninJob)
       return { raw: r, notes: checks(name, r), primary: r.deliveredPerSecond, disturbed: disturbed(r), row: { broker: name, 'delivered msgs/s': r.deliveredPerSecond, 'published msgs/s': r.publishedPerSecond, missing: missing(r), '1 s stalls': r.windowResets, ...diag(r) } }
     }
   },
@@ -164,7 +173,7 @@ const scenarios: Record<string, Scenario> = {
     title: `QoS 1 one-to-one: 10 publisher/subscriber pairs, distinct topics, 32 in flight per publisher, ${PAYLOAD}-byte payloads, ${FLOW.windowMs / 1000} s window`,
     ratioColumns: ['msgs/s', 'p50 ms', 'p99 ms'],
     runOnce: async (name) => {
-      const r = await flowRun(name, (port): Qos1Job => ({ scenario: 'qos1', port, pairs: 10, inflight: 32, ...FLOW }))
+      const r = await flowRun(name, qos1Job)
       return { raw: r, notes: checks(name, r), primary: r.deliveredPerSecond, disturbed: disturbed(r), row: { broker: name, 'msgs/s': r.deliveredPerSecond, 'p50 ms': r.latencyMs?.p50 ?? NaN, 'p99 ms': r.latencyMs?.p99 ?? NaN, 'max ms': r.latencyMs?.max ?? NaN, missing: missing(r), ...diag(r) } }
     }
   },
@@ -172,7 +181,7 @@ const scenarios: Record<string, Scenario> = {
     title: `fan-out QoS 0: 1 publisher -> 1,000 subscribers of one topic, ${PAYLOAD}-byte payloads, ${FLOW.windowMs / 1000} s window`,
     ratioColumns: ['deliveries/s'],
     runOnce: async (name) => {
-      const r = await flowRun(name, (port): FanoutJob => ({ scenario: 'fanout', port, subscribers: 1000, window: 500, batch: 20, connectConcurrency: 100, ...FLOW, drainMs: 10000 }))
+      const r = await flowRun(name, fanoutJob)
       const notes = checks(name, r)
       notes.push(`${name}: deliveries per second of the window (k): ${r.timelinePerSecond.map((v) => (v / 1000).toFixed(0)).join(' ')}`)
       return { raw: r, notes, primary: r.deliveredPerSecond, disturbed: disturbed(r), row: { broker: name, 'deliveries/s': r.deliveredPerSecond, 'published msgs/s': r.publishedPerSecond, missing: missing(r), '1 s stalls': r.windowResets, ...diag(r) } }
@@ -254,15 +263,20 @@ const scenarios: Record<string, Scenario> = {
   }
 }
 
-function addRatios (rows: Row[], columns: string[]): Row[] {
+const allScenarios: Record<string, Scenario | WsScenario> = {
+  ...scenarios,
+  ...wsScenarios({ flowRun, checks, disturbed, diag, missing }, { fanin: faninJob, qos1: qos1Job, fanout: fanoutJob },
+    { fanin: scenarios.fanin!.title, qos1: scenarios.qos1!.title, fanout: scenarios.fanout!.title })
+}
+
+function addRatios (rows: Row[], columns: string[], pairs: ReadonlyArray<readonly [string, string]> = [['gateway', 'aedes'], ['gateway', 'mosquitto']]): Row[] {
   const by = (name: string): Row | undefined => rows.find((r) => r.broker === name)
-  const gw = by('gateway')
   const out = [...rows]
-  if (gw === undefined) return out
-  for (const peer of ['aedes', 'mosquitto']) {
+  for (const [mine, peer] of pairs) {
+    const gw = by(mine)
     const p = by(peer)
-    if (p === undefined) continue
-    const row: Row = { broker: `gateway/${peer}` }
+    if (gw === undefined || p === undefined) continue
+    const row: Row = { broker: `${mine}/${peer}` }
     for (const c of columns) {
       const a = gw[c]
       const b = p[c]
@@ -305,8 +319,8 @@ async function main (): Promise<void> {
   const rounds = roundsArg === undefined ? 1 : Number(roundsArg.slice('--rounds='.length))
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 9) throw new Error('--rounds=N takes 1..9')
   const chosen = args.filter((a) => !a.startsWith('--'))
-  for (const s of chosen) if (scenarios[s] === undefined) throw new Error(`unknown scenario ${s}; known: ${Object.keys(scenarios).join(', ')}`)
-  const names = chosen.length > 0 ? chosen : Object.keys(scenarios)
+  for (const s of chosen) if (allScenarios[s] === undefined) throw new Error(`unknown scenario ${s}; known: ${Object.keys(allScenarios).join(', ')}`)
+  const names = chosen.length > 0 ? chosen : Object.keys(allScenarios)
 
   pinSelf()
   const started = Date.now()
@@ -336,21 +350,25 @@ async function main (): Promise<void> {
     writeFileSync(join('bench/results', 'compare.json'), JSON.stringify({ name: 'compare', when: new Date(started).toISOString(), env, brokers, scenarios: results, totalSeconds: (Date.now() - started) / 1000 }, null, 2))
   }
   for (const name of names) {
-    const s = scenarios[name]!
+    const s = allScenarios[name]!
     const t0 = Date.now()
     process.stderr.write(`== ${name}\n`)
+    // One row per peer: a broker (TCP scenarios), or a broker and transport (bench/compare-ws.ts).
+    const peers: readonly WsPeer[] = 'peers' in s ? s.peers.filter((p) => brokers.includes(p.broker)) : brokers.map((b) => ({ row: b, broker: b, ws: false }))
+    const runOnce = (p: WsPeer): Promise<Measured> => 'peers' in s ? s.runPeer(p) : s.runOnce(p.broker)
     // Rounds are interleaved (g, a, m, g, a, m, ...) so that slow drifts hit every broker alike.
-    const runs = new Map<BrokerName, Measured[]>(brokers.map((b) => [b, []]))
+    const runs = new Map<string, Measured[]>(peers.map((p) => [p.row, []]))
     const errors: string[] = []
     for (let round = 0; round < rounds; round++) {
-      for (const b of brokers) {
+      for (const peer of peers) {
+        const b = peer.row
         try {
           // A run disturbed by other processes is repeated (bounded by --retries and the budget);
           // the last attempt is kept, flagged, and every attempt is in the JSON.
           const attempts: Measured[] = []
           for (let attempt = 0; ; attempt++) {
             const q = await waitQuiet(attempt === 0 ? 5000 : 20000)
-            const m = await s.runOnce(b)
+            const m = await runOnce(peer)
             attempts.push(m)
             if (!q.quiet) m.notes.push(`${b}: the machine was not quiet before the run (cores busy ${q.busy.map((x) => x.toFixed(0)).join('% / ')}%)`)
             if (!m.disturbed || attempt >= retries || Date.now() - started > RETRY_BUDGET_MS) break
@@ -371,7 +389,7 @@ async function main (): Promise<void> {
     const rows: Row[] = []
     const notes: string[] = []
     const raw: Record<string, unknown> = {}
-    for (const b of brokers) {
+    for (const { row: b } of peers) {
       const list = runs.get(b)!
       if (list.length === 0) { rows.push({ broker: b, error: 'failed (see notes)' }); continue }
       const sorted = [...list].sort((x, y) => x.primary - y.primary)
@@ -381,7 +399,7 @@ async function main (): Promise<void> {
       raw[b] = rounds > 1 ? { median: median.raw, all: list.map((m) => m.raw) } : median.raw
     }
     notes.push(...errors)
-    const table = addRatios(rows, s.ratioColumns)
+    const table = addRatios(rows, s.ratioColumns, 'ratios' in s ? s.ratios : undefined)
     results[name] = { title: s.title, rows: table, notes, raw, seconds: (Date.now() - t0) / 1000 }
     printTable(s.title, table)
     for (const n of notes) process.stdout.write(`  note: ${n}\n`)

@@ -8,6 +8,11 @@
  *    batch of N publishes is one socket.write();
  *  - incoming bytes are split into frames by a minimal fixed-header scanner (no packet objects);
  *    a subscriber's PUBACKs for one read are written back as one buffer.
+ * With `ws` set (a path), every connection is MQTT over WebSocket instead (RFC 6455 framing by
+ * hand, test/helpers/raw-ws.ts: the upgrade request, then each batch written as one masked binary
+ * frame with a zero mask key, so the payload is copied, not XORed; the server's frames are split
+ * by a header scanner), and the result reports frames per delivery. Wire bytes per delivery
+ * (counted subscribers' bytes read over the window / deliveries) are reported for both.
  * Publishers are closed-loop: a publisher may be at most `window` messages ahead of the slowest
  * of its subscribers (per-publisher sequence numbers, so a dropped message does not shrink the
  * window) and, at QoS 1, at most `inflight` messages without PUBACK. A watchdog reopens a window
@@ -23,9 +28,19 @@
 import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import { generate } from 'mqtt-packet'
+import { clientFrame, connectRawWs, WsFrameReader } from '../test/helpers/raw-ws.js'
 
-interface Common { port: number, timeLimitMs: number }
-interface Flow { warmupMs: number, windowMs: number, drainMs: number, payloadBytes: number }
+interface Common {
+  port: number
+  timeLimitMs: number
+  /** MQTT over WebSocket at this path (on `port`), instead of MQTT over TCP. */
+  ws?: string
+}
+interface Flow {
+  warmupMs: number, windowMs: number, drainMs: number, payloadBytes: number
+  /** Record end-to-end latency (qos1 and frozen always do). */
+  latency?: boolean
+}
 export interface FaninJob extends Common, Flow { scenario: 'fanin', publishers: number, window: number, batch: number }
 export interface Qos1Job extends Common, Flow { scenario: 'qos1', pairs: number, inflight: number }
 export interface FanoutJob extends Common, Flow { scenario: 'fanout', subscribers: number, window: number, batch: number, connectConcurrency: number }
@@ -108,42 +123,64 @@ interface Conn {
   socket: net.Socket
   closed: boolean
   closedAt?: number
+  /** Writes MQTT bytes: as they are over TCP, as one binary frame over WebSocket. */
+  send: (bytes: Buffer) => boolean
+  /** WebSocket frames received (0 over TCP). */
+  frames: number
 }
 
+/** The load generator's masking key: zeros leave the payload as it is (RFC 6455 wants it unpredictable; ws does not check). */
+const ZERO_MASK = Buffer.alloc(4)
+
 /**
- * Opens a socket, sends CONNECT, resolves once CONNACK 0 arrives. `onFrame` gets every later frame.
- * Rejects on a refusal, a socket error or after timeoutMs.
+ * Opens a socket (over WebSocket at path `ws` when given), sends CONNECT, resolves once CONNACK 0
+ * arrives. `onFrame` gets every later frame. Rejects on a refusal, a socket error or after timeoutMs.
  */
-function connectRaw (port: number, clientId: string, keepalive: number, onFrame: FrameHandler, timeoutMs = 10000): Promise<Conn> {
+function connectRaw (port: number, clientId: string, keepalive: number, onFrame: FrameHandler, timeoutMs = 10000, ws?: string): Promise<Conn> {
   return new Promise((resolve, reject) => {
-    // eslint-disable-next-line prefer-const -- assigned after the socket exists; its onread callback reads it
-    let reader: FrameReader | undefined
-    // onread: reads go straight into one shared buffer and to the frame scanner (no stream
-    // 'data' events); the scanner consumes it synchronously and copies only a partial frame.
-    const socket = net.connect({ port, host: '127.0.0.1', onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => { reader!.push((buf as Buffer).subarray(0, n)); return true } } })
-    socket.setNoDelay(true)
-    const conn: Conn = { socket, closed: false }
     let connected = false
-    const timer = setTimeout(() => { socket.destroy(); reject(new Error(`CONNECT ${clientId}: no CONNACK in ${timeoutMs} ms`)) }, timeoutMs)
-    reader = new FrameReader((type, flags, buf, start, end) => {
+    let timer: NodeJS.Timeout | undefined
+    let conn: Conn | undefined
+    const fail = (err: Error): void => { if (!connected) { clearTimeout(timer); conn?.socket.destroy(); reject(err) } }
+    const reader = new FrameReader((type, flags, buf, start, end) => {
       if (!connected) {
         clearTimeout(timer)
         if (type !== 2 || buf[start + 1] !== 0) {
-          socket.destroy()
+          conn!.socket.destroy()
           reject(new Error(`CONNECT ${clientId}: ${type === 2 ? `CONNACK ${buf[start + 1]}` : `packet type ${type} before CONNACK`}`))
           return
         }
         connected = true
-        resolve(conn)
+        resolve(conn!)
         return
       }
       onFrame(type, flags, buf, start, end)
     })
-    socket.on('error', (err) => { if (!connected) { clearTimeout(timer); reject(err) } })
-    socket.on('close', () => { conn.closed = true; conn.closedAt = performance.now(); if (!connected) { clearTimeout(timer); reject(new Error(`CONNECT ${clientId}: closed`)) } })
-    socket.on('connect', () => {
-      socket.write(connectPacket(clientId, keepalive))
+    /** The transport is up: watch it, send CONNECT. */
+    const start = (c: Conn): void => {
+      conn = c
+      c.socket.on('error', (err) => fail(err))
+      c.socket.on('close', () => { c.closed = true; c.closedAt = performance.now(); fail(new Error(`CONNECT ${clientId}: closed`)) })
+      timer = setTimeout(() => fail(new Error(`CONNECT ${clientId}: no CONNACK in ${timeoutMs} ms`)), timeoutMs)
+      c.send(connectPacket(clientId, keepalive))
+    }
+    if (ws === undefined) {
+      // onread: reads go straight into one shared buffer and to the frame scanner (no stream
+      // 'data' events); the scanner consumes it synchronously and copies only a partial frame.
+      const socket = net.connect({ port, host: '127.0.0.1', onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => { reader.push((buf as Buffer).subarray(0, n)); return true } } })
+      socket.setNoDelay(true)
+      socket.once('error', (err) => fail(err))
+      socket.once('connect', () => start({ socket, closed: false, frames: 0, send: (b) => socket.write(b) }))
+      return
+    }
+    const wsReader = new WsFrameReader((f) => {
+      // The server sends nothing before CONNECT, which start() sends once `conn` is set.
+      if (conn !== undefined) conn.frames++
+      if (f.opcode === 2 || f.opcode === 0) reader.push(f.payload)
     })
+    connectRawWs(port, ws, (chunk) => wsReader.push(chunk), { protocol: 'mqtt', timeoutMs }).then(({ socket }) => {
+      start({ socket, closed: false, frames: 0, send: (b) => socket.write(clientFrame(b, 2, ZERO_MASK)) })
+    }, (err: Error) => fail(new Error(`CONNECT ${clientId}: WebSocket: ${err.message}`)))
   })
 }
 
@@ -258,7 +295,22 @@ class Engine {
   #pubacks = new Map<Subscriber, number[]>()
   #pubackScheduled = false
 
+  /** MQTT over WebSocket at this path, else TCP. */
+  ws: string | undefined
+
   constructor (readonly window: number, readonly inflight: number, readonly batch: number) {}
+
+  /** Bytes read and WebSocket frames received by the counted subscribers so far. */
+  wire (): { bytes: number, frames: number } {
+    let bytes = 0
+    let frames = 0
+    for (const s of this.subscribers) {
+      if (!s.counted) continue
+      bytes += s.conn.socket.bytesRead
+      frames += s.conn.frames
+    }
+    return { bytes, frames }
+  }
 
   onDelivery (buf: Buffer, tsOffset: number): void {
     this.delivered++
@@ -282,7 +334,7 @@ class Engine {
       for (let i = 0, o = 0; i < ids.length; i += 2, o += 4) {
         out[o] = 0x40; out[o + 1] = 2; out[o + 2] = ids[i]!; out[o + 3] = ids[i + 1]!
       }
-      if (!sub.conn.closed) sub.conn.socket.write(out)
+      if (!sub.conn.closed) sub.conn.send(out)
     }
     this.#pubacks.clear()
   }
@@ -323,7 +375,7 @@ class Engine {
         out.writeUInt32LE(p.sent, o + t.payloadOffset + 2)
         out.writeDoubleLE(now, o + t.payloadOffset + 6)
       }
-      if (!socket.write(out)) return // 'drain' pumps again
+      if (!p.conn.send(out)) return // 'drain' pumps again
     }
   }
 
@@ -349,11 +401,11 @@ class Engine {
 
   async addSubscriber (port: number, clientId: string, topic: string, qos: 0 | 1, publishers: number, counted: boolean): Promise<Subscriber> {
     const sub = new Subscriber(this, publishers, counted)
-    sub.conn = await connectRaw(port, clientId, 60, sub.onFrame)
+    sub.conn = await connectRaw(port, clientId, 60, sub.onFrame, 10000, this.ws)
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`SUBSCRIBE ${clientId}: no SUBACK in 10 s`)), 10000)
       sub.subacked = () => { clearTimeout(timer); resolve() }
-      sub.conn.socket.write(subscribePacket(topic, qos))
+      sub.conn.send(subscribePacket(topic, qos))
     })
     if (sub.subackCode === 0x80) throw new Error(`SUBSCRIBE ${clientId} ${topic}: refused`)
     this.subscribers.push(sub)
@@ -363,7 +415,7 @@ class Engine {
   async addPublisher (port: number, clientId: string, index: number, topic: string, qos: 0 | 1, payloadBytes: number): Promise<Publisher> {
     const pub = new Publisher(index, publishTemplate(topic, qos, payloadBytes), qos)
     pub.engine = this
-    pub.conn = await connectRaw(port, clientId, 60, pub.onFrame)
+    pub.conn = await connectRaw(port, clientId, 60, pub.onFrame, 10000, this.ws)
     pub.conn.socket.on('drain', () => this.schedulePump())
     this.publishers.push(pub)
     return pub
@@ -392,7 +444,8 @@ class Engine {
     const disconnect = Buffer.from([0xe0, 0])
     for (const c of [...this.publishers.map((p) => p.conn), ...this.subscribers.map((s) => s.conn)]) {
       if (c === undefined || c.closed) continue
-      c.socket.end(disconnect)
+      c.send(disconnect)
+      c.socket.end()
     }
   }
 }
@@ -413,6 +466,7 @@ async function measure (engine: Engine, job: Flow, latency: boolean, extra: () =
   const d0 = engine.delivered
   const s0 = engine.totalSent()
   const a0 = engine.totalAcked()
+  const w0 = engine.wire()
   const cpu0 = process.cpuUsage()
   const t0 = performance.now()
   engine.recordLatency = latency
@@ -431,6 +485,7 @@ async function measure (engine: Engine, job: Flow, latency: boolean, extra: () =
   const d1 = engine.delivered
   const s1 = engine.totalSent()
   const a1 = engine.totalAcked()
+  const w1 = engine.wire()
   emit({ event: 'window-end' })
   engine.publishing = false
   clearInterval(watchdog)
@@ -457,6 +512,10 @@ async function measure (engine: Engine, job: Flow, latency: boolean, extra: () =
     windowResets: engine.windowResets,
     loadgenCpuPercent: (cpu.user + cpu.system) / 1000 / (seconds * 1000) * 100,
     timelinePerSecond: timeline,
+    transport: engine.ws === undefined ? 'tcp' : 'ws',
+    // Bytes the counted subscribers read per message delivered to them (MQTT + TCP/WebSocket framing, not TCP/IP headers).
+    wireBytesPerDelivery: (w1.bytes - w0.bytes) / Math.max(1, d1 - d0),
+    framesPerDelivery: engine.ws === undefined ? null : (w1.frames - w0.frames) / Math.max(1, d1 - d0),
     ...extra()
   }
   if (latency) {
@@ -487,16 +546,18 @@ function tcpState (localPort: number, remotePort: number): string {
 
 async function fanin (job: FaninJob): Promise<object> {
   const engine = new Engine(job.window, Infinity, job.batch)
+  engine.ws = job.ws
   const sub = await engine.addSubscriber(job.port, 'fanin-sub', 'bench/fanin/#', 0, job.publishers, true)
   for (let i = 0; i < job.publishers; i++) {
     const p = await engine.addPublisher(job.port, `fanin-pub-${i}`, i, `bench/fanin/${i}`, 0, job.payloadBytes)
     p.receivers.push(sub)
   }
-  return measure(engine, job, false)
+  return measure(engine, job, job.latency === true)
 }
 
 async function qos1 (job: Qos1Job): Promise<object> {
   const engine = new Engine(job.inflight, job.inflight, job.inflight)
+  engine.ws = job.ws
   for (let i = 0; i < job.pairs; i++) {
     const sub = await engine.addSubscriber(job.port, `q1-sub-${i}`, `bench/q1/${i}`, 1, job.pairs, true)
     const p = await engine.addPublisher(job.port, `q1-pub-${i}`, i, `bench/q1/${i}`, 1, job.payloadBytes)
@@ -507,6 +568,7 @@ async function qos1 (job: Qos1Job): Promise<object> {
 
 async function fanout (job: FanoutJob): Promise<object> {
   const engine = new Engine(job.window, Infinity, job.batch)
+  engine.ws = job.ws
   const deadline = Date.now() + job.timeLimitMs / 2
   const started = performance.now()
   await pool(job.subscribers, job.connectConcurrency, deadline, async (i) => { await engine.addSubscriber(job.port, `fo-sub-${i}`, 'bench/fanout', 0, 1, true) })
@@ -514,11 +576,12 @@ async function fanout (job: FanoutJob): Promise<object> {
   const setupSeconds = (performance.now() - started) / 1000
   const p = await engine.addPublisher(job.port, 'fo-pub', 0, 'bench/fanout', 0, job.payloadBytes)
   p.receivers.push(...engine.subscribers)
-  return measure(engine, job, false, () => ({ subscribers: engine.subscribers.length, setupSeconds }))
+  return measure(engine, job, job.latency === true, () => ({ subscribers: engine.subscribers.length, setupSeconds }))
 }
 
 async function frozen (job: FrozenJob): Promise<object> {
   const engine = new Engine(job.inflight, job.inflight, job.inflight)
+  engine.ws = job.ws
   const deadline = Date.now() + job.timeLimitMs / 2
   await pool(job.healthy, job.connectConcurrency, deadline, async (i) => { await engine.addSubscriber(job.port, `fz-sub-${i}`, 'bench/frozen', 1, 1, true) })
   if (engine.subscribers.length !== job.healthy) throw new Error(`only ${engine.subscribers.length} subscribers set up`)
