@@ -5,7 +5,7 @@ import type { Socket } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import mqttPacket, { type Packet } from 'mqtt-packet'
 import { flowPlugin } from '../../plugins/flow/plugin.js'
-import { connectedClients } from '../../src/aedes/internals.js'
+import { connectedClients, outboundFlowOf } from '../../src/aedes/internals.js'
 import type { GatewayPlugin } from '../../src/plugin.js'
 import { startTestGateway, testCertificate, type TestGateway } from '../helpers/gateway.js'
 import { collect, connectClient, endClient, pollUntil, waitFor } from '../helpers/mqtt.js'
@@ -137,6 +137,41 @@ for (const variant of variants) {
     })
   })
 }
+
+describe('MQTT over WebSocket: back-pressure reaches the flow window', () => {
+  it('a subscriber that stops reading holds about one high-water mark in its stream; the rest waits in its window queue and overflows by policy, the publisher is not held', async () => {
+    const gw = await startTestGateway('flow: { maxQueued: 200 }', { plugins: [flowPlugin as GatewayPlugin] })
+    try {
+      const sub = await FrameCountingClient.connect(gw.gateway.ports.ws!, 'bp-sub')
+      await sub.subscribe('bp/t', 0)
+      sub.socket.pause()
+      const pub = await RawClient.connect(gw.gateway.ports.mqtt!, 'bp-pub')
+      const burst = Buffer.concat(Array.from({ length: 100 }, () => encode({ cmd: 'publish', topic: 'bp/t', payload: Buffer.alloc(1000, 0x79), qos: 0, retain: false, dup: false })))
+      const stream = (): { writableLength: number } => connectedClients(gw.gateway.broker)['bp-sub']!.conn as unknown as { writableLength: number }
+      const dropped = async (): Promise<number> => {
+        const text = await gw.gateway.metrics.registry.getSingleMetricAsString('mqgw_flow_dropped_total')
+        return [...text.matchAll(/^mqgw_flow_dropped_total\{[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0)
+      }
+      let most = 0
+      // Bounded: at most 20 MB published, 10 s.
+      const deadline = Date.now() + 10000
+      for (let i = 0; i < 200 && Date.now() < deadline && (await dropped()) === 0; i++) {
+        pub.socket.write(burst)
+        await new Promise((resolve) => setTimeout(resolve, 2))
+        most = Math.max(most, stream().writableLength)
+      }
+      assert.ok((await dropped()) > 0, 'the window queue overflowed: the window saw the WebSocket back-pressure')
+      assert.ok(most <= 40 * 1024, `the subscriber's stream held at most ${most} bytes`)
+      const window = outboundFlowOf(connectedClients(gw.gateway.broker)['bp-sub']!) as unknown as { queued: number }
+      assert.ok(window.queued > 0 && window.queued <= 200, `${window.queued} messages wait in the window queue`)
+      await pub.ping()
+      pub.socket.destroy()
+      sub.socket.destroy()
+    } finally {
+      await gw.stop()
+    }
+  })
+})
 
 describe('MQTT over WebSocket: clients and closed connections', () => {
   const tls = testCertificate()
