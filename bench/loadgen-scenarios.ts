@@ -10,8 +10,9 @@
  *    a subscriber's PUBACKs for one read are written back as one buffer.
  * With `ws` set (a path), every connection is MQTT over WebSocket instead (RFC 6455 framing by
  * hand, test/helpers/raw-ws.ts: the upgrade request, then each batch written as one masked binary
- * frame with a zero mask key, so the payload is copied, not XORed; the server's frames are split
- * by a header scanner), and the result reports frames per delivery. Wire bytes per delivery
+ * frame; the server's frames are split by a header scanner), and the result reports frames per
+ * delivery. The masking key is random and non-zero, as a browser's: ws skips unmasking a frame
+ * whose key is zero, which would spare the broker work that real clients cost it. Wire bytes per delivery
  * (counted subscribers' bytes read over the window / deliveries) are reported for both.
  * Publishers are closed-loop: a publisher may be at most `window` messages ahead of the slowest
  * of its subscribers (per-publisher sequence numbers, so a dropped message does not shrink the
@@ -25,6 +26,7 @@
  * line "release" on stdin (bounded by holdMs) before closing its connections. Every loop is
  * bounded in count and in time (timeLimitMs hard cap: the process exits 2).
  */
+import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import { generate } from 'mqtt-packet'
@@ -129,8 +131,8 @@ interface Conn {
   frames: number
 }
 
-/** The load generator's masking key: zeros leave the payload as it is (RFC 6455 wants it unpredictable; ws does not check). */
-const ZERO_MASK = Buffer.alloc(4)
+/** The load generator's masking key: one per process, never zero (see the header). */
+const MASK = ((): Buffer => { const m = randomBytes(4); m[0] = m[0]! | 1; return m })()
 
 /**
  * Opens a socket (over WebSocket at path `ws` when given), sends CONNECT, resolves once CONNACK 0
@@ -179,7 +181,7 @@ function connectRaw (port: number, clientId: string, keepalive: number, onFrame:
       if (f.opcode === 2 || f.opcode === 0) reader.push(f.payload)
     })
     connectRawWs(port, ws, (chunk) => wsReader.push(chunk), { protocol: 'mqtt', timeoutMs }).then(({ socket }) => {
-      start({ socket, closed: false, frames: 0, send: (b) => socket.write(clientFrame(b, 2, ZERO_MASK)) })
+      start({ socket, closed: false, frames: 0, send: (b) => socket.write(clientFrame(b, 2, MASK)) })
     }, (err: Error) => fail(new Error(`CONNECT ${clientId}: WebSocket: ${err.message}`)))
   })
 }

@@ -58,8 +58,8 @@ export class WsFrameReader {
 }
 
 /**
- * One client frame (FIN set, masked). `mask`: the 4-byte masking key; the load generator passes
- * zeros (the payload is then sent as is: no XOR pass per message), tests a random one.
+ * One client frame (FIN set, masked with `mask`, random by default). A zero key sends the payload
+ * as is, and ws then skips unmasking: cheaper for both ends than what real clients cost.
  */
 export function clientFrame (payload: Buffer, opcode = 2, mask: Buffer = randomBytes(4)): Buffer {
   const len = payload.length
@@ -80,7 +80,11 @@ export function clientFrame (payload: Buffer, opcode = 2, mask: Buffer = randomB
   if (allZero) {
     payload.copy(out, head + 4)
   } else {
-    for (let i = 0; i < len; i++) out[head + 4 + i] = payload[i]! ^ mask[i & 3]!
+    // Four bytes at a time where the payload allows it (the load generator masks every batch).
+    const key = mask.readUInt32BE(0)
+    const words = len >>> 2
+    for (let w = 0; w < words; w++) out.writeUInt32BE((payload.readUInt32BE(w * 4) ^ key) >>> 0, head + 4 + w * 4)
+    for (let i = words * 4; i < len; i++) out[head + 4 + i] = payload[i]! ^ mask[i & 3]!
   }
   return out
 }
