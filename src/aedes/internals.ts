@@ -11,7 +11,7 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | outbound flow window on deliveries       | patch: lib/client.js, connect, puback |
  * | one subscription save per SUBSCRIBE      | patch: lib/handlers/subscribe.js      |
  * | packet size and UTF-8 guards in the parser | packet-guard.ts (parser methods)    |
- * | one socket write per turn (TCP/TLS)      | write-batching.ts (socket methods)    |
+ * | one socket write per turn (TCP/TLS; WS: one frame per turn, listeners/ws-duplex.ts) | write-batching.ts |
  * | message id counter of a Redis node       | internals.ts `continuePacketCounter`  |
  * | mqemitter-redis' local matcher           | internals.ts `replaceLocalMatcher`    |
  */
