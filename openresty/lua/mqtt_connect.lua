@@ -254,6 +254,12 @@ function M.parse(data, max_len)
   return "ok", id
 end
 
+-- The same rule for a client id that came another way (the WebSocket upgrade request):
+-- well-formed UTF-8 without U+0000, as in a CONNECT.
+function M.utf8_ok(s)
+  return type(s) == "string" and utf8_ok(s, 1, #s)
+end
+
 function M.client_id(data, max_len)
   local ok, status, value = pcall(M.parse, data, max_len)
   if ok and status == "ok" and value ~= "" then return value end
