@@ -20,51 +20,9 @@ import { testCertificate } from '../helpers/gateway.js'
 import { closesWithin, rawSocket, waitFor, endClient } from '../helpers/mqtt.js'
 import { freePort } from '../helpers/process.js'
 import { TestRedis } from '../helpers/redis.js'
-import { AccessLayer, writeAccessConfig } from './access-layer.js'
+import { AccessLayer, Landings, writeAccessConfig } from './access-layer.js'
 
 const NODE_IDS = ['gw-a', 'gw-b', 'gw-c']
-
-/**
- * Which node logged "client connected" for a user name: unique per connection, except for a
- * persistent session, which only its user may resume (so its connections are counted).
- */
-class Landings {
-  readonly #offsets = new Map<ClusterNode, number>()
-  readonly #byUser = new Map<string, string[]>()
-  readonly #addressOf = new Map<string, string>()
-  constructor (private readonly nodes: ClusterNode[]) {}
-
-  #poll (): void {
-    for (const node of this.nodes) {
-      const out = node.stdout()
-      const from = this.#offsets.get(node) ?? 0
-      const end = out.lastIndexOf('\n') + 1
-      if (end <= from) continue
-      for (const line of out.slice(from, end).split('\n')) {
-        if (!line.includes('"client connected"')) continue
-        const entry = JSON.parse(line) as { username?: string, remoteAddress?: string }
-        if (entry.username) {
-          const seen = this.#byUser.get(entry.username) ?? []
-          seen.push(node.id)
-          this.#byUser.set(entry.username, seen)
-          if (entry.remoteAddress) this.#addressOf.set(entry.username, entry.remoteAddress)
-        }
-      }
-      this.#offsets.set(node, end)
-    }
-  }
-
-  /** The client address the node logged (from nginx's PROXY protocol header). */
-  addressOf (username: string): string | undefined {
-    return this.#addressOf.get(username)
-  }
-
-  /** The node of the `nth` connection of `username` (1 = its first). */
-  async nodeOf (username: string, nth = 1): Promise<string> {
-    await waitFor(() => { this.#poll(); return (this.#byUser.get(username)?.length ?? 0) >= nth }, `a node to log connection ${nth} of ${username}`, 5000)
-    return this.#byUser.get(username)![nth - 1]!
-  }
-}
 
 let userSeq = 0
 const nextUser = (): string => `u-${process.pid}-${++userSeq}`

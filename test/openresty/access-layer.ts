@@ -16,6 +16,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync, chmodSync } from 'node:fs'
 import { join } from 'node:path'
+import type { ClusterNode } from '../helpers/cluster.js'
 import { pollUntil, sleep, waitFor } from '../helpers/mqtt.js'
 
 export const OPENRESTY_DIR = join(process.cwd(), 'openresty')
@@ -190,5 +191,47 @@ export class AccessLayer {
       child.kill('SIGKILL')
       await exited
     }
+  }
+}
+
+/**
+ * Which node logged "client connected" for a user name: unique per connection, except for a
+ * persistent session, which only its user may resume (so its connections are counted).
+ */
+export class Landings {
+  readonly #offsets = new Map<ClusterNode, number>()
+  readonly #byUser = new Map<string, string[]>()
+  readonly #addressOf = new Map<string, string>()
+  constructor (private readonly nodes: ClusterNode[]) {}
+
+  #poll (): void {
+    for (const node of this.nodes) {
+      const out = node.stdout()
+      const from = this.#offsets.get(node) ?? 0
+      const end = out.lastIndexOf('\n') + 1
+      if (end <= from) continue
+      for (const line of out.slice(from, end).split('\n')) {
+        if (!line.includes('"client connected"')) continue
+        const entry = JSON.parse(line) as { username?: string, remoteAddress?: string }
+        if (entry.username) {
+          const seen = this.#byUser.get(entry.username) ?? []
+          seen.push(node.id)
+          this.#byUser.set(entry.username, seen)
+          if (entry.remoteAddress) this.#addressOf.set(entry.username, entry.remoteAddress)
+        }
+      }
+      this.#offsets.set(node, end)
+    }
+  }
+
+  /** The client address the node logged (from nginx's PROXY protocol header). */
+  addressOf (username: string): string | undefined {
+    return this.#addressOf.get(username)
+  }
+
+  /** The node of the `nth` connection of `username` (1 = its first). */
+  async nodeOf (username: string, nth = 1): Promise<string> {
+    await waitFor(() => { this.#poll(); return (this.#byUser.get(username)?.length ?? 0) >= nth }, `a node to log connection ${nth} of ${username}`, 5000)
+    return this.#byUser.get(username)![nth - 1]!
   }
 }
