@@ -163,4 +163,20 @@ describe('the access layer: spread over the nodes, a node added, readiness (real
     assert.ok(moved >= 190 && moved <= 310, `seed ${seed}: ${moved} of 1000 ids moved`)
     process.stdout.write(`# seed ${seed}: a 4th node took ${moved} of 1000 ids (${(moved / 10).toFixed(1)}%), none moved between the old nodes\n`)
   })
+
+  it('a node that dies refuses connections before the checks notice: each is retried on the id\'s next ring node', async () => {
+    const gwD = node('gw-d')
+    const ring = await ringOrders(['gw-a', 'gw-b', 'gw-c', 'gw-d'], ids)
+    const mine = ids.filter((id) => ring.get(id)![0] === 'gw-d').slice(0, 10)
+    assert.equal(mine.length, 10)
+    const before = access!.stderr().length
+    await gwD.crash()
+    // Connect at once: the checks need 2 failed rounds (about 1-2 s) to take gw-d out, so the
+    // first connections meet a refused connect and nginx asks the balancer again.
+    for (const id of mine) assert.equal(await land(id), ring.get(id)![1], `${id}: the next node of its ring order`)
+    const log = access!.stderr().slice(before)
+    assert.match(log, new RegExp(`connect\\(\\) failed \\(111: Connection refused\\) while connecting to upstream.*upstream: "127\\.0\\.0\\.1:${gwD.ports.mqtt}"`), 'a refused connect to gw-d was retried')
+    await waitFor(() => /node gw-d is out/.test(access!.stderr()), 'the checks to take gw-d out', 5000)
+    for (const id of mine) assert.equal(await land(id), ring.get(id)![1], `${id} once gw-d is out`)
+  })
 })
