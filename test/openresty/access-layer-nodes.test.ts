@@ -19,7 +19,7 @@ import { startNode, type ClusterNode } from '../helpers/cluster.js'
 import { pollUntil, waitFor } from '../helpers/mqtt.js'
 import { freePort } from '../helpers/process.js'
 import { TestRedis } from '../helpers/redis.js'
-import { AccessLayer, Landings, writeAccessConfig, writeUpstreams, type NodeLine } from './access-layer.js'
+import { AccessLayer, Landings, streamLua, writeAccessConfig, writeUpstreams, type NodeLine } from './access-layer.js'
 import { prng, runLua } from './connect-parsers.js'
 
 let seq = 0
@@ -84,6 +84,7 @@ describe('the access layer: spread over the nodes, a node added, readiness (real
   }
 
   before(async () => {
+    streamLua() // the module first: without it, one line saying what to install, before anything starts
     await Promise.all([shared.start(), ownRedis.start()])
     nodes = await Promise.all(['gw-a', 'gw-b', 'gw-c', 'gw-d'].map((id) => startNode(id === 'gw-b' ? ownRedis : shared, id, {
       env: { MQGW_LOG_LEVEL: 'info' },

@@ -20,7 +20,7 @@ import { testCertificate } from '../helpers/gateway.js'
 import { closesWithin, rawSocket, waitFor, endClient } from '../helpers/mqtt.js'
 import { freePort } from '../helpers/process.js'
 import { TestRedis } from '../helpers/redis.js'
-import { AccessLayer, Landings, writeAccessConfig } from './access-layer.js'
+import { AccessLayer, Landings, streamLua, writeAccessConfig } from './access-layer.js'
 
 const NODE_IDS = ['gw-a', 'gw-b', 'gw-c']
 
@@ -87,6 +87,7 @@ describe('the access layer (openresty/nginx.conf, stream Lua module) in front of
   }
 
   before(async () => {
+    streamLua() // the module first: without it, one line saying what to install, before anything starts
     await redis.start()
     nodes = await Promise.all(NODE_IDS.map((id) => startNode(redis, id, { env: { MQGW_LOG_LEVEL: 'info' }, yaml: 'listeners: { mqtt: { proxyProtocol: true }, ws: { proxyProtocol: true } }' })))
     landings = new Landings(nodes)
