@@ -6,7 +6,10 @@
  * connections.
  */
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { nodeLines } from './access-layer.js'
 import { prng, runLua } from './connect-parsers.js'
 
 /** Each key's node order (home first) on a ring of `names`. */
@@ -64,6 +67,17 @@ describe('hash ring (mqtt_ring.lua under luajit)', () => {
       assert.equal(two[i]![0], want, `seed ${seed}: ${keys[i]}`)
     })
     process.stdout.write(`# ring seed ${seed}: ${JSON.stringify(Object.fromEntries(share))}, ${moved} of 10000 moved to a 4th node\n`)
+  })
+
+  it('the shipped upstreams.conf (gw-1, gw-2): 10,000 random ids split within 50% +- 3%', async () => {
+    const names = nodeLines(readFileSync(join(process.cwd(), 'openresty/upstreams.conf'), 'utf8')).map((n) => n.name)
+    assert.deepEqual(names, ['gw-1', 'gw-2'])
+    const seed = Number(process.env.TEST_SEED ?? Date.now() % 1_000_000)
+    const homes = (await orders(names, randomIds(seed + 1, 10000))).map((o) => o[0])
+    for (const name of names) {
+      const n = homes.filter((h) => h === name).length
+      assert.ok(n >= 4700 && n <= 5300, `seed ${seed}: ${name} has ${n} of 10000`)
+    }
   })
 })
 
