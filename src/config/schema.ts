@@ -36,7 +36,9 @@ const proxied = {
 }
 const forwarded = {
   /** Take the client address from X-Forwarded-For when the request comes from a trusted proxy. */
-  forwardedFor: z.boolean().default(false)
+  forwardedFor: z.boolean().default(false),
+  /** Expect a PROXY protocol header (before TLS and HTTP) from a trusted proxy: the access layer routes WebSocket as a stream. */
+  proxyProtocol: z.boolean().default(false)
 }
 
 export const listenersSchema = z.strictObject({
