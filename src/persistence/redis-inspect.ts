@@ -1,0 +1,118 @@
+import type { PublishPacket } from 'aedes'
+import type { AsyncRedisPersistence } from 'aedes-persistence-redis'
+import type { Cluster, Redis } from 'ioredis'
+import msgpack from 'msgpack-lite'
+import { covers } from '../topic.js'
+import { SessionOnlineError, retainedTombstone, toBuffer, type RetainedView, type StoreInspector } from './inspect.js'
+import type { RetainedLedger } from './ledgers.js'
+
+/** aedes-persistence-redis' key layout (asyncPersistence.js), read here and nowhere else. */
+const RETAINED_HASH = 'retained'
+const RETAINED_KEY_PREFIX = 'retained:'
+const clientSubKey = (clientId: string): string => `client:${encodeURIComponent(clientId)}`
+export const outgoingKey = (clientId: string): string => `outgoing:${encodeURIComponent(clientId)}`
+/** SCAN/HSCAN calls one page may make, so that a sparse match over a huge store stays bounded. */
+const MAX_SCANS_PER_PAGE = 50
+
+export interface RedisInspectorDeps {
+  conn: Redis | Cluster
+  store: AsyncRedisPersistence
+  retainedLedger: RetainedLedger
+  onlineKey: string
+  offlineKey: string
+  ownersKey: string
+  /** Empties a session's queue (releasing its packets); returns how many were dropped. */
+  trimQueue: (key: string, keep: number) => Promise<number>
+}
+
+/** Removes a session's subscriptions, queue and owner (expiry sweep and the admin API). */
+export async function removeSessionData (deps: RedisInspectorDeps, clientId: string): Promise<number> {
+  const dropped = await deps.trimQueue(outgoingKey(clientId), 0)
+  await deps.store.cleanSubscriptions({ id: clientId })
+  await deps.conn.hdel(deps.ownersKey, clientId)
+  await deps.conn.zrem(deps.offlineKey, clientId)
+  return dropped
+}
+
+const decodePacket = (value: Buffer): RetainedView => {
+  const p = msgpack.decode(value) as PublishPacket
+  return { topic: p.topic, qos: p.qos, payload: toBuffer(p.payload) }
+}
+
+/**
+ * Sessions and retained messages in Redis: cluster-wide answers (every node shares them).
+ * With Redis Cluster the store keeps each retained message under its own key
+ * (`retained:<topic>`), spread over the masters: a SCAN of one connection sees one master's
+ * keys only, so listing scans every master in turn (the cursor names the master).
+ */
+export function redisInspector (deps: RedisInspectorDeps): StoreInspector {
+  const { conn, store } = deps
+  const isCluster = (conn as Cluster).isCluster === true
+
+  const retainedSingle = async (filter: string[], limit: number, cursor: string | undefined): Promise<{ items: RetainedView[], next: string | undefined }> => {
+    const items: RetainedView[] = []
+    let c = cursor ?? '0'
+    for (let scans = 0; scans < MAX_SCANS_PER_PAGE; scans++) {
+      const [next, entries] = await conn.hscanBuffer(RETAINED_HASH, c, 'COUNT', limit)
+      c = next.toString()
+      for (let i = 0; i + 1 < entries.length; i += 2) {
+        if (covers(filter, entries[i]!.toString().split('/'))) items.push(decodePacket(entries[i + 1]!))
+      }
+      if (c === '0') return { items, next: undefined }
+      if (items.length >= limit) break
+    }
+    return { items, next: c }
+  }
+
+  const retainedCluster = async (filter: string[], limit: number, cursor: string | undefined): Promise<{ items: RetainedView[], next: string | undefined }> => {
+    const masters = (conn as Cluster).nodes('master').sort((a, b) => `${a.options.host}:${a.options.port}`.localeCompare(`${b.options.host}:${b.options.port}`))
+    const items: RetainedView[] = []
+    let [index, c] = cursor === undefined ? [0, '0'] : [Number(cursor.split(':')[0]), cursor.split(':')[1] ?? '0']
+    for (let scans = 0; scans < MAX_SCANS_PER_PAGE && index < masters.length; scans++) {
+      const [next, keys] = await masters[index]!.scan(c, 'MATCH', `${RETAINED_KEY_PREFIX}*`, 'COUNT', limit)
+      c = next
+      for (const key of keys) {
+        const topic = decodeURIComponent(key.slice(RETAINED_KEY_PREFIX.length))
+        if (!covers(filter, topic.split('/'))) continue
+        const value = await conn.getBuffer(key)
+        if (value) items.push(decodePacket(value))
+      }
+      if (c === '0') {
+        index++
+        c = '0'
+      }
+      if (items.length >= limit) break
+    }
+    return { items, next: index < masters.length ? `${index}:${c}` : undefined }
+  }
+
+  const onlineNode = async (clientId: string): Promise<string | undefined> => {
+    const token = await conn.hget(deps.onlineKey, clientId)
+    return token === null ? undefined : token.slice(0, token.lastIndexOf('|'))
+  }
+
+  return {
+    session: async (clientId) => {
+      const [subs, queued, node, offlineSince] = await Promise.all([
+        store.subscriptionsByClient({ id: clientId }), conn.llen(outgoingKey(clientId)), onlineNode(clientId), conn.zscore(deps.offlineKey, clientId)
+      ])
+      if (subs.length === 0 && queued === 0 && node === undefined && offlineSince === null) return undefined
+      return { clientId, online: node !== undefined, node: node ?? null, subscriptions: subs.map((s) => ({ filter: s.topic, qos: s.qos })), queued }
+    },
+    deleteSession: async (clientId) => {
+      const node = await onlineNode(clientId)
+      if (node !== undefined) throw new SessionOnlineError(node)
+      return removeSessionData(deps, clientId)
+    },
+    retained: (filter, limit, cursor) => (isCluster ? retainedCluster : retainedSingle)(filter.split('/'), limit, cursor),
+    deleteRetained: async (topic) => {
+      const exists = isCluster
+        ? await conn.exists(RETAINED_KEY_PREFIX + encodeURIComponent(topic)) === 1
+        : await conn.hexists(RETAINED_HASH, topic) === 1
+      if (!exists) return false
+      await store.storeRetained(retainedTombstone(topic))
+      await deps.retainedLedger.release(topic)
+      return true
+    }
+  }
+}
