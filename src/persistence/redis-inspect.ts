@@ -9,7 +9,6 @@ import type { RetainedLedger } from './ledgers.js'
 /** aedes-persistence-redis' key layout (asyncPersistence.js), read here and nowhere else. */
 const RETAINED_HASH = 'retained'
 const RETAINED_KEY_PREFIX = 'retained:'
-const clientSubKey = (clientId: string): string => `client:${encodeURIComponent(clientId)}`
 export const outgoingKey = (clientId: string): string => `outgoing:${encodeURIComponent(clientId)}`
 /** SCAN/HSCAN calls one page may make, so that a sparse match over a huge store stays bounded. */
 const MAX_SCANS_PER_PAGE = 50
