@@ -76,6 +76,8 @@ function send (res: ServerResponse, status: number, body: unknown, headers: Reco
 function fieldOf (where: string, error: z.ZodError): { field: string, message: string } {
   const issue = error.issues[0]
   const path = issue?.path.map(String) ?? []
+  // An unknown key is the field at fault itself.
+  if (issue?.code === 'unrecognized_keys' && issue.keys[0] !== undefined) path.push(issue.keys[0])
   return { field: [where, ...path].join('.'), message: issue?.message ?? 'invalid' }
 }
 
