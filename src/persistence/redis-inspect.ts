@@ -24,9 +24,35 @@ export interface RedisInspectorDeps {
   trimQueue: (key: string, keep: number) => Promise<number>
 }
 
+/**
+ * Empties a queue one command at a time. Redis Cluster refuses TRIM_QUEUE there: the packet
+ * keys it releases live in other hash slots than the queue ("Script attempted to access a non
+ * local key"). Not atomic, which is fine for a session that is offline and being removed.
+ */
+async function clearQueueByCommands (conn: Redis | Cluster, key: string): Promise<number> {
+  const bound = await conn.llen(key)
+  let dropped = 0
+  for (let i = 0; i < bound; i++) {
+    const entry = await conn.lpop(key)
+    if (entry === null) break
+    dropped++
+    if (entry.startsWith('packet:')) {
+      if (await conn.decr(entry + ':offlineCount') <= 0) {
+        await conn.del(entry)
+        await conn.del(entry + ':offlineCount')
+      }
+    } else {
+      await conn.del(entry)
+    }
+  }
+  return dropped
+}
+
 /** Removes a session's subscriptions, queue and owner (expiry sweep and the admin API). */
 export async function removeSessionData (deps: RedisInspectorDeps, clientId: string): Promise<number> {
-  const dropped = await deps.trimQueue(outgoingKey(clientId), 0)
+  const dropped = (deps.conn as Cluster).isCluster === true
+    ? await clearQueueByCommands(deps.conn, outgoingKey(clientId))
+    : await deps.trimQueue(outgoingKey(clientId), 0)
   await deps.store.cleanSubscriptions({ id: clientId })
   await deps.conn.hdel(deps.ownersKey, clientId)
   await deps.conn.zrem(deps.offlineKey, clientId)
