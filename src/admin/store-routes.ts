@@ -1,5 +1,5 @@
 import { isValidTopicFilter } from '../topic.js'
-import { SessionOnlineError, type StoreInspector } from '../persistence/inspect.js'
+import { InvalidCursorError, SessionOnlineError, type StoreInspector } from '../persistence/inspect.js'
 import { AdminError, defineRoute, type AdminRegistry, type AdminScope } from './router.js'
 import { retainedAnswer, retainedDeleted, retainedQuery, sessionAnswer, sessionDeleted } from './schemas.js'
 
@@ -43,7 +43,13 @@ export function registerStoreRoutes (admin: AdminRegistry, inspector: StoreInspe
     query: retainedQuery.refine((q) => isValidTopicFilter(q.filter), { message: 'not a valid MQTT topic filter', path: ['filter'] }),
     response: retainedAnswer,
     handler: async ({ query }) => {
-      const page = await inspector.retained(query.filter, query.limit, query.cursor)
+      let page
+      try {
+        page = await inspector.retained(query.filter, query.limit, query.cursor)
+      } catch (err) {
+        if (err instanceof InvalidCursorError) throw new AdminError(400, err.message, 'query.cursor')
+        throw err
+      }
       return {
         data: page.items.map((m) => ({ topic: m.topic, qos: m.qos, bytes: m.payload.length, payload: m.payload.toString('base64') })),
         ...(page.next !== undefined ? { next: page.next } : {})

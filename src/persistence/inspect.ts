@@ -22,7 +22,7 @@ export interface StoreInspector {
   session: (clientId: string) => Promise<SessionView | undefined>
   /** Removes an offline session (subscriptions, queue, owner); returns the messages dropped. */
   deleteSession: (clientId: string) => Promise<number>
-  /** Up to about `limit` retained messages matching `filter` from `cursor` on, and the next cursor. */
+  /** At most `limit` retained messages matching `filter` from `cursor` on, and the next cursor. */
   retained: (filter: string, limit: number, cursor: string | undefined) => Promise<{ items: RetainedView[], next: string | undefined }>
   /** Removes the retained message of `topic`; false when there was none. */
   deleteRetained: (topic: string) => Promise<boolean>
@@ -32,6 +32,11 @@ export class SessionOnlineError extends Error {
   constructor (readonly node: string | null) {
     super(`the session is connected${node ? ` on node ${node}` : ''}; disconnect the client first`)
   }
+}
+
+/** A `cursor` the listing did not hand out. */
+export class InvalidCursorError extends Error {
+  constructor () { super('not a cursor this listing returned') }
 }
 
 export const toBuffer = (payload: PublishPacket['payload'] | undefined | null): Buffer =>
@@ -79,6 +84,7 @@ export function memoryInspector (broker: Aedes, ledger: RetainedLedger, owners: 
     },
     retained: async (filter, limit, cursor) => {
       const offset = cursor === undefined ? 0 : Number(cursor)
+      if (!Number.isInteger(offset) || offset < 0) throw new InvalidCursorError()
       const items: RetainedView[] = []
       let i = 0
       for await (const p of store.createRetainedStream(filter)) {

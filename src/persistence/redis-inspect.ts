@@ -3,7 +3,7 @@ import type { AsyncRedisPersistence } from 'aedes-persistence-redis'
 import type { Cluster, Redis } from 'ioredis'
 import msgpack from 'msgpack-lite'
 import { covers } from '../topic.js'
-import { SessionOnlineError, retainedTombstone, toBuffer, type RetainedView, type StoreInspector } from './inspect.js'
+import { InvalidCursorError, SessionOnlineError, retainedTombstone, toBuffer, type RetainedView, type StoreInspector } from './inspect.js'
 import type { RetainedLedger } from './ledgers.js'
 
 /** aedes-persistence-redis' key layout (asyncPersistence.js), read here and nowhere else. */
@@ -74,41 +74,62 @@ export function redisInspector (deps: RedisInspectorDeps): StoreInspector {
   const { conn, store } = deps
   const isCluster = (conn as Cluster).isCluster === true
 
-  const retainedSingle = async (filter: string[], limit: number, cursor: string | undefined): Promise<{ items: RetainedView[], next: string | undefined }> => {
+  /**
+   * One SCAN step of source `index` (the retained hash, or master `index` of a cluster) from
+   * `cursor`: the next cursor and the retained messages of that batch matching `filter`.
+   */
+  type Batch = { next: string, items: RetainedView[] }
+  const scanSingle = async (_index: number, cursor: string, filter: string[], count: number): Promise<Batch> => {
+    const [next, entries] = await conn.hscanBuffer(RETAINED_HASH, cursor, 'COUNT', count)
     const items: RetainedView[] = []
-    let c = cursor ?? '0'
-    for (let scans = 0; scans < MAX_SCANS_PER_PAGE; scans++) {
-      const [next, entries] = await conn.hscanBuffer(RETAINED_HASH, c, 'COUNT', limit)
-      c = next.toString()
-      for (let i = 0; i + 1 < entries.length; i += 2) {
-        if (covers(filter, entries[i]!.toString().split('/'))) items.push(decodePacket(entries[i + 1]!))
-      }
-      if (c === '0') return { items, next: undefined }
-      if (items.length >= limit) break
+    for (let i = 0; i + 1 < entries.length; i += 2) {
+      if (covers(filter, entries[i]!.toString().split('/'))) items.push(decodePacket(entries[i + 1]!))
     }
-    return { items, next: c }
+    return { next: next.toString(), items }
+  }
+  const masters = (): Redis[] => (conn as Cluster).nodes('master').sort((a, b) => `${a.options.host}:${a.options.port}`.localeCompare(`${b.options.host}:${b.options.port}`))
+  const scanCluster = async (index: number, cursor: string, filter: string[], count: number): Promise<Batch> => {
+    const [next, keys] = await masters()[index]!.scan(cursor, 'MATCH', `${RETAINED_KEY_PREFIX}*`, 'COUNT', count)
+    const items: RetainedView[] = []
+    for (const key of keys) {
+      const topic = decodeURIComponent(key.slice(RETAINED_KEY_PREFIX.length))
+      if (!covers(filter, topic.split('/'))) continue
+      const value = await conn.getBuffer(key)
+      if (value) items.push(decodePacket(value))
+    }
+    return { next, items }
   }
 
-  const retainedCluster = async (filter: string[], limit: number, cursor: string | undefined): Promise<{ items: RetainedView[], next: string | undefined }> => {
-    const masters = (conn as Cluster).nodes('master').sort((a, b) => `${a.options.host}:${a.options.port}`.localeCompare(`${b.options.host}:${b.options.port}`))
+  /**
+   * At most `limit` messages. The cursor is `source:scanCursor:skip`: a page that ends inside a
+   * SCAN batch resumes by scanning that batch again and skipping what it already returned.
+   * As with SCAN itself, a message added or removed during the listing may be missed or seen twice.
+   */
+  const retainedPage = async (filterText: string, limit: number, cursor: string | undefined): Promise<{ items: RetainedView[], next: string | undefined }> => {
+    const filter = filterText.split('/')
+    const sources = isCluster ? masters().length : 1
+    const scan = isCluster ? scanCluster : scanSingle
+    const [i0, c0, s0] = (cursor ?? '0:0:0').split(':')
+    let index = Number(i0)
+    let scanCursor = c0 ?? '0'
+    let skip = Number(s0 ?? 0)
+    if (!Number.isInteger(index) || index < 0 || !/^\d+$/.test(scanCursor) || !Number.isInteger(skip) || skip < 0) throw new InvalidCursorError()
     const items: RetainedView[] = []
-    let [index, c] = cursor === undefined ? [0, '0'] : [Number(cursor.split(':')[0]), cursor.split(':')[1] ?? '0']
-    for (let scans = 0; scans < MAX_SCANS_PER_PAGE && index < masters.length; scans++) {
-      const [next, keys] = await masters[index]!.scan(c, 'MATCH', `${RETAINED_KEY_PREFIX}*`, 'COUNT', limit)
-      c = next
-      for (const key of keys) {
-        const topic = decodeURIComponent(key.slice(RETAINED_KEY_PREFIX.length))
-        if (!covers(filter, topic.split('/'))) continue
-        const value = await conn.getBuffer(key)
-        if (value) items.push(decodePacket(value))
+    for (let scans = 0; scans < MAX_SCANS_PER_PAGE && index < sources; scans++) {
+      const batch = await scan(index, scanCursor, filter, limit)
+      const available = batch.items.slice(skip)
+      const room = limit - items.length
+      if (available.length > room) {
+        items.push(...available.slice(0, room))
+        return { items, next: `${index}:${scanCursor}:${skip + room}` }
       }
-      if (c === '0') {
-        index++
-        c = '0'
-      }
-      if (items.length >= limit) break
+      items.push(...available)
+      skip = 0
+      scanCursor = batch.next
+      if (scanCursor === '0') index++
+      if (items.length === limit) break
     }
-    return { items, next: index < masters.length ? `${index}:${c}` : undefined }
+    return { items, next: index < sources ? `${index}:${scanCursor}:0` : undefined }
   }
 
   const onlineNode = async (clientId: string): Promise<string | undefined> => {
@@ -129,7 +150,7 @@ export function redisInspector (deps: RedisInspectorDeps): StoreInspector {
       if (node !== undefined) throw new SessionOnlineError(node)
       return removeSessionData(deps, clientId)
     },
-    retained: (filter, limit, cursor) => (isCluster ? retainedCluster : retainedSingle)(filter.split('/'), limit, cursor),
+    retained: retainedPage,
     deleteRetained: async (topic) => {
       const exists = isCluster
         ? await conn.exists(RETAINED_KEY_PREFIX + encodeURIComponent(topic)) === 1

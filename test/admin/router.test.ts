@@ -128,6 +128,8 @@ acl: { file: ${aclFile}, noMatch: allow }
       ['GET', '/clients?colour=red', undefined, 'query.colour'],
       ['GET', '/subscriptions?limit=-1', undefined, 'query.limit'],
       ['GET', '/retained?filter=a/%23/b', undefined, 'query.filter'],
+      ['GET', '/retained?cursor=-5', undefined, 'query.cursor'],
+      ['GET', '/retained?cursor=abc', undefined, 'query.cursor'],
       ['GET', '/clients/%E0%A4%A', undefined, 'path.clientId'],
       ['DELETE', '/retained/a%2F%2B', undefined, 'path.topic'],
       ['POST', '/acl/check', { clientid: 'c', action: 'publish' }, 'body.topic'],

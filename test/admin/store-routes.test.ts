@@ -17,6 +17,7 @@ async function allRetained (adminUrl: string, filter: string, limit: number): Pr
     const res = await api(adminUrl, 'GET', `/retained?filter=${encodeURIComponent(filter)}&limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)
     assert.equal(res.status, 200, JSON.stringify(res.body))
     const page = retainedAnswer.parse(res.body)
+    assert.ok(page.data.length <= limit, `a page holds at most limit (${page.data.length} > ${limit})`)
     topics.push(...page.data.map((m) => m.topic))
     cursor = page.next
     pages++
@@ -171,6 +172,10 @@ describe('admin API: cluster-wide sessions and retained messages across two Redi
     const listed = await allRetained(b.admin, 'cwr/+', 5)
     assert.deepEqual(listed.topics, [...topics].sort())
     assert.ok(listed.pages >= 2, `paged (${listed.pages} pages)`)
+    // One per page: pages end inside SCAN batches and resume there (cursor `source:scan:skip`).
+    const single = await allRetained(b.admin, 'cwr/+', 1)
+    assert.deepEqual(single.topics, [...topics].sort())
+    assert.ok(single.pages >= 12 && single.pages <= 13, `${single.pages} pages`)
     assert.equal(retainedDeleted.parse((await api(b.admin, 'DELETE', '/retained/cwr%2F3')).body).deleted, true)
     assert.deepEqual((await allRetained(a.admin, 'cwr/+', 100)).topics, topics.filter((t) => t !== 'cwr/3').sort())
     const sub = await connectClient(a.url, { clientId: 'cw-ret-sub' })

@@ -55,6 +55,7 @@ describe('Redis Cluster: retained listing scans every master; sessions', () => {
       const res = await api(gw.admin, 'GET', `/retained?filter=ins/%2B/state&limit=7${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)
       assert.equal(res.status, 200, JSON.stringify(res.body))
       const page = retainedAnswer.parse(res.body)
+      assert.ok(page.data.length <= 7, `at most limit per page: ${page.data.length}`)
       seen.push(...page.data.map((m) => m.topic))
       for (const m of page.data) assert.equal(Buffer.from(m.payload, 'base64').toString(), `v${m.topic}`)
       cursor = page.next
