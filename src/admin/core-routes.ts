@@ -86,6 +86,7 @@ export function registerCoreRoutes (admin: AdminRegistry, deps: CoreAdminDeps): 
 
   admin.route(defineRoute({
     method: 'DELETE', path: '/clients/{clientId}', scope: 'node', tag: 'clients',
+    changesState: true,
     summary: 'Disconnects a client (its persistent session stays; its will is published)',
     response: kickAnswer,
     errors: { 404: 'not connected to this node' },
@@ -147,6 +148,7 @@ export function registerCoreRoutes (admin: AdminRegistry, deps: CoreAdminDeps): 
 
   admin.route(defineRoute({
     method: 'POST', path: '/reload', scope: 'node', tag: 'node',
+    changesState: true,
     summary: 'Reloads the plugins\' files, as SIGHUP does; a plugin that fails keeps its previous state',
     response: reloadAnswer,
     handler: async () => {

@@ -39,6 +39,8 @@ export interface AdminRoute<Q extends z.ZodType = z.ZodType, B extends z.ZodType
   query?: Q
   body?: B
   response: R
+  /** Changes state (kick, delete, reload): each success is logged with the parameters, for audit. */
+  changesState?: boolean
   /** Other answers the handler may give (status → description), for the document. */
   errors?: Readonly<Record<number, string>>
   handler: (req: AdminRequest<z.output<Q>, z.output<B>>) => Promise<z.input<R>> | z.input<R>
@@ -101,7 +103,7 @@ export class AdminRouter implements AdminRegistry {
   readonly #routes: CompiledRoute[] = []
   readonly #token: string | undefined
   readonly #log: Logger
-  /** The OpenAPI document, built on first request from the routes then registered. */
+  /** The OpenAPI document, built per request from the routes registered by then; set once the core's routes are mounted. */
   openapi: (() => unknown) | undefined
 
   constructor (opts: { token: string | undefined, log: Logger }) {
@@ -129,8 +131,13 @@ export class AdminRouter implements AdminRegistry {
       send(res, 401, { error: 'unauthorized' }, { 'www-authenticate': 'Bearer realm="mqtt-gateway"' })
       return
     }
+    // The admin port answers while the broker starts; the API needs the broker.
+    if (!this.openapi) {
+      send(res, 503, { error: 'starting' }, { 'retry-after': '1' })
+      return
+    }
     const sub = path.slice(API_PREFIX.length) || '/'
-    if (sub === '/openapi.json' && req.method === 'GET' && this.openapi) {
+    if (sub === '/openapi.json' && req.method === 'GET') {
       send(res, 200, this.openapi())
       return
     }
@@ -187,6 +194,7 @@ export class AdminRouter implements AdminRegistry {
         send(res, 500, { error: 'internal error' })
         return
       }
+      if (route.changesState) this.#log.info({ route: `${route.method} ${route.path}`, params }, 'admin API change')
       send(res, 200, checked.data)
     } catch (err) {
       if (err instanceof AdminError) {

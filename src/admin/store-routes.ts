@@ -22,6 +22,7 @@ export function registerStoreRoutes (admin: AdminRegistry, inspector: StoreInspe
 
   admin.route(defineRoute({
     method: 'DELETE', path: '/sessions/{clientId}', scope, tag: 'sessions',
+    changesState: true,
     summary: 'Deletes an offline persistent session: subscriptions, queued messages, owner',
     response: sessionDeleted,
     errors: { 404: 'no persistent session for this client id', 409: 'the session is connected (kick the client on its node first)' },
@@ -59,6 +60,7 @@ export function registerStoreRoutes (admin: AdminRegistry, inspector: StoreInspe
 
   admin.route(defineRoute({
     method: 'DELETE', path: '/retained/{topic}', scope, tag: 'retained',
+    changesState: true,
     summary: 'Deletes the retained message of one topic (URL-encode the topic: a/b is a%2Fb)',
     response: retainedDeleted,
     errors: { 404: 'no retained message on this topic' },

@@ -135,6 +135,9 @@ flow: { inflightWindow: 2, maxQueued: 100 }
     assert.equal(res.status, 200)
     assert.deepEqual(kickAnswer.parse(res.body), { clientId: 'beta-1', kicked: true })
     await closed
+    const audit = gw.logs.find('admin API change').at(-1)!
+    assert.equal(audit.route, 'DELETE /clients/{clientId}')
+    assert.deepEqual(audit.params, { clientId: 'beta-1' })
     await waitFor(() => gw.gateway.broker.connectedClients === 3, 'the broker lost the client')
     assert.equal((await api(gw.adminUrl, 'GET', '/clients/beta-1')).status, 404)
     assert.equal((await api(gw.adminUrl, 'DELETE', '/clients/beta-1')).status, 404)

@@ -4,7 +4,8 @@ import type { MqttClient } from 'mqtt'
 import { retainedAnswer, retainedDeleted, sessionAnswer, sessionDeleted } from '../../src/admin/schemas.js'
 import { startNode, type ClusterNode } from '../helpers/cluster.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
-import { collect, connectClient, endClient, waitFor } from '../helpers/mqtt.js'
+import { collect, connectClient, endClient, pollUntil, waitFor } from '../helpers/mqtt.js'
+import { freePort } from '../helpers/process.js'
 import { TestRedis } from '../helpers/redis.js'
 import { TEST_TOKEN, api } from './api-client.js'
 
@@ -162,6 +163,25 @@ describe('admin API: cluster-wide sessions and retained messages across two Redi
     assert.deepEqual(received.map((m) => m.payload), ['marker'])
     await endClient(again)
     await endClient(pub)
+  })
+
+  it('while the node waits for Redis at start the API answers 503 (401 without the token), then serves', async () => {
+    const later = new TestRedis()
+    later.port = await freePort()
+    const c = await startNode(later, 'adm-c', { env, waitFor: 'healthz' })
+    try {
+      const starting = await api(c.admin, 'GET', '/node')
+      assert.equal(starting.status, 503)
+      assert.equal(starting.headers.get('retry-after'), '1')
+      assert.equal((await api(c.admin, 'GET', '/node', { token: null })).status, 401)
+      await later.start()
+      const up = await pollUntil(() => api(c.admin, 'GET', '/node'), (r) => r.status === 200, 15000, 100)
+      assert.equal(up.status, 200)
+      assert.equal(up.body.node, 'adm-c')
+    } finally {
+      await c.stop()
+      await later.stop()
+    }
   })
 
   it('retained messages set through node A are listed and deleted through node B', async () => {
