@@ -38,12 +38,17 @@ export function openApiDocument (routes: readonly AdminRoute[], info: { version:
     }
     const responses: Record<string, unknown> = {
       200: { description: 'OK', content: { 'application/json': { schema: toSchema(route.response, 'output') } } },
-      401: errorResponse('missing or wrong bearer token')
+      401: errorResponse('missing or wrong bearer token'),
+      503: errorResponse('the node is starting (waiting for its store)')
     }
     if (route.query || route.body || parameters.length > 0) responses[400] = errorResponse('bad request: `field` names the field at fault')
     for (const [status, description] of Object.entries(route.errors ?? {})) responses[status] = errorResponse(description)
     const operation: Record<string, unknown> = {
-      operationId: `${route.method.toLowerCase()}${route.path.replace(/\{([A-Za-z]+)\}/g, 'By_$1').split('/').map((s) => s.charAt(0).toUpperCase() + s.slice(1)).join('')}`,
+      operationId: route.method.toLowerCase() + route.path.split('/').map((seg) => {
+        const param = /^\{([A-Za-z]+)\}$/.exec(seg)?.[1]
+        const word = param !== undefined ? `By${param.charAt(0).toUpperCase()}${param.slice(1)}` : seg
+        return word.charAt(0).toUpperCase() + word.slice(1)
+      }).join(''),
       summary: route.summary,
       tags: [route.tag],
       'x-mqgw-scope': route.scope,

@@ -79,6 +79,9 @@ acl: { file: ${aclFile}, noMatch: allow }
     assert.equal(limit.schema.type, 'integer')
     assert.equal(limit.schema.maximum, 1000)
     assert.ok(paths['/api/v1/acl/check']!.post!.requestBody)
+    const operationIds = Object.values(paths).flatMap((ops) => Object.values(ops).map((op) => (op as unknown as { operationId: string }).operationId))
+    assert.equal(new Set(operationIds).size, 12)
+    assert.ok(operationIds.includes('getClientsByClientId') && operationIds.includes('deleteRetainedByTopic'), operationIds.join(' '))
   })
 
   it('a missing or wrong bearer token gets 401 on every route', async () => {
