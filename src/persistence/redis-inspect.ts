@@ -25,14 +25,17 @@ export interface RedisInspectorDeps {
 }
 
 /**
- * Empties a queue one command at a time. Redis Cluster refuses TRIM_QUEUE there: the packet
- * keys it releases live in other hash slots than the queue ("Script attempted to access a non
- * local key"). Not atomic, which is fine for a session that is offline and being removed.
+ * Drops the oldest entries of a queue beyond `keep`, one command at a time (what TRIM_QUEUE
+ * does in one script call). Redis Cluster refuses that script: the packet keys it releases
+ * live in other hash slots than the queue ("Script attempted to access a non local key"), so
+ * in cluster mode every QoS 1 publish to a full queue failed. Each popped entry releases its
+ * packet reference once; a PUBACK arriving for an entry popped here finds it gone and
+ * releases nothing (the store's clear decrements only what its LREM removed).
  */
-async function clearQueueByCommands (conn: Redis | Cluster, key: string): Promise<number> {
-  const bound = await conn.llen(key)
+export async function trimQueueByCommands (conn: Redis | Cluster, key: string, keep: number): Promise<number> {
+  let excess = await conn.llen(key) - keep
   let dropped = 0
-  for (let i = 0; i < bound; i++) {
+  for (; excess > 0; excess--) {
     const entry = await conn.lpop(key)
     if (entry === null) break
     dropped++
@@ -51,7 +54,7 @@ async function clearQueueByCommands (conn: Redis | Cluster, key: string): Promis
 /** Removes a session's subscriptions, queue and owner (expiry sweep and the admin API). */
 export async function removeSessionData (deps: RedisInspectorDeps, clientId: string): Promise<number> {
   const dropped = (deps.conn as Cluster).isCluster === true
-    ? await clearQueueByCommands(deps.conn, outgoingKey(clientId))
+    ? await trimQueueByCommands(deps.conn, outgoingKey(clientId), 0)
     : await deps.trimQueue(outgoingKey(clientId), 0)
   await deps.store.cleanSubscriptions({ id: clientId })
   await deps.conn.hdel(deps.ownersKey, clientId)

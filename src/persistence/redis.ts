@@ -11,7 +11,7 @@ import { createBusConnection, createRedisConnection, isReady } from './redis-con
 import type { RetainedAdmission, RetainedLedger, RetainedLimits, SessionOwners } from './ledgers.js'
 import { MARK_OFFLINE, MARK_ONLINE, RETAINED_ADMIT, RETAINED_RELEASE, TRIM_QUEUE } from './redis-scripts.js'
 import type { RedisPersistenceConfig } from './schema.js'
-import { outgoingKey, redisInspector, removeSessionData, type RedisInspectorDeps } from './redis-inspect.js'
+import { outgoingKey, redisInspector, removeSessionData, trimQueueByCommands, type RedisInspectorDeps } from './redis-inspect.js'
 
 // One hash tag for both: the Lua scripts touch the two keys at once, which Redis Cluster only
 // allows within one hash slot (CROSSSLOT otherwise).
@@ -74,6 +74,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   // Defect 6: the whole queue flows on reconnect; it is bounded by maxOfflineQueue anyway.
   const persistence = aedesPersistenceRedis({ conn, cluster: cfg.redis.cluster !== undefined, maxSessionDelivery: cfg.maxOfflineQueue + 1 })
   const store = persistence.asyncPersistence
+  const isCluster = cfg.redis.cluster !== undefined
 
   // Defect 1 (Aedes called addSubscriptions once per filter, each time with the whole list,
   // and the store keys its broadcast wait by the first filter, so the concurrent calls
@@ -84,7 +85,9 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   const enqueue = store.outgoingEnqueueCombi.bind(store)
   store.outgoingEnqueueCombi = async (subs, packet) => {
     await enqueue(subs, packet)
-    const trims = await Promise.all(subs.map((sub) => conn.mqgwTrimQueue(outgoingKey(sub.clientId), cfg.maxOfflineQueue)))
+    const trims = await Promise.all(subs.map((sub) => isCluster
+      ? trimQueueByCommands(conn, outgoingKey(sub.clientId), cfg.maxOfflineQueue)
+      : conn.mqgwTrimQueue(outgoingKey(sub.clientId), cfg.maxOfflineQueue)))
     const dropped = trims.reduce((a, b) => a + b, 0)
     if (dropped > 0) queueDropped.inc(dropped)
   }
