@@ -71,7 +71,9 @@ export class Gateway {
       connectedClients: () => this.broker?.connectedClients ?? 0,
       sockets: () => this.#tracker.perListener(),
       subscriptions: () => this.#countSubscriptions(),
-      bytes: () => this.#tracker.bytes()
+      bytes: () => this.#tracker.bytes(),
+      readiness: () => this.readiness.report(),
+      retained: () => this.#backend?.retainedLedger.count()
     })
     this.hooks.onTiming = (hook, seconds) => this.metrics.hookDuration.observe({ hook }, seconds)
   }
