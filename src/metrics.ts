@@ -83,10 +83,10 @@ export class GatewayMetrics {
       name: 'mqgw_retained_messages', help: 'Retained messages in the store (cluster-wide in Redis mode; those retained through the gateway since it kept the ledger)', registers,
       async collect () {
         // Bounded: a scrape must not hang while Redis is unreachable; the last value stays.
-        let timer: NodeJS.Timeout | undefined
+        let timer: ReturnType<typeof setTimeout> | undefined
         const n = await Promise.race([
           Promise.resolve(sources.retained()).catch(() => undefined),
-          new Promise<undefined>((resolve) => { timer = setTimeout(resolve, 1000) })
+          new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), 1000) })
         ])
         clearTimeout(timer)
         if (n !== undefined) this.set(n)
