@@ -45,7 +45,7 @@ async function main (): Promise<number> {
     return 0
   }
 
-  const log = createLogger(loaded.config.log.level)
+  const log = createLogger(loaded.config.log.level, undefined, loaded.config.log.format)
   process.on('uncaughtException', (err) => {
     log.fatal({ err: err.stack ?? err.message }, 'uncaught exception; exiting')
     process.exit(1)

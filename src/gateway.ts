@@ -64,7 +64,7 @@ export class Gateway {
     this.#config = opts.config
     this.#baseDir = opts.baseDir
     this.#plugins = opts.plugins
-    this.log = opts.logger ?? createLogger(opts.config.log.level)
+    this.log = opts.logger ?? createLogger(opts.config.log.level, undefined, opts.config.log.format)
     this.hooks = new HookChains(opts.config.hooks.timeoutMs, this.log)
     this.#tracker = new SocketTracker(opts.config.limits.maxConnections)
     this.metrics = new GatewayMetrics({
