@@ -36,6 +36,28 @@ export function connectedClients (broker: Aedes): Readonly<Record<string, Connec
   return (broker as unknown as { clients: Record<string, ConnectedClient> }).clients
 }
 
+/** The keepalive a connected client asked for, seconds (Aedes keeps only its timer interval). */
+export function keepaliveOf (client: Client): number | null {
+  const interval = (client as unknown as { _keepaliveInterval?: number })._keepaliveInterval
+  return typeof interval === 'number' && interval > 0 ? Math.round((interval - 1) / 1500) : null
+}
+
+/** The promise API of an aedes-persistence store (memory or Redis), as far as the admin API uses it. */
+export interface SessionStore {
+  subscriptionsByClient: (client: { id: string }) => Promise<Array<{ topic: string, qos: number }>>
+  cleanSubscriptions: (client: { id: string }) => Promise<unknown>
+  outgoingStream: (client: { id: string }) => AsyncIterable<unknown>
+  outgoingUpdate: (client: { id: string }, packet: object) => Promise<unknown>
+  outgoingClearMessageId: (client: { id: string }, packet: { messageId: number }) => Promise<unknown>
+  createRetainedStream: (pattern: string) => AsyncIterable<unknown>
+  storeRetained: (packet: PublishPacket) => Promise<unknown>
+}
+
+/** The broker's store behind Aedes' callback wrapper (both aedes-persistence stores keep it there). */
+export function sessionStore (broker: Aedes): SessionStore {
+  return (broker as unknown as { persistence: { asyncPersistence: SessionStore } }).persistence.asyncPersistence
+}
+
 /**
  * Publishes a message of the broker's own (no client), e.g. one consumed from Kafka;
  * resolves once Aedes stored and dispatched it. Aedes' declaration lacks this overload.
@@ -102,6 +124,10 @@ export interface OutboundFlow {
   deliverStored: (messageId: number, send: () => void) => void
   /** The client acknowledged `messageId` (PUBACK). */
   acked: (messageId: number) => void
+  /** Unacknowledged QoS 1/2 messages (for the admin API), when the flow keeps count. */
+  readonly inflight?: number
+  /** Messages waiting behind the window, when the flow keeps count. */
+  readonly queued?: number
 }
 
 /** Installs a flow on a client before Aedes delivers anything to it. */

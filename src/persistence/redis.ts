@@ -11,6 +11,7 @@ import { createBusConnection, createRedisConnection, isReady } from './redis-con
 import type { RetainedAdmission, RetainedLedger, RetainedLimits, SessionOwners } from './ledgers.js'
 import { MARK_OFFLINE, MARK_ONLINE, RETAINED_ADMIT, RETAINED_RELEASE, TRIM_QUEUE } from './redis-scripts.js'
 import type { RedisPersistenceConfig } from './schema.js'
+import { outgoingKey, redisInspector, removeSessionData, type RedisInspectorDeps } from './redis-inspect.js'
 
 // One hash tag for both: the Lua scripts touch the two keys at once, which Redis Cluster only
 // allows within one hash slot (CROSSSLOT otherwise).
@@ -25,7 +26,6 @@ const NODE_KEY_PREFIX = 'mqgw:node:'
 /** Online entries examined per sweep when looking for sessions of nodes that are gone. */
 const ADOPT_SCAN_COUNT = 1000
 
-const outgoingKey = (clientId: string): string => `outgoing:${encodeURIComponent(clientId)}`
 
 type ScriptConn = (Redis | Cluster) & {
   mqgwTrimQueue: (key: string, keep: number) => Promise<number>
@@ -146,9 +146,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
       for (const clientId of expired) {
         if (await conn.zrem(OFFLINE_KEY, clientId) !== 1) continue
         if (await conn.hexists(ONLINE_KEY, clientId)) continue
-        const dropped = await conn.mqgwTrimQueue(outgoingKey(clientId), 0)
-        await store.cleanSubscriptions({ id: clientId })
-        await conn.hdel(OWNERS_KEY, clientId)
+        const dropped = await removeSessionData(inspectDeps, clientId)
         sessionsExpired.inc()
         log.info({ clientId, droppedMessages: dropped }, 'persistent session expired')
       }
@@ -179,6 +177,10 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     release: async (topic: string) => { await conn.mqgwRetainedRelease(...RETAINED_KEYS, topic) },
     count: async () => Number(await conn.hget(RETAINED_KEYS[1], 'count') ?? 0)
   }
+  const inspectDeps: RedisInspectorDeps = {
+    conn, store, retainedLedger, onlineKey: ONLINE_KEY, offlineKey: OFFLINE_KEY, ownersKey: OWNERS_KEY,
+    trimQueue: (key, keep) => conn.mqgwTrimQueue(key, keep)
+  }
   const sessionOwners: SessionOwners = {
     get: async (clientId) => (await conn.hget(OWNERS_KEY, clientId)) ?? undefined,
     set: (clientId, owner) => conn.hset(OWNERS_KEY, clientId, owner),
@@ -190,6 +192,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     mq,
     retainedLedger,
     sessionOwners,
+    inspector: () => redisInspector(inspectDeps),
     available: () => isReady(conn) && isReady(pubConn) && isReady(subConn),
     // The store loads every persistent subscription at setup: wait for Redis rather than
     // fail (ioredis keeps reconnecting); /healthz and /readyz answer meanwhile.
