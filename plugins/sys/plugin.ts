@@ -51,14 +51,26 @@ export const sysPlugin = definePlugin({
       offline.connected(client.id)
       maxConnected = Math.max(maxConnected, broker.connectedClients)
     })
+    // Connections closed because their client id connected on another node (a takeover):
+    // their sessions are online there, not offline here.
+    const takenOver = new WeakSet<object>()
     ctx.hook('clientDisconnected', ({ client }) => {
+      if (client.clean || takenOver.has(client)) return
       // A takeover on this node: the id is connected again already (Aedes' clients map).
-      if (!client.clean && connectedClients(broker)[client.id] === undefined) offline.disconnected(client.id)
+      if (connectedClients(broker)[client.id] === undefined) offline.disconnected(client.id)
     })
     // Every node announces its new clients on $SYS/<node>/new/clients (Aedes' takeover
     // message): a persistent session that comes back on another node is no longer offline here.
-    const onNewClient = (packet: { payload: Buffer | string }, cb: () => void): void => {
-      offline.connected(packet.payload.toString())
+    // This node's own announcements are skipped (as Aedes does): over the Redis bus they can
+    // arrive after the client already left again; local connects are seen by clientConnected.
+    const onNewClient = (packet: { topic: string, payload: Buffer | string }, cb: () => void): void => {
+      if (packet.topic.split('/')[1] !== ctx.gatewayConfig.node.id) {
+        const clientId = packet.payload.toString()
+        offline.connected(clientId)
+        // Aedes closes the local connection of that id (asynchronously) on this same message.
+        const local = connectedClients(broker)[clientId]
+        if (local) takenOver.add(local)
+      }
       cb()
     }
     broker.subscribe('$SYS/+/new/clients', onNewClient, () => {})
@@ -135,6 +147,8 @@ export const sysPlugin = definePlugin({
     let running: Promise<void> | undefined
     const tick = (): void => {
       if (running) return // the previous update is still waiting for the store
+      // The gateway closes the broker (and its bus) before the plugins: no publish in between.
+      if (broker.closed) return
       running = publishChanged().then(() => {
         if (failing) log.info('$SYS statistics published again')
         failing = false
@@ -150,10 +164,11 @@ export const sysPlugin = definePlugin({
     log.info({ prefix, intervalS: ctx.config.intervalS }, '$SYS statistics enabled')
 
     return {
+      // No unsubscribe from $SYS/+/new/clients: plugins close after the broker, whose bus
+      // is closed by then (with Redis, an UNSUBSCRIBE on the closed connection would reject).
       close: async () => {
         clearInterval(timer)
         await running
-        await new Promise<void>((resolve) => broker.unsubscribe('$SYS/+/new/clients', onNewClient, () => resolve()))
       }
     }
   }

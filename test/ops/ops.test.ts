@@ -109,6 +109,7 @@ describe('metric names in the dashboard and the alerts are exported by a running
   const redis = new TestRedis()
   let gw: GatewayProcess | undefined
   let exported: Set<string>
+  let text: string
 
   before(async () => {
     await redis.start()
@@ -134,7 +135,7 @@ sys: { intervalS: 1, prefix: "$SYS/brokers/\${node}" }
     await client.subscribeAsync('t/#', { qos: 1 })
     await client.publishAsync('t/1', 'x', { qos: 1 })
     await endClient(client)
-    const text = await (await fetch(`http://127.0.0.1:${gw.ports.admin}/metrics`)).text()
+    text = await (await fetch(`http://127.0.0.1:${gw.ports.admin}/metrics`)).text()
     exported = new Set<string>()
     for (const line of text.split('\n')) {
       const m = /^# TYPE (\S+) (\S+)$/.exec(line)
@@ -156,10 +157,17 @@ sys: { intervalS: 1, prefix: "$SYS/brokers/\${node}" }
     await redis.stop()
   })
 
-  it('the gateway exports the gauges the dashboard needs', () => {
+  it('the gateway exports the gauges the dashboard needs, with what /readyz says', async () => {
     for (const m of ['mqgw_ready', 'mqgw_ready_check', 'mqgw_retained_messages', 'mqgw_kafka_consumer_lag', 'mqgw_offline_queue_dropped_total', 'mqgw_hook_duration_seconds_bucket']) {
       assert.ok(exported.has(m), `${m} exported`)
     }
+    // Kafka is unreachable, Redis is up: /readyz is 503 and the gauges agree.
+    const readyz = await fetch(`http://127.0.0.1:${gw!.ports.admin}/readyz`)
+    assert.equal(readyz.status, 503)
+    assert.match(text, /^mqgw_ready 0$/m)
+    assert.match(text, /^mqgw_ready_check\{check="kafka"\} 0$/m)
+    assert.match(text, /^mqgw_ready_check\{check="redis"\} 1$/m)
+    assert.match(text, /^mqgw_ready_check\{check="listeners"\} 1$/m)
   })
 
   it('dashboard queries name only exported metrics', () => {

@@ -236,4 +236,34 @@ sys: { intervalS: 1, prefix: "$SYS/brokers/\${node}" }
     await waitFor(() => lateReceived.some((m) => m.retain && m.payload === `mqtt-gateway version ${VERSION}`), 'node b\'s retained version')
     await Promise.all([...onB, sub, late].map((c) => endClient(c)))
   })
+
+  it('a persistent session offline on one node stops counting there when it comes back on another', async () => {
+    const [a, b] = gws as [TestGateway, TestGateway]
+    const sub = await connectClient(a.mqttUrl, { clientId: 'sys-sub-2' })
+    const received = collect(sub)
+    await sub.subscribeAsync('$SYS/brokers/+/clients/disconnected', { qos: 0 })
+    const disconnected = async (): Promise<number> => num(latest(received, '$SYS/brokers/sys-b'), 'clients/disconnected')
+    await waitFor(() => latest(received, '$SYS/brokers/sys-b').has('clients/disconnected'), 'node b\'s value')
+    const before = await disconnected()
+    const device = await connectClient(b.mqttUrl, { clientId: 'roaming-1', clean: false })
+    await endClient(device)
+    assert.equal(await pollUntil(disconnected, (n) => n === before + 1, 10000), before + 1, 'offline on node b')
+    // Back on node a: node b hears of it through Aedes' $SYS/<node>/new/clients message.
+    const back = await connectClient(a.mqttUrl, { clientId: 'roaming-1', clean: false })
+    assert.equal(await pollUntil(disconnected, (n) => n === before, 10000), before, 'no longer offline on node b')
+    // A takeover from node a of a session connected on node b: b's connection closes, and
+    // the session is online (on a), not offline on b.
+    const onB = await connectClient(b.mqttUrl, { clientId: 'roaming-2', clean: false })
+    const closedOnB = new Promise<void>((resolve) => onB.once('close', () => resolve()))
+    const onA = await connectClient(a.mqttUrl, { clientId: 'roaming-2', clean: false })
+    await closedOnB
+    // Marker: two more uptime updates of node b after the takeover.
+    const uptimes = (): number => received.filter((m) => m.topic === '$SYS/brokers/sys-b/uptime').length
+    await sub.subscribeAsync('$SYS/brokers/sys-b/uptime', { qos: 0 })
+    const seen = uptimes()
+    await waitFor(() => uptimes() >= seen + 2, 'two uptime updates of node b', 10000)
+    assert.equal(await disconnected(), before, 'a session taken over by another node is not offline')
+    await Promise.all([back, onA, sub].map((c) => endClient(c)))
+    onB.end(true)
+  })
 })
