@@ -15,7 +15,7 @@ export function packageVersion (): string {
 
 /** Runs the gateway until a signal stops it; resolves -1 while it runs, 1 if it failed to start. */
 export async function serve (loaded: LoadedConfig): Promise<number> {
-  const log = createLogger(loaded.config.log.level)
+  const log = createLogger(loaded.config.log.level, undefined, loaded.config.log.format)
   process.on('uncaughtException', (err) => {
     log.fatal({ err: err.stack ?? err.message }, 'uncaught exception; exiting')
     process.exit(1)

@@ -27,6 +27,8 @@ fi
 command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
 command -v mvn >/dev/null 2>&1 || missing="$missing maven"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+# promtool checks and unit-tests the Prometheus alert rules in ops/ (test/ops/).
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 # Eclipse Paho Go interop (test/interop/go-interop.test.ts builds it; modules and build cache under .cache/go).
 command -v go >/dev/null 2>&1 || missing="$missing golang-go"
 [ -z "$missing" ] || apt_install $missing

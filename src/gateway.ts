@@ -71,7 +71,7 @@ export class Gateway {
     this.#config = opts.config
     this.#baseDir = opts.baseDir
     this.#plugins = opts.plugins
-    this.log = opts.logger ?? createLogger(opts.config.log.level)
+    this.log = opts.logger ?? createLogger(opts.config.log.level, undefined, opts.config.log.format)
     this.hooks = new HookChains(opts.config.hooks.timeoutMs, this.log)
     this.#version = opts.version ?? '0.0.0'
     this.admin = new AdminRouter({ token: opts.config.listeners.admin.apiToken, log: this.log.child({ component: 'admin-api' }) })
@@ -80,7 +80,9 @@ export class Gateway {
       connectedClients: () => this.broker?.connectedClients ?? 0,
       sockets: () => this.#tracker.perListener(),
       subscriptions: () => this.#countSubscriptions(),
-      bytes: () => this.#tracker.bytes()
+      bytes: () => this.#tracker.bytes(),
+      readiness: () => this.readiness.report(),
+      retained: () => this.#backend?.retainedLedger.count()
     })
     this.hooks.onTiming = (hook, seconds) => this.metrics.hookDuration.observe({ hook }, seconds)
   }

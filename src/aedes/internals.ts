@@ -14,6 +14,7 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | one socket write per turn (TCP/TLS)      | write-batching.ts (socket methods)    |
  * | message id counter of a Redis node       | internals.ts `continuePacketCounter`  |
  * | mqemitter-redis' local matcher           | internals.ts `replaceLocalMatcher`    |
+ * | packets received and sent ($SYS)         | patch: lib/client.js, lib/write.js; internals.ts `packetCounters` |
  */
 
 /** Aedes' client fields the gateway reads (not in Aedes' type declarations). */
@@ -175,4 +176,27 @@ export function replaceLocalMatcher (mq: object, matcher: LocalMatcher): void {
 /** mqemitter-redis' connection state emitter (its connection errors are emitted there). */
 export function busStateOf (mq: object): NodeJS.EventEmitter {
   return (mq as { state: NodeJS.EventEmitter }).state
+}
+
+/** MQTT packets of any type received from and sent to clients since the counters were installed. */
+export interface PacketCounts {
+  received: number
+  sent: number
+}
+
+/**
+ * Installs (once) and returns the broker's packet counters, which the patch increments in
+ * lib/client.js (each parsed packet) and lib/write.js (each packet Aedes writes). Without
+ * this call nothing is counted (for $SYS/broker/messages/received and sent).
+ */
+export function packetCounters (broker: Aedes): PacketCounts {
+  const b = broker as unknown as { mqgwPacketCounts?: PacketCounts }
+  b.mqgwPacketCounts ??= { received: 0, sent: 0 }
+  return b.mqgwPacketCounts
+}
+
+/** A packet written to a client without Aedes' write() (the flow window's QoS 0 path). */
+export function countPacketSent (client: OutboundClient): void {
+  const counts = (client as unknown as { broker?: { mqgwPacketCounts?: PacketCounts } }).broker?.mqgwPacketCounts
+  if (counts !== undefined) counts.sent++
 }

@@ -20,6 +20,7 @@ export class ConfigError extends Error {
 export const CORE_ENV_OVERRIDES: readonly EnvOverride[] = [
   { env: 'MQGW_NODE_ID', path: ['node', 'id'], parse: 'string' },
   { env: 'MQGW_LOG_LEVEL', path: ['log', 'level'], parse: 'string' },
+  { env: 'MQGW_LOG_FORMAT', path: ['log', 'format'], parse: 'string' },
   { env: 'MQGW_MQTT_HOST', path: ['listeners', 'mqtt', 'host'], parse: 'string' },
   { env: 'MQGW_MQTT_PORT', path: ['listeners', 'mqtt', 'port'], parse: 'integer' },
   { env: 'MQGW_WS_HOST', path: ['listeners', 'ws', 'host'], parse: 'string' },

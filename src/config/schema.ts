@@ -1,6 +1,6 @@
 import { hostname } from 'node:os'
 import { z } from 'zod'
-import { LOG_LEVELS } from '../log.js'
+import { LOG_FORMATS, LOG_LEVELS } from '../log.js'
 import { persistenceSchema } from '../persistence/schema.js'
 
 /**
@@ -108,7 +108,7 @@ export const coreConfigShape = {
   broker: brokerSchema.prefault({}),
   hooks: hooksSchema.prefault({}),
   persistence: persistenceSchema.default({ type: 'memory' }),
-  log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).prefault({}),
+  log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info'), format: z.enum(LOG_FORMATS).default('auto') }).prefault({}),
   shutdown: z.strictObject({
     /** Upper bound for a graceful stop; past it the process exits anyway. */
     timeoutMs: z.number().int().min(100).default(10000)

@@ -177,7 +177,8 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   const retainedLedger: RetainedLedger = {
     admit: (topic: string, bytes: number, owner: string, limits: RetainedLimits) =>
       conn.mqgwRetainedAdmit(...RETAINED_KEYS, topic, bytes, owner, limits.maxMessages, limits.maxBytes, limits.maxPerClient),
-    release: async (topic: string) => { await conn.mqgwRetainedRelease(...RETAINED_KEYS, topic) }
+    release: async (topic: string) => { await conn.mqgwRetainedRelease(...RETAINED_KEYS, topic) },
+    count: async () => Number(await conn.hget(RETAINED_KEYS[1], 'count') ?? 0)
   }
   const inspectDeps: RedisInspectorDeps = {
     conn, store, retainedLedger, onlineKey: ONLINE_KEY, offlineKey: OFFLINE_KEY, ownersKey: OWNERS_KEY,

@@ -66,8 +66,8 @@ function check (file: string, env: Record<string, string>): Promise<{ code: numb
 }
 
 describe('docker-compose.yml (parsed; no Docker engine here)', () => {
-  it('has the access layer, two gateway nodes, Redis and Kafka', () => {
-    assert.deepEqual(Object.keys(services).sort(), ['gw-1', 'gw-2', 'kafka', 'openresty', 'redis'])
+  it('has the access layer, two gateway nodes, Redis, Kafka, Prometheus and Grafana', () => {
+    assert.deepEqual(Object.keys(services).sort(), ['grafana', 'gw-1', 'gw-2', 'kafka', 'openresty', 'prometheus', 'redis'])
     assert.match(services.openresty!.image!, /^openresty\/openresty:/)
     assert.match(services.redis!.image!, /^redis:/)
     assert.match(services.kafka!.image!, /^apache\/kafka:/)
