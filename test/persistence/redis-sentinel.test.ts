@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import mqtt, { type MqttClient } from 'mqtt'
+import { startNode, type ClusterNode } from '../helpers/cluster.js'
+import { collect, connectClient, connectCollecting, endClient, pollUntil, waitFor, type Received } from '../helpers/mqtt.js'
+import { TestSentinelGroup } from '../helpers/sentinel.js'
+
+/** /readyz of each node every 50 ms: [time, status] pairs, until stopped. */
+function watchReadiness (nodes: ClusterNode[]): { seen: Map<string, Array<[number, number]>>, stop: () => void } {
+  const seen = new Map<string, Array<[number, number]>>(nodes.map((n) => [n.id, []]))
+  let running = true
+  for (const n of nodes) {
+    void (async () => {
+      while (running) {
+        const status = await fetch(`${n.admin}/readyz`, { signal: AbortSignal.timeout(1000) }).then((r) => r.status, () => 0)
+        seen.get(n.id)!.push([Date.now(), status])
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    })()
+  }
+  return { seen, stop: () => { running = false } }
+}
+
+/**
+ * A publisher as a device would run it: MQTT.js with automatic reconnect, which sends the
+ * QoS 1 messages still unacknowledged again after reconnecting. Publishes `count` messages
+ * with at most `window` in flight; `acked` holds those whose PUBACK arrived. A refused
+ * CONNECT (0x03 while Redis is away) is retried too.
+ */
+function streamPublisher (url: string, topic: string, count: number, window: number): { acked: Set<string>, sent: () => number, client: MqttClient, done: Promise<void> } {
+  const client = mqtt.connect(url, { clientId: 'sentinel-pub', reconnectPeriod: 200, connectTimeout: 3000, reconnectOnConnackError: true })
+  client.on('error', () => {})
+  const acked = new Set<string>()
+  let next = 0
+  let outstanding = 0
+  const done = new Promise<void>((resolve) => {
+    const pump = (): void => {
+      while (next < count && outstanding < window) {
+        const payload = `m${next++}`
+        outstanding++
+        client.publish(topic, payload, { qos: 1 }, (err) => {
+          outstanding--
+          if (!err) acked.add(payload)
+          if (next >= count && outstanding === 0) resolve()
+          else pump()
+        })
+      }
+    }
+    client.once('connect', pump)
+  })
+  return { acked, sent: () => next, client, done }
+}
+
+describe('Redis Sentinel: primary SIGKILLed mid-stream (real redis-sentinel x3, primary + replica, two gateway processes)', () => {
+  const group = new TestSentinelGroup({ replicationDelayMs: Number(process.env.SENTINEL_LAG_MS ?? 0) })
+  const nodes: ClusterNode[] = []
+
+  before(async () => {
+    await group.start()
+    nodes.push(await startNode(group, 'gw-a', { persistence: { maxOfflineQueue: 10000 } }))
+    nodes.push(await startNode(group, 'gw-b', { persistence: { maxOfflineQueue: 10000 } }))
+  })
+  after(async () => {
+    for (const n of nodes) await n.crash()
+    await group.stop()
+  })
+
+  it('the gateways follow the failover, /readyz is 503 during it and 200 after, every acknowledged QoS 1 message is delivered', async () => {
+    const [a, b] = nodes as [ClusterNode, ClusterNode]
+    const topic = 'sentinel/t'
+    const total = 3000
+    // One persistent subscriber online on node B (the bus path from node A), one offline (its queue).
+    const online = await connectClient(b.url, { clientId: 'sentinel-online', clean: false })
+    const onlineReceived = collect(online)
+    await online.subscribeAsync(topic, { qos: 1 })
+    const offline = await connectClient(b.url, { clientId: 'sentinel-offline', clean: false })
+    await offline.subscribeAsync(topic, { qos: 1 })
+    await endClient(offline)
+
+    const oldMaster = group.primary.port
+    const readiness = watchReadiness(nodes)
+    const pub = streamPublisher(a.url, topic, total, 32)
+    await waitFor(() => pub.acked.size >= 500, '500 acknowledged before the crash', 20000)
+    const crashedAt = Date.now()
+    const ackedBeforeCrash = pub.acked.size
+    await group.crashPrimary()
+
+    const newMaster = await pollUntil(() => group.masterPort(), (p) => p !== undefined && p !== oldMaster, 20000, 100)
+    const failoverMs = Date.now() - crashedAt
+    assert.equal(newMaster, group.replica!.port, 'the sentinels promoted the replica')
+    await Promise.race([pub.done, new Promise((resolve) => setTimeout(resolve, 30000))])
+    readiness.stop()
+    assert.equal(pub.acked.size, total, `the publisher got a PUBACK for all ${total} (has ${pub.acked.size}) after the failover`)
+
+    for (const n of nodes) {
+      const after = readiness.seen.get(n.id)!.filter(([t]) => t >= crashedAt)
+      const firstDown = after.findIndex(([, s]) => s === 503)
+      assert.ok(firstDown >= 0, `${n.id}: /readyz went 503 after the primary died`)
+      const backUp = after.slice(firstDown).findIndex(([, s]) => s === 200)
+      assert.ok(backUp >= 0, `${n.id}: /readyz back to 200 after the failover`)
+      console.log(`# ${n.id}: /readyz 503 for ${after[firstDown + backUp]![0] - after[firstDown]![0]} ms`)
+    }
+
+    // The online subscriber stays connected; what the bus lost during the switch waits in its
+    // queue, so it resumes its session as a client would. Both must then hold every PUBACKed message.
+    await endClient(online)
+    const onlineAgain = await connectCollecting(b.url, { clientId: 'sentinel-online', clean: false })
+    const offlineAgain = await connectCollecting(a.url, { clientId: 'sentinel-offline', clean: false })
+    const missing = (got: Received[]): string[] => { const have = new Set(got.map((m) => m.payload)); return [...pub.acked].filter((p) => !have.has(p)) }
+    const onlineAll = (): Received[] => [...onlineReceived, ...onlineAgain.received]
+    await pollUntil(async () => missing(onlineAll()).length + missing(offlineAgain.received).length, (n) => n === 0, 15000, 100)
+    console.log(`# failover ${failoverMs} ms; ${ackedBeforeCrash} acked before the crash, ${total} in all; ` +
+      `online subscriber missing ${missing(onlineAll()).length}, duplicates ${onlineAll().length - new Set(onlineAll().map((m) => m.payload)).size}; ` +
+      `offline subscriber missing ${missing(offlineAgain.received).length}, duplicates ${offlineAgain.received.length - new Set(offlineAgain.received.map((m) => m.payload)).size}`)
+    assert.deepEqual(missing(onlineAll()), [], 'the online subscriber received every acknowledged message')
+    assert.deepEqual(missing(offlineAgain.received), [], 'the offline subscriber received every acknowledged message')
+    await Promise.all([endClient(onlineAgain.client), endClient(offlineAgain.client), endClient(pub.client)])
+  })
+})
