@@ -30,11 +30,13 @@ export class TestSentinelGroup {
   readonly #dir = mkdtempSync(join(tmpdir(), 'mqgw-sentinel-'))
   #relay: LagRelay | undefined
 
-  constructor (private readonly opts: { replicationDelayMs?: number } = {}) {}
+  /** `gatewayOptions`: more keys of the gateway's `persistence.redis` (YAML flow style, e.g. `waitReplicas: 1`). */
+  constructor (private readonly opts: { replicationDelayMs?: number, gatewayOptions?: string } = {}) {}
 
   /** The gateway's `persistence.redis` section (YAML flow style): the sentinels and the group name. */
   get configYaml (): string {
-    return `{ sentinels: [${this.sentinelPorts.map((p) => `{ host: 127.0.0.1, port: ${p} }`).join(', ')}], name: ${MASTER_NAME} }`
+    const extra = this.opts.gatewayOptions !== undefined ? `, ${this.opts.gatewayOptions}` : ''
+    return `{ sentinels: [${this.sentinelPorts.map((p) => `{ host: 127.0.0.1, port: ${p} }`).join(', ')}], name: ${MASTER_NAME}${extra} }`
   }
 
   async start (): Promise<void> {
@@ -115,6 +117,20 @@ export class TestSentinelGroup {
   async crashPrimary (): Promise<void> {
     await this.primary.stop('SIGKILL')
     this.#relay?.dropAll()
+  }
+
+  /**
+   * Starts the killed primary again (same port and data directory), as its supervisor would;
+   * resolves once the sentinels have turned it into a replica of the promoted one and it has
+   * synced (Sentinel waits about 8 s before it reconfigures a returning old primary).
+   */
+  async restartOldPrimary (timeoutMs = 25000): Promise<void> {
+    await this.primary.start()
+    const linked = await pollUntil(async () => {
+      const info = await this.#info(this.primary.port, 'replication')
+      return /role:slave/.test(info) && /master_link_status:up/.test(info)
+    }, (ok) => ok, timeoutMs, 200)
+    if (!linked) throw new Error(`the old primary did not rejoin as a replica within ${timeoutMs / 1000} s`)
   }
 
   async stop (): Promise<void> {

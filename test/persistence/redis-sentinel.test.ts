@@ -51,9 +51,15 @@ function streamPublisher (url: string, topic: string, count: number, window: num
   return { acked, sent: () => next, client, done }
 }
 
+// Replication lag injected on the replica's link (ms), and the gateway's waitReplicas. With
+// SENTINEL_WAIT_REPLICAS=0 this test shows what asynchronous replication loses (README).
+const LAG_MS = Number(process.env.SENTINEL_LAG_MS ?? 100)
+const WAIT_REPLICAS = Number(process.env.SENTINEL_WAIT_REPLICAS ?? 1)
+
 describe('Redis Sentinel: primary SIGKILLed mid-stream (real redis-sentinel x3, primary + replica, two gateway processes)', () => {
-  const group = new TestSentinelGroup({ replicationDelayMs: Number(process.env.SENTINEL_LAG_MS ?? 0) })
+  const group = new TestSentinelGroup({ replicationDelayMs: LAG_MS, gatewayOptions: `waitReplicas: ${WAIT_REPLICAS}` })
   const nodes: ClusterNode[] = []
+  const clients: MqttClient[] = []
 
   before(async () => {
     await group.start()
@@ -61,16 +67,18 @@ describe('Redis Sentinel: primary SIGKILLed mid-stream (real redis-sentinel x3, 
     nodes.push(await startNode(group, 'gw-b', { persistence: { maxOfflineQueue: 10000 } }))
   })
   after(async () => {
+    for (const c of clients) c.end(true)
     for (const n of nodes) await n.crash()
     await group.stop()
   })
 
-  it('the gateways follow the failover, /readyz is 503 during it and 200 after, every acknowledged QoS 1 message is delivered', async () => {
+  it(`the gateways follow the failover, /readyz is 503 during it and 200 after, every acknowledged QoS 1 message is delivered (replication lag ${LAG_MS} ms, waitReplicas ${WAIT_REPLICAS})`, async () => {
     const [a, b] = nodes as [ClusterNode, ClusterNode]
     const topic = 'sentinel/t'
     const total = 3000
     // One persistent subscriber online on node B (the bus path from node A), one offline (its queue).
     const online = await connectClient(b.url, { clientId: 'sentinel-online', clean: false })
+    clients.push(online)
     const onlineReceived = collect(online)
     await online.subscribeAsync(topic, { qos: 1 })
     const offline = await connectClient(b.url, { clientId: 'sentinel-offline', clean: false })
@@ -80,6 +88,7 @@ describe('Redis Sentinel: primary SIGKILLed mid-stream (real redis-sentinel x3, 
     const oldMaster = group.primary.port
     const readiness = watchReadiness(nodes)
     const pub = streamPublisher(a.url, topic, total, 32)
+    clients.push(pub.client)
     await waitFor(() => pub.acked.size >= 500, '500 acknowledged before the crash', 20000)
     const crashedAt = Date.now()
     const ackedBeforeCrash = pub.acked.size
@@ -88,7 +97,11 @@ describe('Redis Sentinel: primary SIGKILLed mid-stream (real redis-sentinel x3, 
     const newMaster = await pollUntil(() => group.masterPort(), (p) => p !== undefined && p !== oldMaster, 20000, 100)
     const failoverMs = Date.now() - crashedAt
     assert.equal(newMaster, group.replica!.port, 'the sentinels promoted the replica')
-    await Promise.race([pub.done, new Promise((resolve) => setTimeout(resolve, 30000))])
+    // The old primary comes back (as its supervisor would restart it) and Sentinel makes it the
+    // new primary's replica: with waitReplicas 1, QoS 1 to persistent sessions resumes then.
+    await group.restartOldPrimary()
+    const rejoinedMs = Date.now() - crashedAt
+    await Promise.race([pub.done, new Promise((resolve) => setTimeout(resolve, 20000))])
     readiness.stop()
     assert.equal(pub.acked.size, total, `the publisher got a PUBACK for all ${total} (has ${pub.acked.size}) after the failover`)
 
@@ -101,17 +114,20 @@ describe('Redis Sentinel: primary SIGKILLed mid-stream (real redis-sentinel x3, 
       console.log(`# ${n.id}: /readyz 503 for ${after[firstDown + backUp]![0] - after[firstDown]![0]} ms`)
     }
 
-    // The online subscriber stays connected; what the bus lost during the switch waits in its
-    // queue, so it resumes its session as a client would. Both must then hold every PUBACKed message.
+    // What the online subscriber missed while its node's bus switched primaries waits in its
+    // queue (the gateway may also have closed it on a failed store), so it resumes its session as
+    // a device would. Both subscribers must then hold every message that got a PUBACK.
     await endClient(online)
     const onlineAgain = await connectCollecting(b.url, { clientId: 'sentinel-online', clean: false })
     const offlineAgain = await connectCollecting(a.url, { clientId: 'sentinel-offline', clean: false })
+    clients.push(onlineAgain.client, offlineAgain.client)
     const missing = (got: Received[]): string[] => { const have = new Set(got.map((m) => m.payload)); return [...pub.acked].filter((p) => !have.has(p)) }
     const onlineAll = (): Received[] => [...onlineReceived, ...onlineAgain.received]
     await pollUntil(async () => missing(onlineAll()).length + missing(offlineAgain.received).length, (n) => n === 0, 15000, 100)
-    console.log(`# failover ${failoverMs} ms; ${ackedBeforeCrash} acked before the crash, ${total} in all; ` +
-      `online subscriber missing ${missing(onlineAll()).length}, duplicates ${onlineAll().length - new Set(onlineAll().map((m) => m.payload)).size}; ` +
-      `offline subscriber missing ${missing(offlineAgain.received).length}, duplicates ${offlineAgain.received.length - new Set(offlineAgain.received.map((m) => m.payload)).size}`)
+    const dups = (got: Received[]): number => got.length - new Set(got.map((m) => m.payload)).size
+    console.log(`# failover ${failoverMs} ms, old primary back as replica after ${rejoinedMs} ms; ${ackedBeforeCrash} acked before the crash, ${total} in all; ` +
+      `online subscriber missing ${missing(onlineAll()).length}, duplicates ${dups(onlineAll())}; ` +
+      `offline subscriber missing ${missing(offlineAgain.received).length}, duplicates ${dups(offlineAgain.received)}`)
     assert.deepEqual(missing(onlineAll()), [], 'the online subscriber received every acknowledged message')
     assert.deepEqual(missing(offlineAgain.received), [], 'the offline subscriber received every acknowledged message')
     await Promise.all([endClient(onlineAgain.client), endClient(offlineAgain.client), endClient(pub.client)])
