@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 missing=""
 command -v mosquitto_pub >/dev/null 2>&1 || missing="$missing mosquitto-clients"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
 # The access layer's tests: LuaJIT for the CONNECT parser, nginx with stream + njs for end to end.
 command -v luajit >/dev/null 2>&1 || missing="$missing luajit"
 command -v nginx >/dev/null 2>&1 || missing="$missing nginx"

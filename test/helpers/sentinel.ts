@@ -155,7 +155,7 @@ function oneShot (port: number): Redis {
  * A TCP relay that delays one direction (upstream to downstream) by `delayMs` and drops what
  * it holds when either side goes away.
  */
-class LagRelay {
+export class LagRelay {
   readonly #server: Server
   readonly #pairs = new Set<[Socket, Socket]>()
 
