@@ -75,7 +75,7 @@ describe('Redis Sentinel: primary SIGKILLed mid-stream (real redis-sentinel x3, 
   it(`the gateways follow the failover, /readyz is 503 during it and 200 after, every acknowledged QoS 1 message is delivered (replication lag ${LAG_MS} ms, waitReplicas ${WAIT_REPLICAS})`, async () => {
     const [a, b] = nodes as [ClusterNode, ClusterNode]
     const topic = 'sentinel/t'
-    const total = 3000
+    const total = 2000
     // One persistent subscriber online on node B (the bus path from node A), one offline (its queue).
     const online = await connectClient(b.url, { clientId: 'sentinel-online', clean: false })
     clients.push(online)
@@ -89,7 +89,7 @@ describe('Redis Sentinel: primary SIGKILLed mid-stream (real redis-sentinel x3, 
     const readiness = watchReadiness(nodes)
     const pub = streamPublisher(a.url, topic, total, 32)
     clients.push(pub.client)
-    await waitFor(() => pub.acked.size >= 500, '500 acknowledged before the crash', 20000)
+    await waitFor(() => pub.acked.size >= 400, '400 acknowledged before the crash', 20000)
     const crashedAt = Date.now()
     const ackedBeforeCrash = pub.acked.size
     await group.crashPrimary()
@@ -101,7 +101,10 @@ describe('Redis Sentinel: primary SIGKILLed mid-stream (real redis-sentinel x3, 
     // new primary's replica: with waitReplicas 1, QoS 1 to persistent sessions resumes then.
     await group.restartOldPrimary()
     const rejoinedMs = Date.now() - crashedAt
-    await Promise.race([pub.done, new Promise((resolve) => setTimeout(resolve, 20000))])
+    let bound: NodeJS.Timeout | undefined
+    await Promise.race([pub.done, new Promise((resolve) => { bound = setTimeout(resolve, 20000) })])
+    clearTimeout(bound)
+    const publishedMs = Date.now() - crashedAt
     readiness.stop()
     assert.equal(pub.acked.size, total, `the publisher got a PUBACK for all ${total} (has ${pub.acked.size}) after the failover`)
 
@@ -125,7 +128,7 @@ describe('Redis Sentinel: primary SIGKILLed mid-stream (real redis-sentinel x3, 
     const onlineAll = (): Received[] => [...onlineReceived, ...onlineAgain.received]
     await pollUntil(async () => missing(onlineAll()).length + missing(offlineAgain.received).length, (n) => n === 0, 15000, 100)
     const dups = (got: Received[]): number => got.length - new Set(got.map((m) => m.payload)).size
-    console.log(`# failover ${failoverMs} ms, old primary back as replica after ${rejoinedMs} ms; ${ackedBeforeCrash} acked before the crash, ${total} in all; ` +
+    console.log(`# Sentinel group ready in ${group.startMs} ms; failover ${failoverMs} ms, old primary back as replica after ${rejoinedMs} ms, all acknowledged after ${publishedMs} ms, all delivered after ${Date.now() - crashedAt} ms; ${ackedBeforeCrash} acked before the crash, ${total} in all; ` +
       `online subscriber missing ${missing(onlineAll()).length}, duplicates ${dups(onlineAll())}; ` +
       `offline subscriber missing ${missing(offlineAgain.received).length}, duplicates ${dups(offlineAgain.received)}`)
     assert.deepEqual(missing(onlineAll()), [], 'the online subscriber received every acknowledged message')
