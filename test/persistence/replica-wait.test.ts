@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { Redis } from 'ioredis'
+import { ConfigError, parseConfig } from '../../src/config/load.js'
 import { ReplicasNotConfirmedError, ReplicaWait } from '../../src/persistence/replica-wait.js'
 import { pollUntil } from '../helpers/mqtt.js'
 import { TestRedis } from '../helpers/redis.js'
@@ -88,5 +89,18 @@ describe('ReplicaWait (real redis-server primary and replica)', () => {
     const fresh = wait.epoch
     await conn.set('rw:after', '1')
     await wait.confirm(fresh)
+  })
+})
+
+describe('persistence.redis.waitReplicas configuration', () => {
+  it('defaults to 0 (no wait); with sentinels it is accepted; with cluster it is refused with a clear message', () => {
+    const parse = (redis: string): ReturnType<typeof parseConfig> => parseConfig(`persistence: { type: redis, redis: ${redis} }`, { plugins: [], env: {} })
+    const plain = parse('{ url: "redis://127.0.0.1:6379" }').persistence
+    assert.ok(plain.type === 'redis' && plain.redis.waitReplicas === 0 && plain.redis.waitReplicasTimeoutMs === 1000)
+    const sentinel = parse('{ sentinels: [{ host: 127.0.0.1, port: 26379 }], name: mymaster, waitReplicas: 1, waitReplicasTimeoutMs: 500 }').persistence
+    assert.ok(sentinel.type === 'redis' && sentinel.redis.waitReplicas === 1 && sentinel.redis.waitReplicasTimeoutMs === 500)
+    assert.throws(() => parse('{ cluster: [{ host: 127.0.0.1, port: 7000 }], waitReplicas: 1 }'),
+      (err: unknown) => err instanceof ConfigError && /waitReplicas is for a primary with replicas/.test(err.message))
+    assert.throws(() => parse('{ waitReplicas: -1 }'), (err: unknown) => err instanceof ConfigError && /waitReplicas/.test(err.message))
   })
 })
