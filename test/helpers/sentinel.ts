@@ -130,7 +130,7 @@ export class TestSentinelGroup {
    * resolves once the sentinels have turned it into a replica of the promoted one and it has
    * synced (Sentinel waits about 8 s before it reconfigures a returning old primary).
    */
-  async restartOldPrimary (timeoutMs = 25000): Promise<void> {
+  async restartOldPrimary (timeoutMs = 30000): Promise<void> {
     await this.primary.start()
     const linked = await pollUntil(async () => {
       const info = await this.#info(this.primary.port, 'replication')

@@ -133,6 +133,9 @@ describe('Redis Sentinel: primary SIGKILLed mid-stream (real redis-sentinel x3, 
       `offline subscriber missing ${missing(offlineAgain.received).length}, duplicates ${dups(offlineAgain.received)}`)
     assert.deepEqual(missing(onlineAll()), [], 'the online subscriber received every acknowledged message')
     assert.deepEqual(missing(offlineAgain.received), [], 'the offline subscriber received every acknowledged message')
+    // The bus follows too: a message published on node A now reaches node B live, through the promoted primary.
+    await pub.client.publishAsync(topic, 'after-failover', { qos: 1 })
+    await waitFor(() => onlineAgain.received.some((m) => m.payload === 'after-failover') && offlineAgain.received.some((m) => m.payload === 'after-failover'), 'a live message across nodes after the failover', 5000)
     await Promise.all([endClient(onlineAgain.client), endClient(offlineAgain.client), endClient(pub.client)])
   })
 })
