@@ -119,6 +119,18 @@ export class TestSentinelGroup {
     return Number(/slave_repl_offset:(\d+)/.exec(await this.#info(this.replica!.port, 'replication'))?.[1] ?? -1)
   }
 
+  /**
+   * `SENTINEL FAILOVER`: a switch while the old primary stays up (maintenance). Retried while the
+   * sentinel has no good replica yet (it learns a returning replica's state from INFO).
+   */
+  async manualFailover (timeoutMs = 20000): Promise<void> {
+    const answer = await pollUntil(async () => {
+      const c = oneShot(this.sentinelPorts[0]!)
+      try { return String(await c.call('SENTINEL', 'FAILOVER', MASTER_NAME)) } catch (err) { return (err as Error).message } finally { c.disconnect() }
+    }, (a) => a === 'OK', timeoutMs, 500)
+    if (answer !== 'OK') throw new Error(`SENTINEL FAILOVER: ${answer}`)
+  }
+
   /** SIGKILL of the primary: no shutdown, no last flush to the replica. */
   async crashPrimary (): Promise<void> {
     await this.primary.stop('SIGKILL')
@@ -132,11 +144,16 @@ export class TestSentinelGroup {
    */
   async restartOldPrimary (timeoutMs = 30000): Promise<void> {
     await this.primary.start()
+    await this.linkedAsReplica(this.primary.port, timeoutMs)
+  }
+
+  /** Resolves once the server on `port` is a replica in sync with its primary. */
+  async linkedAsReplica (port: number, timeoutMs = 30000): Promise<void> {
     const linked = await pollUntil(async () => {
-      const info = await this.#info(this.primary.port, 'replication')
+      const info = await this.#info(port, 'replication')
       return /role:slave/.test(info) && /master_link_status:up/.test(info)
     }, (ok) => ok, timeoutMs, 200)
-    if (!linked) throw new Error(`the old primary did not rejoin as a replica within ${timeoutMs / 1000} s`)
+    if (!linked) throw new Error(`127.0.0.1:${port} did not become a linked replica within ${timeoutMs / 1000} s`)
   }
 
   async stop (): Promise<void> {
