@@ -120,15 +120,25 @@ export class TestSentinelGroup {
   }
 
   /**
-   * `SENTINEL FAILOVER`: a switch while the old primary stays up (maintenance). Retried while the
-   * sentinel has no good replica yet (it learns a returning replica's state from INFO).
+   * `SENTINEL FAILOVER`: a switch while the old primary stays up (maintenance); resolves with the
+   * new primary's port. The command needs no agreement from the other sentinels, so one of them
+   * may still be reconfiguring the chosen replica (seen: -failover-abort-slave-timeout); and a
+   * sentinel has no good replica until INFO shows it: asked again until the primary changes.
    */
-  async manualFailover (timeoutMs = 20000): Promise<void> {
-    const answer = await pollUntil(async () => {
+  async manualFailover (timeoutMs = 30000): Promise<number> {
+    const before = await this.masterPort()
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
       const c = oneShot(this.sentinelPorts[0]!)
-      try { return String(await c.call('SENTINEL', 'FAILOVER', MASTER_NAME)) } catch (err) { return (err as Error).message } finally { c.disconnect() }
-    }, (a) => a === 'OK', timeoutMs, 500)
-    if (answer !== 'OK') throw new Error(`SENTINEL FAILOVER: ${answer}`)
+      const answer = await c.call('SENTINEL', 'FAILOVER', MASTER_NAME).then(String, (err: Error) => err.message).finally(() => c.disconnect())
+      if (answer === 'OK') {
+        const after = await pollUntil(() => this.masterPort(), (p) => p !== undefined && p !== before, Math.min(8000, deadline - Date.now()), 100)
+        if (after !== undefined && after !== before) return after
+      } else {
+        await new Promise((resolve) => setTimeout(resolve, 500))
+      }
+    }
+    throw new Error(`SENTINEL FAILOVER did not switch the primary within ${timeoutMs / 1000} s`)
   }
 
   /** SIGKILL of the primary: no shutdown, no last flush to the replica. */
