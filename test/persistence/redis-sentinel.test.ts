@@ -55,9 +55,11 @@ function streamPublisher (url: string, topic: string, count: number, window: num
 // SENTINEL_WAIT_REPLICAS=0 this test shows what asynchronous replication loses (README).
 const LAG_MS = Number(process.env.SENTINEL_LAG_MS ?? 100)
 const WAIT_REPLICAS = Number(process.env.SENTINEL_WAIT_REPLICAS ?? 1)
+// SENTINEL_FAILOVER_DETECTOR=0 turns ioredis' failoverDetector off (the manual failover then loses without waitReplicas).
+const DETECTOR = process.env.SENTINEL_FAILOVER_DETECTOR === '0' ? ', options: { failoverDetector: false }' : ''
 
 describe('Redis Sentinel: primary SIGKILLed mid-stream (real redis-sentinel x3, primary + replica, two gateway processes)', () => {
-  const group = new TestSentinelGroup({ replicationDelayMs: LAG_MS, gatewayOptions: `waitReplicas: ${WAIT_REPLICAS}` })
+  const group = new TestSentinelGroup({ replicationDelayMs: LAG_MS, gatewayOptions: `waitReplicas: ${WAIT_REPLICAS}${DETECTOR}` })
   const nodes: ClusterNode[] = []
   const clients: MqttClient[] = []
 
