@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 missing=""
 command -v mosquitto_pub >/dev/null 2>&1 || missing="$missing mosquitto-clients"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
 # The access layer's tests run openresty/nginx.conf on the stream Lua module: an installed
 # OpenResty, else Debian's nginx with ngx_stream_lua_module.so built from ../shared/vendor
 # (scripts/stream-lua.sh, below) against OpenResty's LuaJIT (libluajit2-5.1-dev). The Lua

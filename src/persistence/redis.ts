@@ -9,6 +9,7 @@ import { SubscriptionIndex } from '../bus/subscription-index.js'
 import type { PersistenceBackend, PersistenceDeps } from './backend.js'
 import { createBusConnection, createRedisConnection, isReady } from './redis-connection.js'
 import type { RetainedAdmission, RetainedLedger, RetainedLimits, SessionOwners } from './ledgers.js'
+import { confirmReplicatedWrites, ReplicaWait } from './replica-wait.js'
 import { MARK_OFFLINE, MARK_ONLINE, RETAINED_ADMIT, RETAINED_RELEASE, TRIM_QUEUE } from './redis-scripts.js'
 import type { RedisPersistenceConfig } from './schema.js'
 import { outgoingKey, redisInspector, removeSessionData, trimQueueByCommands, type RedisInspectorDeps } from './redis-inspect.js'
@@ -91,6 +92,8 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     const dropped = trims.reduce((a, b) => a + b, 0)
     if (dropped > 0) queueDropped.inc(dropped)
   }
+  // Sentinel/replicas: acknowledged writes on `waitReplicas` replicas before PUBACK/SUBACK (replica-wait.ts).
+  if (cfg.redis.waitReplicas > 0) confirmReplicatedWrites(store, new ReplicaWait(conn, cfg.redis.waitReplicas, cfg.redis.waitReplicasTimeoutMs))
 
   const mq = mqemitterRedis({ pubConn, subConn } as unknown as Parameters<typeof mqemitterRedis>[0])
   // Local matching of bus messages through the sharded subscription index instead of
