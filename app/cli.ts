@@ -3,21 +3,24 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { builtinPlugins } from '../plugins/index.js'
 import { ConfigError, loadConfigFile } from '../src/config/load.js'
-import { Gateway } from '../src/gateway.js'
-import { createLogger } from '../src/log.js'
+import { ACL_USAGE, aclCommand } from './acl-command.js'
+import { serve } from './serve.js'
 
 /*
  * The composition root: the only module that knows both the core (src/) and the plugin
- * registry (plugins/). src/ never imports plugins/.
+ * registry (plugins/). src/ never imports plugins/. Commands: run the gateway (app/serve.ts),
+ * `acl check|test` (app/acl-command.ts).
  */
 
 const DEFAULT_CONFIG = fileURLToPath(new URL('../../config/gateway.yaml', import.meta.url))
 
 const USAGE = `usage: mqtt-gateway [--config FILE] [--check]
   --config FILE   gateway YAML (default: $MQGW_CONFIG, else ${DEFAULT_CONFIG})
-  --check         validate the configuration and exit (0 valid, 1 invalid)`
+  --check         validate the configuration and exit (0 valid, 1 invalid)
+${ACL_USAGE}`
 
 async function main (): Promise<number> {
+  if (process.argv[2] === 'acl') return aclCommand(process.argv.slice(3))
   let args
   try {
     args = parseArgs({ options: { config: { type: 'string', short: 'c' }, check: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true })
@@ -44,47 +47,7 @@ async function main (): Promise<number> {
     process.stdout.write(`${loaded.file}: configuration valid\n`)
     return 0
   }
-
-  const log = createLogger(loaded.config.log.level)
-  process.on('uncaughtException', (err) => {
-    log.fatal({ err: err.stack ?? err.message }, 'uncaught exception; exiting')
-    process.exit(1)
-  })
-  process.on('unhandledRejection', (reason) => {
-    log.fatal({ err: reason instanceof Error ? reason.stack : String(reason) }, 'unhandled rejection; exiting')
-    process.exit(1)
-  })
-
-  let gateway: Gateway
-  try {
-    // Relative paths in the config (certificates, ACL file) resolve against the config
-    // file's directory, whatever the working directory.
-    gateway = await Gateway.start({ config: loaded.config, baseDir: loaded.baseDir, plugins: builtinPlugins, logger: log })
-  } catch (err) {
-    log.fatal({ err: (err as Error).message }, 'gateway failed to start')
-    return 1
-  }
-
-  const shutdown = (signal: string): void => {
-    log.info({ signal }, 'shutdown requested')
-    const bound = setTimeout(() => {
-      log.error({ timeoutMs: loaded.config.shutdown.timeoutMs }, 'graceful shutdown exceeded its bound; exiting')
-      process.exit(1)
-    }, loaded.config.shutdown.timeoutMs)
-    bound.unref()
-    gateway.stop().then(() => process.exit(0), (err: Error) => {
-      log.error({ err: err.message }, 'error during shutdown')
-      process.exit(1)
-    })
-  }
-  process.once('SIGTERM', () => shutdown('SIGTERM'))
-  process.once('SIGINT', () => shutdown('SIGINT'))
-  // Without a handler SIGHUP would kill the process; with one it reloads plugin files.
-  process.on('SIGHUP', () => {
-    log.info('SIGHUP: reloading')
-    void gateway.reload()
-  })
-  return -1
+  return serve(loaded)
 }
 
 main().then((code) => {

@@ -3,6 +3,7 @@ import { aclPlugin } from './acl/plugin.js'
 import { authPlugin } from './auth/plugin.js'
 import { flowPlugin } from './flow/plugin.js'
 import { kafkaPlugin } from './kafka/plugin.js'
+import { sysPlugin } from './sys/plugin.js'
 
 /**
  * The plugin registry: every built-in capability, keyed by its config section and run
@@ -10,4 +11,4 @@ import { kafkaPlugin } from './kafka/plugin.js'
  * Order matters: auth and ACL decide before the Kafka bridge routes a message.
  * New capabilities are added here and nowhere else.
  */
-export const builtinPlugins: readonly GatewayPlugin[] = [authPlugin, aclPlugin, flowPlugin, kafkaPlugin]
+export const builtinPlugins: readonly GatewayPlugin[] = [authPlugin, aclPlugin, flowPlugin, kafkaPlugin, sysPlugin]

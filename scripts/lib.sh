@@ -13,7 +13,9 @@ apt_install () {
 # npm ci when node_modules is missing or older than package-lock.json.
 ensure_node_modules () {
   stamp=node_modules/.mqgw-lock.sha256
-  want=$(sha256sum package-lock.json | cut -d' ' -f1)
+  # The lock file and the patches (patch-package applies them at install): a new or changed
+  # patch in an existing checkout reinstalls too.
+  want=$(cat package-lock.json patches/*.patch 2>/dev/null | sha256sum | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "setup: npm ci" >&2
     npm ci --no-audit --no-fund --loglevel=error >&2

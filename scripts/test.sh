@@ -11,15 +11,25 @@ cd "$(dirname "$0")/.."
 missing=""
 command -v mosquitto_pub >/dev/null 2>&1 || missing="$missing mosquitto-clients"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
-# The access layer's tests: LuaJIT for the CONNECT parser, nginx with stream + njs for end to end.
-command -v luajit >/dev/null 2>&1 || missing="$missing luajit"
-command -v nginx >/dev/null 2>&1 || missing="$missing nginx"
-[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$missing libnginx-mod-stream"
-[ -e /usr/lib/nginx/modules/ngx_stream_js_module.so ] || missing="$missing libnginx-mod-stream-js"
+command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
+# The access layer's tests run openresty/nginx.conf on the stream Lua module: an installed
+# OpenResty, else Debian's nginx with ngx_stream_lua_module.so built from ../shared/vendor
+# (scripts/stream-lua.sh, below) against OpenResty's LuaJIT (libluajit2-5.1-dev). The Lua
+# unit tests need a `luajit`: luajit2's (Debian's `luajit` package conflicts with luajit2).
+installed () { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
+if command -v openresty >/dev/null 2>&1; then
+  command -v luajit >/dev/null 2>&1 || missing="$missing luajit2"
+else
+  for p in nginx libnginx-mod-stream luajit2 libluajit2-5.1-dev lua-resty-lrucache libpcre2-dev zlib1g-dev libssl-dev gcc make; do
+    installed "$p" || missing="$missing $p"
+  done
+fi
 # Real Apache Kafka for the bridge tests: Java runs the broker, Maven fetches its jars (scripts/kafka/kafka.sh).
 command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
 command -v mvn >/dev/null 2>&1 || missing="$missing maven"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+# promtool checks and unit-tests the Prometheus alert rules in ops/ (test/ops/).
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 # Eclipse Paho Go interop (test/interop/go-interop.test.ts builds it; modules and build cache under .cache/go).
 command -v go >/dev/null 2>&1 || missing="$missing golang-go"
 [ -z "$missing" ] || apt_install $missing
@@ -47,6 +57,9 @@ if [ "$#" -eq 0 ]; then set -- $(find dist/test -name '*.test.js' | sort); fi
 # only) for the Kafka tests, and the Eclipse Paho Go interop client (Go modules, then a
 # build; the test's own build is then a no-op) for test/interop/go-interop.test.ts.
 case " $* " in *kafka*) sh scripts/kafka/kafka.sh fetch >/dev/null ;; esac
+# The stream Lua module for the access-layer tests (first run only: about 20-45 s; a no-op
+# with OpenResty installed or the module already in .cache/stream-lua/).
+case " $* " in *access-layer*) sh scripts/stream-lua.sh ;; esac
 case " $* " in *go-interop*)
   echo "setup: Go interop client" >&2
   root=$(pwd)

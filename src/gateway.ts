@@ -1,4 +1,5 @@
 import { Aedes, type AedesOptions } from 'aedes'
+import { AdminRouter, mountAdminApi, type ReloadOutcome } from './admin/index.js'
 import type { GatewayConfig } from './config/schema.js'
 import { AcceptedHandler } from './handlers/accepted.js'
 import { ConnectHandler } from './handlers/connect.js'
@@ -26,6 +27,8 @@ export interface GatewayOptions {
   /** The plugins, in hook order (the composition root passes the registry). */
   plugins: readonly GatewayPlugin[]
   logger?: Logger
+  /** The gateway's version, for the admin API's node info. */
+  version?: string
 }
 
 export interface GatewayPorts {
@@ -48,11 +51,15 @@ export class Gateway {
   readonly clients = new ConnectionRegistry()
   readonly ports: GatewayPorts = {}
   readonly hooks: HookChains
+  /** The admin REST API (/api/v1); plugins add routes through `ctx.admin`. */
+  readonly admin: AdminRouter
+  readonly startedAt = Date.now()
   broker!: Aedes
 
   readonly #config: GatewayConfig
   readonly #baseDir: string
   readonly #plugins: readonly GatewayPlugin[]
+  readonly #version: string
   readonly #tracker: SocketTracker
   #listeners: BoundListener[] = []
   #admin: { close: () => Promise<void> } | undefined
@@ -64,14 +71,18 @@ export class Gateway {
     this.#config = opts.config
     this.#baseDir = opts.baseDir
     this.#plugins = opts.plugins
-    this.log = opts.logger ?? createLogger(opts.config.log.level)
+    this.log = opts.logger ?? createLogger(opts.config.log.level, undefined, opts.config.log.format)
     this.hooks = new HookChains(opts.config.hooks.timeoutMs, this.log)
+    this.#version = opts.version ?? '0.0.0'
+    this.admin = new AdminRouter({ token: opts.config.listeners.admin.apiToken, log: this.log.child({ component: 'admin-api' }) })
     this.#tracker = new SocketTracker(opts.config.limits.maxConnections)
     this.metrics = new GatewayMetrics({
       connectedClients: () => this.broker?.connectedClients ?? 0,
       sockets: () => this.#tracker.perListener(),
       subscriptions: () => this.#countSubscriptions(),
-      bytes: () => this.#tracker.bytes()
+      bytes: () => this.#tracker.bytes(),
+      readiness: () => this.readiness.report(),
+      retained: () => this.#backend?.retainedLedger.count()
     })
     this.hooks.onTiming = (hook, seconds) => this.metrics.hookDuration.observe({ hook }, seconds)
   }
@@ -97,7 +108,7 @@ export class Gateway {
     const backend = this.#backend = await createPersistence(config, { log: this.log, readiness: this.readiness, metrics: this.metrics })
     // Admin first: /healthz and /readyz (503) answer while dependencies come up.
     if (config.listeners.admin.enabled) {
-      const admin = await openAdminListener({ host: config.listeners.admin.host, port: config.listeners.admin.port, registry: this.metrics.registry, readiness: this.readiness, log: this.log })
+      const admin = await openAdminListener({ host: config.listeners.admin.host, port: config.listeners.admin.port, registry: this.metrics.registry, readiness: this.readiness, log: this.log, api: this.admin })
       this.#admin = admin
       this.ports.admin = admin.port
     }
@@ -134,6 +145,19 @@ export class Gateway {
     this.broker = await Aedes.createBroker(options)
     observeBroker(this.broker, ctx, { connect, subscribe })
     await backend.start(this.broker)
+    mountAdminApi(this.admin, {
+      nodeId: config.node.id,
+      version: this.#version,
+      startedAt: this.startedAt,
+      broker: this.broker,
+      clients: this.clients,
+      inspector: backend.inspector(this.broker),
+      listeners: () => this.#listeners.map((l) => ({ name: l.name, host: l.host, port: l.port })),
+      plugins: () => this.#pluginInstances.map((p) => p.name),
+      persistence: { type: config.persistence.type, available: backend.available },
+      ready: () => this.readiness.report().ready,
+      reload: () => this.reload()
+    })
     await this.#setupPlugins()
 
     const accepted = new AcceptedHandler(this.broker, ctx)
@@ -166,6 +190,7 @@ export class Gateway {
         metrics: this.metrics,
         readiness: this.readiness,
         clients: this.clients,
+        admin: this.admin,
         hook: (hook, handler) => this.hooks.register(hook, plugin.name, handler)
       })
       this.#pluginInstances.push({ name: plugin.name, instance: instance ?? {} })
@@ -181,15 +206,20 @@ export class Gateway {
     return n
   }
 
-  /** SIGHUP: every plugin re-reads its files; a failing plugin keeps its old state. */
-  async reload (): Promise<void> {
+  /** SIGHUP (and POST /api/v1/reload): every plugin re-reads its files; a failing plugin keeps its old state. */
+  async reload (): Promise<ReloadOutcome[]> {
+    const outcomes: ReloadOutcome[] = []
     for (const { name, instance } of this.#pluginInstances) {
+      if (!instance.reload) continue
       try {
-        await instance.reload?.()
+        const result = await instance.reload()
+        outcomes.push(result && !result.ok ? { plugin: name, ok: false, error: result.error } : { plugin: name, ok: true })
       } catch (err) {
         this.log.error({ plugin: name, err: (err as Error).message }, 'plugin reload failed; previous state kept')
+        outcomes.push({ plugin: name, ok: false, error: (err as Error).message })
       }
     }
+    return outcomes
   }
 
   /** Stops accepting, disconnects clients, closes plugins and the store. Idempotent. */

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { ReadinessReport } from './readiness.js'
 
 /**
  * The gateway's Prometheus metrics. One registry per gateway instance (tests run
@@ -23,12 +24,16 @@ export class GatewayMetrics {
   readonly connectionsCurrent: Gauge
   readonly socketsCurrent: Gauge<'listener'>
   readonly subscriptionsCurrent: Gauge
+  readonly retainedMessages: Gauge
 
   constructor (sources: {
     connectedClients: () => number
     sockets: () => Map<string, number>
     subscriptions: () => number
     bytes: () => { read: number, written: number }
+    readiness: () => ReadinessReport
+    /** Retained messages (the retained ledger; cluster-wide in Redis mode); undefined before the store exists. */
+    retained: () => number | Promise<number> | undefined
   }) {
     const registers = [this.registry]
     collectDefaultMetrics({ register: this.registry, prefix: 'mqgw_' })
@@ -62,6 +67,32 @@ export class GatewayMetrics {
     this.subscriptionsCurrent = new Gauge({
       name: 'mqgw_subscriptions_current', help: 'Subscriptions of connected clients', registers,
       collect () { this.set(sources.subscriptions()) }
+    })
+    // Readiness as metrics, so that alerts and dashboards see what /readyz says: the
+    // whole node, and each check (listeners, redis, kafka...) on its own.
+    new Gauge({ // eslint-disable-line no-new
+      name: 'mqgw_ready', help: '1 when every readiness check passes (/readyz 200), else 0', registers,
+      collect () { this.set(sources.readiness().ready ? 1 : 0) }
+    })
+    new Gauge({ // eslint-disable-line no-new
+      name: 'mqgw_ready_check', help: 'Readiness of one dependency (listeners, redis, kafka...): 1 ready, 0 not', labelNames: ['check'], registers,
+      collect () {
+        this.reset()
+        for (const [check, r] of Object.entries(sources.readiness().checks)) this.set({ check }, r.ready ? 1 : 0)
+      }
+    })
+    this.retainedMessages = new Gauge({
+      name: 'mqgw_retained_messages', help: 'Retained messages in the store (cluster-wide in Redis mode; those retained through the gateway since it kept the ledger)', registers,
+      async collect () {
+        // Bounded: a scrape must not hang while Redis is unreachable; the last value stays.
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const n = await Promise.race([
+          Promise.resolve(sources.retained()).catch(() => undefined),
+          new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), 1000) })
+        ])
+        clearTimeout(timer)
+        if (n !== undefined) this.set(n)
+      }
     })
     // Byte counters are read from the sockets at scrape time rather than counted per
     // chunk: counting on the data path would cost a listener per socket.

@@ -1,4 +1,5 @@
 import type { Aedes } from 'aedes'
+import type { AdminRegistry } from './admin/router.js'
 import type { z } from 'zod'
 import type { ClientInfoLookup } from './client-info.js'
 import type { EnvOverride, GatewayConfig } from './config/schema.js'
@@ -22,13 +23,21 @@ export interface PluginContext<C> {
   readiness: Readiness
   /** The connections' infos (read only). */
   clients: ClientInfoLookup
+  /** Adds endpoints to the admin REST API (/api/v1), documented in its OpenAPI document. */
+  admin: AdminRegistry
   /** Adds a handler at the end of a hook's chain (plugins run in registry order). */
   hook: <H extends HookName>(hook: H, handler: HookHandlers[H]) => void
 }
 
+export interface ReloadResult { ok: boolean, error?: string }
+
 export interface PluginInstance {
-  /** Called on SIGHUP: re-read whatever files the plugin loads (ACL rules, users...). */
-  reload?: () => Promise<void> | void
+  /**
+   * Called on SIGHUP and POST /api/v1/reload: re-read whatever files the plugin loads (ACL
+   * rules, users...). A plugin that keeps its previous state answers `{ ok: false, error }`
+   * (or throws); the outcome is reported by the API.
+   */
+  reload?: () => Promise<ReloadResult | void> | ReloadResult | void
   /** Called on shutdown in reverse setup order. */
   close?: () => Promise<void> | void
 }

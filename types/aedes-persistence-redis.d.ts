@@ -16,6 +16,8 @@ declare module 'aedes-persistence-redis' {
   export interface AsyncRedisPersistence {
     addSubscriptions: (client: { id: string }, subs: unknown[]) => Promise<unknown>
     cleanSubscriptions: (client: { id: string }) => Promise<void>
+    subscriptionsByClient: (client: { id: string }) => Promise<Array<{ topic: string, qos: number }>>
+    storeRetained: (packet: import('aedes').PublishPacket) => Promise<void>
     outgoingEnqueueCombi: (subs: Array<{ clientId: string }>, packet: unknown) => Promise<void>
     setup: (broker: unknown) => Promise<void>
     destroy: () => Promise<void>

@@ -2,7 +2,7 @@
 --
 -- Pure Lua (LuaJIT 2.1 / OpenResty's LuaJIT): no nginx API in here, so it runs and is
 -- tested under a plain `luajit` (openresty/lua/test_driver.lua). The nginx glue is
--- mqtt_preread.lua. openresty/njs/mqtt_connect.js is a line-by-line port for nginx+njs.
+-- mqtt_preread.lua, and the same file runs under nginx in the end-to-end tests.
 --
 -- A connection's first packet must be a CONNECT (MQTT 3.1.1 [MQTT-3.1.0-1]). Accepted:
 --   MQTT 3.1   protocol name "MQIsdp", level 3
@@ -252,6 +252,12 @@ function M.parse(data, max_len)
   local id, reason = connect_body(data, p, total)
   if id == nil then return "invalid", reason end
   return "ok", id
+end
+
+-- The same rule for a client id that came another way (the WebSocket upgrade request):
+-- well-formed UTF-8 without U+0000, as in a CONNECT.
+function M.utf8_ok(s)
+  return type(s) == "string" and utf8_ok(s, 1, #s)
 end
 
 function M.client_id(data, max_len)

@@ -1,6 +1,8 @@
--- Test driver for mqtt_preread.lua with a mock of the ngx API (no nginx):
---   luajit test_preread.lua < lines        (run from openresty/lua/)
--- Each input line: HEX MAX — the bytes the client has sent, and $mqtt_connect_max.
+-- Test driver for the preread handlers with a mock of the ngx API (no nginx):
+--   luajit test_preread.lua [MODULE] < lines        (run from openresty/lua/)
+-- MODULE: mqtt_preread (MQTT/TCP, the default) or mqtt_ws_preread (WebSocket upgrade).
+-- Each input line: HEX MAX — the bytes the client has sent, and $mqtt_connect_max
+-- ($mqtt_ws_head_max for the WebSocket handler).
 -- Each output line: RESULT|LARGEST_PEEK, where RESULT is "var=VALUE" ($mqtt_client_id as
 -- set by the handler) or "stalled" (the handler asked for more bytes than the client sent:
 -- in nginx it waits until preread_timeout, then the stream core closes the connection).
@@ -29,7 +31,7 @@ ngx = {
   },
 }
 
-local preread = require "mqtt_preread"
+local preread = require(arg[1] or "mqtt_preread")
 
 local function unhex(h)
   return (h:gsub("%x%x", function (c) return string.char(tonumber(c, 16)) end))
@@ -39,7 +41,7 @@ for line in io.lines() do
   local hex, max = line:match("^(%x*)%s+(%d+)%s*$")
   session = {
     data = unhex(hex), max = tonumber(max), largest = 0, set = false,
-    vars = { remote_addr = "10.1.2.3", mqtt_connect_max = max },
+    vars = { remote_addr = "10.1.2.3", mqtt_connect_max = max, mqtt_ws_head_max = max },
   }
   local ok, err = pcall(preread.run)
   if ok then

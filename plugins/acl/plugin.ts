@@ -6,7 +6,9 @@ import { ALLOW, PASS, deny, type PublishVerdict, type SubscribeVerdict, type Ver
 import { covers } from '../../src/topic.js'
 import { definePlugin } from '../../src/plugin.js'
 import { CallbackError, HttpCallback, callbackMetrics } from '../shared/http-callback.js'
+import { aclCheckRoute } from './admin-route.js'
 import { ClientIdBinding } from './client-id-binding.js'
+import { decide as decideLocally, type AclPolicy } from './decide.js'
 import { AclRules, type AclAction, type AclIdentity } from './rules.js'
 import { aclConfigSchema } from './schema.js'
 
@@ -50,7 +52,9 @@ export const aclPlugin = definePlugin({
     const identityOf = (clientId: string, info: ClientInfo): AclIdentity => ({
       clientid: clientId, username: info.username, claims: info.claims, superuser: info.superuser, listener: info.listener
     })
-    const isSys = (topic: string): boolean => topic.startsWith('$SYS/') || topic === '$SYS'
+    // One object per rules version (not per check: decide runs on every delivery).
+    let current: AclPolicy = { rules, noMatch: config.noMatch, sysTopics: config.sysTopics }
+    const policy = (): AclPolicy => current
     /**
      * The callback cache key: everything the callback is told, so that a decision made for
      * one identity is never reused for another that holds the same client id later.
@@ -72,10 +76,7 @@ export const aclPlugin = definePlugin({
 
     /** Decides locally; returns a promise only when a callback must confirm an allow. */
     const decide = (clientId: string, info: ClientInfo, action: AclAction, topic: string): boolean | Promise<boolean> => {
-      if (info.superuser) return true
-      if (config.sysTopics === 'superuser' && isSys(topic)) return false
-      const id = identityOf(clientId, info)
-      const decision = rules.check(id, action, levelsOf(topic), config.noMatch)
+      const decision = decideLocally(policy(), identityOf(clientId, info), action, topic, levelsOf(topic))
       if (decision.permission === 'deny') return false
       if (decision.callback === undefined) return true
       const callback = callbacks.get(decision.callback)!
@@ -143,32 +144,31 @@ export const aclPlugin = definePlugin({
     ctx.hook('authorizeForward', ({ client, info, packet }): Verdict => {
       if (!info || info.superuser) return PASS
       const topic = packet.topic
-      let allowed: boolean
-      if (config.sysTopics === 'superuser' && isSys(topic)) {
-        allowed = false
-      } else {
-        const decision = rules.check(identityOf(client.id, info), 'subscribe', levelsOf(topic), config.noMatch)
-        allowed = decision.permission === 'allow'
-        if (allowed && decision.callback !== undefined) {
-          allowed = callbacks.get(decision.callback)!.peek(callbackKey(client.id, info, 'subscribe', topic))?.allow ?? grantedCovers(info, levelsOf(topic))
-        }
+      const decision = decideLocally(policy(), identityOf(client.id, info), 'subscribe', topic, levelsOf(topic))
+      let allowed = decision.permission === 'allow'
+      if (allowed && decision.callback !== undefined) {
+        allowed = callbacks.get(decision.callback)!.peek(callbackKey(client.id, info, 'subscribe', topic))?.allow ?? grantedCovers(info, levelsOf(topic))
       }
       if (allowed) return PASS
       denials.inc({ action: 'forward' })
       return deny('ACL')
     })
 
-    const reload = (why: string): void => {
+    const reload = (why: string): { ok: boolean, error?: string } => {
       try {
         const next = AclRules.load(file, callbackNames)
         rules = next
+        current = { ...current, rules: next }
         reloads.inc({ result: 'ok' })
         log.info({ file, rules: next.size, why }, 'ACL rules reloaded')
+        return { ok: true }
       } catch (err) {
         reloads.inc({ result: 'rejected' })
         log.error({ file, why, err: (err as Error).message }, 'ACL file rejected; previous rules stay in force')
+        return { ok: false, error: (err as Error).message }
       }
     }
+    ctx.admin.route(aclCheckRoute(policy, file))
 
     // Watch the directory, not the file: editors and config management replace files by
     // rename, which ends a watch on the old inode.
@@ -178,7 +178,7 @@ export const aclPlugin = definePlugin({
       watcher = watch(dirname(file), (_event, name) => {
         if (name !== null && name !== basename(file)) return
         clearTimeout(timer)
-        timer = setTimeout(() => reload('file changed'), 100)
+        timer = setTimeout(() => { reload('file changed') }, 100)
       })
       watcher.on('error', (err) => log.warn({ err: err.message }, 'ACL file watch failed; SIGHUP still reloads'))
     } catch (err) {

@@ -18,6 +18,8 @@ export interface AclDecision {
   rule: number | undefined
   /** The callback that must confirm an allow. */
   callback: string | undefined
+  /** What decided: a rule, or `acl.noMatch` when none matched (see decide.ts for the others). */
+  by: 'rule' | 'noMatch'
 }
 
 class Who {
@@ -76,7 +78,11 @@ export class AclRules {
   readonly #anyFirstLevel: Rule[]
   readonly #candidates = new Map<string, Rule[]>()
 
+  /** The rules as written in the file, by index (for explaining a decision). */
+  readonly specs: readonly AclRuleSpec[]
+
   constructor (specs: readonly AclRuleSpec[], callbackNames: ReadonlySet<string>) {
+    this.specs = specs
     this.#rules = specs.map((spec, index) => {
       if (spec.callback !== undefined && !callbackNames.has(spec.callback)) {
         throw new AclFileError(`rules[${index}].callback: "${spec.callback}" is not defined in acl.callbacks`)
@@ -136,10 +142,10 @@ export class AclRules {
       if (action === 'publish' ? !rule.publish : !rule.subscribe) continue
       if (rule.who && !rule.who.matches(id)) continue
       for (const template of rule.templates) {
-        if (template.matches(id, topic)) return { permission: rule.permission, rule: rule.index, callback: rule.callback }
+        if (template.matches(id, topic)) return { permission: rule.permission, rule: rule.index, callback: rule.callback, by: 'rule' }
       }
     }
-    return { permission: noMatch, rule: undefined, callback: undefined }
+    return { permission: noMatch, rule: undefined, callback: undefined, by: 'noMatch' }
   }
 
   /** Parses and validates a rules file; every problem names the rule and key. */

@@ -1,5 +1,5 @@
 import { encodeQos0Publish, type PublishFields } from './publish-encoder.js'
-import type { FlowConnection, OutboundClient, OutboundFlow } from '../../src/aedes/internals.js'
+import { countPacketSent, type FlowConnection, type OutboundClient, type OutboundFlow } from '../../src/aedes/internals.js'
 import type { FlowConfig } from './schema.js'
 
 /** A packet as the bus delivers it (an Aedes packet); the window only reads it. */
@@ -169,7 +169,10 @@ export class InflightWindow implements OutboundFlow {
   #send (packet: OutboundPacket, qos: number): void {
     if (qos === 0) {
       // As Aedes' write(): nothing is written once the client is no longer connected.
-      if (this.client.connected || this.client.connecting) this.#conn.write(encodeQos0Publish(packet))
+      if (this.client.connected || this.client.connecting) {
+        this.#conn.write(encodeQos0Publish(packet))
+        countPacketSent(this.client)
+      }
       return
     }
     this.#track(this.client.sendQueuedQoS(packet, qos))

@@ -14,6 +14,7 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | one socket write per turn (TCP/TLS; WS: one frame per turn, listeners/ws-duplex.ts) | write-batching.ts |
  * | message id counter of a Redis node       | internals.ts `continuePacketCounter`  |
  * | mqemitter-redis' local matcher           | internals.ts `replaceLocalMatcher`    |
+ * | packets received and sent ($SYS)         | patch: lib/client.js, lib/write.js; internals.ts `packetCounters` |
  */
 
 /** Aedes' client fields the gateway reads (not in Aedes' type declarations). */
@@ -33,6 +34,28 @@ export type ConnectedClient = Client & {
 /** Aedes' map of this node's connected clients by client id. */
 export function connectedClients (broker: Aedes): Readonly<Record<string, ConnectedClient>> {
   return (broker as unknown as { clients: Record<string, ConnectedClient> }).clients
+}
+
+/** The keepalive a connected client asked for, seconds (Aedes keeps only its timer interval). */
+export function keepaliveOf (client: Client): number | null {
+  const interval = (client as unknown as { _keepaliveInterval?: number })._keepaliveInterval
+  return typeof interval === 'number' && interval > 0 ? Math.round((interval - 1) / 1500) : null
+}
+
+/** The promise API of an aedes-persistence store (memory or Redis), as far as the admin API uses it. */
+export interface SessionStore {
+  subscriptionsByClient: (client: { id: string }) => Promise<Array<{ topic: string, qos: number }>>
+  cleanSubscriptions: (client: { id: string }) => Promise<unknown>
+  outgoingStream: (client: { id: string }) => AsyncIterable<unknown>
+  outgoingUpdate: (client: { id: string }, packet: object) => Promise<unknown>
+  outgoingClearMessageId: (client: { id: string }, packet: { messageId: number }) => Promise<unknown>
+  createRetainedStream: (pattern: string) => AsyncIterable<unknown>
+  storeRetained: (packet: PublishPacket) => Promise<unknown>
+}
+
+/** The broker's store behind Aedes' callback wrapper (both aedes-persistence stores keep it there). */
+export function sessionStore (broker: Aedes): SessionStore {
+  return (broker as unknown as { persistence: { asyncPersistence: SessionStore } }).persistence.asyncPersistence
 }
 
 /**
@@ -101,6 +124,10 @@ export interface OutboundFlow {
   deliverStored: (messageId: number, send: () => void) => void
   /** The client acknowledged `messageId` (PUBACK). */
   acked: (messageId: number) => void
+  /** Unacknowledged QoS 1/2 messages (for the admin API), when the flow keeps count. */
+  readonly inflight?: number
+  /** Messages waiting behind the window, when the flow keeps count. */
+  readonly queued?: number
 }
 
 /** Installs a flow on a client before Aedes delivers anything to it. */
@@ -149,4 +176,27 @@ export function replaceLocalMatcher (mq: object, matcher: LocalMatcher): void {
 /** mqemitter-redis' connection state emitter (its connection errors are emitted there). */
 export function busStateOf (mq: object): NodeJS.EventEmitter {
   return (mq as { state: NodeJS.EventEmitter }).state
+}
+
+/** MQTT packets of any type received from and sent to clients since the counters were installed. */
+export interface PacketCounts {
+  received: number
+  sent: number
+}
+
+/**
+ * Installs (once) and returns the broker's packet counters, which the patch increments in
+ * lib/client.js (each parsed packet) and lib/write.js (each packet Aedes writes). Without
+ * this call nothing is counted (for $SYS/broker/messages/received and sent).
+ */
+export function packetCounters (broker: Aedes): PacketCounts {
+  const b = broker as unknown as { mqgwPacketCounts?: PacketCounts }
+  b.mqgwPacketCounts ??= { received: 0, sent: 0 }
+  return b.mqgwPacketCounts
+}
+
+/** A packet written to a client without Aedes' write() (the flow window's QoS 0 path). */
+export function countPacketSent (client: OutboundClient): void {
+  const counts = (client as unknown as { broker?: { mqgwPacketCounts?: PacketCounts } }).broker?.mqgwPacketCounts
+  if (counts !== undefined) counts.sent++
 }

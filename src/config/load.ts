@@ -20,6 +20,7 @@ export class ConfigError extends Error {
 export const CORE_ENV_OVERRIDES: readonly EnvOverride[] = [
   { env: 'MQGW_NODE_ID', path: ['node', 'id'], parse: 'string' },
   { env: 'MQGW_LOG_LEVEL', path: ['log', 'level'], parse: 'string' },
+  { env: 'MQGW_LOG_FORMAT', path: ['log', 'format'], parse: 'string' },
   { env: 'MQGW_MQTT_HOST', path: ['listeners', 'mqtt', 'host'], parse: 'string' },
   { env: 'MQGW_MQTT_PORT', path: ['listeners', 'mqtt', 'port'], parse: 'integer' },
   { env: 'MQGW_WS_HOST', path: ['listeners', 'ws', 'host'], parse: 'string' },
@@ -30,6 +31,7 @@ export const CORE_ENV_OVERRIDES: readonly EnvOverride[] = [
   { env: 'MQGW_WSS_PORT', path: ['listeners', 'wss', 'port'], parse: 'integer' },
   { env: 'MQGW_ADMIN_HOST', path: ['listeners', 'admin', 'host'], parse: 'string' },
   { env: 'MQGW_ADMIN_PORT', path: ['listeners', 'admin', 'port'], parse: 'integer' },
+  { env: 'MQGW_ADMIN_API_TOKEN', path: ['listeners', 'admin', 'apiToken'], parse: 'string' },
   { env: 'MQGW_PERSISTENCE_TYPE', path: ['persistence', 'type'], parse: 'string' },
   { env: 'MQGW_REDIS_URL', path: ['persistence', 'redis', 'url'], parse: 'string' },
   { env: 'MQGW_MAX_UNAUTHENTICATED_PER_ADDRESS', path: ['limits', 'maxUnauthenticatedPerAddress'], parse: 'integer' }

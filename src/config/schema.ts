@@ -1,6 +1,6 @@
 import { hostname } from 'node:os'
 import { z } from 'zod'
-import { LOG_LEVELS } from '../log.js'
+import { LOG_FORMATS, LOG_LEVELS } from '../log.js'
 import { persistenceSchema } from '../persistence/schema.js'
 
 /**
@@ -36,7 +36,9 @@ const proxied = {
 }
 const forwarded = {
   /** Take the client address from X-Forwarded-For when the request comes from a trusted proxy. */
-  forwardedFor: z.boolean().default(false)
+  forwardedFor: z.boolean().default(false),
+  /** Expect a PROXY protocol header (before TLS and HTTP) from a trusted proxy: the access layer routes WebSocket as a stream. */
+  proxyProtocol: z.boolean().default(false)
 }
 
 export const listenersSchema = z.strictObject({
@@ -49,7 +51,10 @@ export const listenersSchema = z.strictObject({
   ws: tcpListener({ enabled: true, host: '0.0.0.0', port: 8083 }).extend({ path: wsPath.default('/mqtt'), ...forwarded }).prefault({}),
   mqtts: tcpListener({ enabled: false, host: '0.0.0.0', port: 8883 }).extend({ ...tlsFiles, ...proxied }).prefault({}),
   wss: tcpListener({ enabled: false, host: '0.0.0.0', port: 8084 }).extend({ path: wsPath.default('/mqtt'), ...tlsFiles, ...forwarded }).prefault({}),
-  admin: tcpListener({ enabled: true, host: '127.0.0.1', port: 9100 }).prefault({})
+  admin: tcpListener({ enabled: true, host: '127.0.0.1', port: 9100 }).extend({
+    /** Bearer token of the REST API under /api/v1 (MQGW_ADMIN_API_TOKEN); without one the API is off. */
+    apiToken: z.string().min(16, 'at least 16 characters').regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').optional()
+  }).prefault({})
 })
 
 export const limitsSchema = z.strictObject({
@@ -103,7 +108,7 @@ export const coreConfigShape = {
   broker: brokerSchema.prefault({}),
   hooks: hooksSchema.prefault({}),
   persistence: persistenceSchema.default({ type: 'memory' }),
-  log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).prefault({}),
+  log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info'), format: z.enum(LOG_FORMATS).default('auto') }).prefault({}),
   shutdown: z.strictObject({
     /** Upper bound for a graceful stop; past it the process exits anyway. */
     timeoutMs: z.number().int().min(100).default(10000)

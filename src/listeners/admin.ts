@@ -1,13 +1,22 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
+import { API_PREFIX, type AdminRouter } from '../admin/router.js'
 import type { Logger } from '../log.js'
 import type { Readiness } from '../readiness.js'
 import { closeServer, listen } from './listeners.js'
 
-export async function openAdminListener (opts: { host: string, port: number, registry: Registry, readiness: Readiness, log: Logger }): Promise<{ port: number, close: () => Promise<void> }> {
+export async function openAdminListener (opts: { host: string, port: number, registry: Registry, readiness: Readiness, log: Logger, api?: AdminRouter }): Promise<{ port: number, close: () => Promise<void> }> {
   const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0]
+    const [path = '/', search = ''] = (req.url ?? '/').split('?', 2)
+    // The REST API (src/admin/): its own methods, bearer token, 404 while no token is configured.
+    if (opts.api && (path === API_PREFIX || path.startsWith(API_PREFIX + '/'))) {
+      opts.api.handle(req, res, path, new URLSearchParams(search)).catch((err: Error) => {
+        opts.log.error({ err: err.message }, 'admin API request failed')
+        if (!res.headersSent) res.writeHead(500).end()
+      })
+      return
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end()
       return

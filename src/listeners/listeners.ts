@@ -137,6 +137,22 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
   }
 
   const trusted = new TrustedProxies(config.listeners.trustedProxies)
+  /** Reads the PROXY header off an accepted TCP socket from a trusted proxy, then `next`. */
+  const withProxyHeader = (name: MqttListenerName, socket: Socket, next: (peer: Peer | undefined) => void): void => {
+    if (!trusted.has(socket.remoteAddress)) {
+      onRefused('untrusted_proxy')
+      warn.warn('untrusted_proxy', { listener: name, remoteAddress: socket.remoteAddress }, 'connection refused: PROXY protocol expected from a trusted proxy')
+      socket.destroy()
+      return
+    }
+    readProxyHeader(socket, config.listeners.proxyHeaderTimeoutMs).then((peer) => {
+      if (!socket.destroyed) next(peer)
+    }, (err: unknown) => {
+      onRefused('proxy_protocol')
+      warn.warn('proxy_protocol', { listener: name, remoteAddress: socket.remoteAddress, err: err instanceof Error ? err.message : String(err) }, 'connection refused: bad PROXY protocol header')
+      socket.destroy()
+    })
+  }
   const openStreamListener = async (name: 'mqtt' | 'mqtts', host: string, port: number, tls?: TlsOptions): Promise<void> => {
     const proxyProtocol = config.listeners[name].proxyProtocol
     const noDelay = config.listeners[name].tcpNoDelay
@@ -147,27 +163,11 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
       // Aedes listens for the socket's errors now.
       socket.removeListener('error', onEarlyError)
     }
-    /** Reads the PROXY header off an accepted TCP socket from a trusted proxy, then `next`. */
-    const withProxyHeader = (socket: Socket, next: (peer: Peer | undefined) => void): void => {
-      if (!trusted.has(socket.remoteAddress)) {
-        onRefused('untrusted_proxy')
-        warn.warn('untrusted_proxy', { listener: name, remoteAddress: socket.remoteAddress }, 'connection refused: PROXY protocol expected from a trusted proxy')
-        socket.destroy()
-        return
-      }
-      readProxyHeader(socket, config.listeners.proxyHeaderTimeoutMs).then((peer) => {
-        if (!socket.destroyed) next(peer)
-      }, (err: unknown) => {
-        onRefused('proxy_protocol')
-        warn.warn('proxy_protocol', { listener: name, remoteAddress: socket.remoteAddress, err: err instanceof Error ? err.message : String(err) }, 'connection refused: bad PROXY protocol header')
-        socket.destroy()
-      })
-    }
     /** A TCP socket just accepted (and counted). */
     const onTcp = (socket: Socket, next: (peer: Peer | undefined) => void): void => {
       socket.on('error', onEarlyError)
       if (noDelay) socket.setNoDelay(true)
-      if (proxyProtocol) withProxyHeader(socket, next)
+      if (proxyProtocol) withProxyHeader(name, socket, next)
       else next(undefined)
     }
 
@@ -242,8 +242,12 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
     // Counted from accept, not from the upgrade, and given upgradeTimeoutMs to upgrade
     // (Node's own header timeout is 60 s, checked every 30 s). For wss this is the TCP
     // socket under TLS (tracked for wire bytes, as for mqtts).
+    const proxyProtocol = config.listeners[name].proxyProtocol
+    /** With proxyProtocol: the peer each TCP socket's PROXY header named (read before HTTP or TLS). */
+    const proxiedPeers = new WeakMap<Socket, Peer>()
     httpServer.on('connection', (socket: Socket) => {
-      if (!admit(name, socket)) return
+      // With proxyProtocol the socket was admitted when accepted, before its PROXY header.
+      if (!proxyProtocol && !admit(name, socket)) return
       upgradeTimers.set(socket, setTimeout(upgradeTimedOut, upgradeTimeoutMs, socket))
       socket.on('close', clearUpgradeTimer)
     })
@@ -272,8 +276,8 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
         return
       }
       const tcp = req.socket
-      let peer: Peer | undefined
-      if (config.listeners[name].forwardedFor && trusted.has(tcp.remoteAddress)) {
+      let peer: Peer | undefined = proxiedPeers.get(tcpOf(tcp))
+      if (!proxyProtocol && config.listeners[name].forwardedFor && trusted.has(tcp.remoteAddress)) {
         // The last hop was appended by our trusted proxy (nginx $proxy_add_x_forwarded_for).
         const hops = String(req.headers['x-forwarded-for'] ?? '').split(',').map((h) => h.trim()).filter((h) => h.length > 0)
         const last = hops.at(-1)
@@ -301,7 +305,20 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
         socket.destroy()
       }
     })
-    const address = await listen(httpServer, host, port)
+    // The PROXY header comes first on the wire (the access layer routes WebSocket as a TCP
+    // stream): read off the accepted socket, which then goes to the HTTP(S) server.
+    const server = proxyProtocol
+      ? createNetServer((socket) => {
+        if (!admit(name, socket)) return
+        socket.on('error', onEarlyError)
+        withProxyHeader(name, socket, (peer) => {
+          socket.removeListener('error', onEarlyError)
+          if (peer) proxiedPeers.set(socket, peer)
+          httpServer.emit('connection', socket)
+        })
+      })
+      : httpServer
+    const address = await listen(server, host, port)
     bound.push({
       name,
       host,
@@ -310,6 +327,7 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
         for (const client of wss.clients) client.terminate()
         wss.close()
         await closeServer(httpServer)
+        if (server !== httpServer) await closeServer(server)
       }
     })
   }

@@ -2,6 +2,7 @@ import type { Aedes } from 'aedes'
 import type { Logger } from '../log.js'
 import type { GatewayMetrics } from '../metrics.js'
 import type { Readiness } from '../readiness.js'
+import type { StoreInspector } from './inspect.js'
 import type { RetainedLedger, SessionOwners } from './ledgers.js'
 
 /**
@@ -17,6 +18,8 @@ export interface PersistenceBackend {
   retainedLedger: RetainedLedger
   /** Who owns each persistent session. */
   sessionOwners: SessionOwners
+  /** Reads and removes sessions and retained messages for the admin API (once the broker exists). */
+  inspector: (broker: Aedes) => StoreInspector
   /** Whether persistent sessions can be served now (a CONNECT with clean:false is refused with 0x03 otherwise). */
   available: () => boolean
   /** Resolves once the store can be used (Redis connected); the broker is built after it. */

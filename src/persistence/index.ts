@@ -1,6 +1,7 @@
 import type { GatewayConfig } from '../config/schema.js'
 import { LocalBus } from '../bus/local-bus.js'
 import type { PersistenceBackend, PersistenceDeps } from './backend.js'
+import { memoryInspector } from './inspect.js'
 import { MemoryRetainedLedger, MemorySessionOwners } from './ledgers.js'
 import { createRedisBackend } from './redis.js'
 
@@ -13,7 +14,20 @@ export async function createPersistence (config: GatewayConfig, deps: Persistenc
       // Aedes' in-memory store (sessions of clean:false clients live as long as this
       // process) and our LocalBus: the sharded subscription index, and no broker-wide
       // delivery slots (mqemitter's `concurrency`) that one slow client could hold.
-      return { mq: new LocalBus({ shards: config.broker.subscriptionShards, onListenerError: (err) => deps.log.error({ err: (err as Error).message }, 'a bus listener threw; delivery to it skipped') }), retainedLedger: new MemoryRetainedLedger(), sessionOwners: new MemorySessionOwners(), available: () => true, ready: async () => {}, start: async () => {}, close: async () => {} }
+    {
+      const retainedLedger = new MemoryRetainedLedger()
+      const sessionOwners = new MemorySessionOwners()
+      return {
+        mq: new LocalBus({ shards: config.broker.subscriptionShards, onListenerError: (err) => deps.log.error({ err: (err as Error).message }, 'a bus listener threw; delivery to it skipped') }),
+        retainedLedger,
+        sessionOwners,
+        inspector: (broker) => memoryInspector(broker, retainedLedger, sessionOwners),
+        available: () => true,
+        ready: async () => {},
+        start: async () => {},
+        close: async () => {}
+      }
+    }
     case 'redis':
       return createRedisBackend(persistence, config.node.id, config.broker.subscriptionShards, deps)
   }

@@ -23,6 +23,8 @@ export interface RetainedLedger {
   admit: (topic: string, bytes: number, owner: string, limits: RetainedLimits) => RetainedAdmission | Promise<RetainedAdmission>
   /** The retained message of `topic` is gone (a retained PUBLISH with an empty payload). */
   release: (topic: string) => void | Promise<void>
+  /** Retained messages recorded (for mqgw_retained_messages and $SYS). */
+  count: () => number | Promise<number>
 }
 
 /**
@@ -65,6 +67,10 @@ export class MemoryRetainedLedger implements RetainedLedger {
     this.#topics.delete(topic)
     this.#bytes -= prev.bytes
     this.#decrement(prev.owner)
+  }
+
+  count (): number {
+    return this.#topics.size
   }
 
   #decrement (owner: string): void {

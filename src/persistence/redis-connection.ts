@@ -21,7 +21,10 @@ export function createRedisConnection (cfg: RedisPersistenceConfig['redis'], pur
     return new Cluster(cfg.cluster, { redisOptions: options, clusterRetryStrategy: (times) => Math.min(100 * times, 2000) })
   }
   if (cfg.sentinels) {
-    return new Redis({ ...options, sentinels: cfg.sentinels, name: cfg.name })
+    // failoverDetector: leave the old primary as soon as the sentinels announce +switch-master.
+    // Without it the connections stay on a primary that a manual failover (or a partition) left
+    // running, until Sentinel demotes it seconds later and drops the writes it took meanwhile.
+    return new Redis({ failoverDetector: true, ...options, sentinels: cfg.sentinels, name: cfg.name })
   }
   return new Redis(cfg.url, options)
 }

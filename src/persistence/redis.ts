@@ -9,8 +9,10 @@ import { SubscriptionIndex } from '../bus/subscription-index.js'
 import type { PersistenceBackend, PersistenceDeps } from './backend.js'
 import { createBusConnection, createRedisConnection, isReady } from './redis-connection.js'
 import type { RetainedAdmission, RetainedLedger, RetainedLimits, SessionOwners } from './ledgers.js'
+import { confirmReplicatedWrites, ReplicaWait } from './replica-wait.js'
 import { MARK_OFFLINE, MARK_ONLINE, RETAINED_ADMIT, RETAINED_RELEASE, TRIM_QUEUE } from './redis-scripts.js'
 import type { RedisPersistenceConfig } from './schema.js'
+import { outgoingKey, redisInspector, removeSessionData, trimQueueByCommands, type RedisInspectorDeps } from './redis-inspect.js'
 
 // One hash tag for both: the Lua scripts touch the two keys at once, which Redis Cluster only
 // allows within one hash slot (CROSSSLOT otherwise).
@@ -25,7 +27,6 @@ const NODE_KEY_PREFIX = 'mqgw:node:'
 /** Online entries examined per sweep when looking for sessions of nodes that are gone. */
 const ADOPT_SCAN_COUNT = 1000
 
-const outgoingKey = (clientId: string): string => `outgoing:${encodeURIComponent(clientId)}`
 
 type ScriptConn = (Redis | Cluster) & {
   mqgwTrimQueue: (key: string, keep: number) => Promise<number>
@@ -74,6 +75,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   // Defect 6: the whole queue flows on reconnect; it is bounded by maxOfflineQueue anyway.
   const persistence = aedesPersistenceRedis({ conn, cluster: cfg.redis.cluster !== undefined, maxSessionDelivery: cfg.maxOfflineQueue + 1 })
   const store = persistence.asyncPersistence
+  const isCluster = cfg.redis.cluster !== undefined
 
   // Defect 1 (Aedes called addSubscriptions once per filter, each time with the whole list,
   // and the store keys its broadcast wait by the first filter, so the concurrent calls
@@ -84,10 +86,14 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   const enqueue = store.outgoingEnqueueCombi.bind(store)
   store.outgoingEnqueueCombi = async (subs, packet) => {
     await enqueue(subs, packet)
-    const trims = await Promise.all(subs.map((sub) => conn.mqgwTrimQueue(outgoingKey(sub.clientId), cfg.maxOfflineQueue)))
+    const trims = await Promise.all(subs.map((sub) => isCluster
+      ? trimQueueByCommands(conn, outgoingKey(sub.clientId), cfg.maxOfflineQueue)
+      : conn.mqgwTrimQueue(outgoingKey(sub.clientId), cfg.maxOfflineQueue)))
     const dropped = trims.reduce((a, b) => a + b, 0)
     if (dropped > 0) queueDropped.inc(dropped)
   }
+  // Sentinel/replicas: acknowledged writes on `waitReplicas` replicas before PUBACK/SUBACK (replica-wait.ts).
+  if (cfg.redis.waitReplicas > 0) confirmReplicatedWrites(store, new ReplicaWait(conn, cfg.redis.waitReplicas, cfg.redis.waitReplicasTimeoutMs))
 
   const mq = mqemitterRedis({ pubConn, subConn } as unknown as Parameters<typeof mqemitterRedis>[0])
   // Local matching of bus messages through the sharded subscription index instead of
@@ -146,9 +152,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
       for (const clientId of expired) {
         if (await conn.zrem(OFFLINE_KEY, clientId) !== 1) continue
         if (await conn.hexists(ONLINE_KEY, clientId)) continue
-        const dropped = await conn.mqgwTrimQueue(outgoingKey(clientId), 0)
-        await store.cleanSubscriptions({ id: clientId })
-        await conn.hdel(OWNERS_KEY, clientId)
+        const dropped = await removeSessionData(inspectDeps, clientId)
         sessionsExpired.inc()
         log.info({ clientId, droppedMessages: dropped }, 'persistent session expired')
       }
@@ -176,7 +180,12 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   const retainedLedger: RetainedLedger = {
     admit: (topic: string, bytes: number, owner: string, limits: RetainedLimits) =>
       conn.mqgwRetainedAdmit(...RETAINED_KEYS, topic, bytes, owner, limits.maxMessages, limits.maxBytes, limits.maxPerClient),
-    release: async (topic: string) => { await conn.mqgwRetainedRelease(...RETAINED_KEYS, topic) }
+    release: async (topic: string) => { await conn.mqgwRetainedRelease(...RETAINED_KEYS, topic) },
+    count: async () => Number(await conn.hget(RETAINED_KEYS[1], 'count') ?? 0)
+  }
+  const inspectDeps: RedisInspectorDeps = {
+    conn, store, retainedLedger, onlineKey: ONLINE_KEY, offlineKey: OFFLINE_KEY, ownersKey: OWNERS_KEY,
+    trimQueue: (key, keep) => conn.mqgwTrimQueue(key, keep)
   }
   const sessionOwners: SessionOwners = {
     get: async (clientId) => (await conn.hget(OWNERS_KEY, clientId)) ?? undefined,
@@ -189,6 +198,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     mq,
     retainedLedger,
     sessionOwners,
+    inspector: () => redisInspector(inspectDeps),
     available: () => isReady(conn) && isReady(pubConn) && isReady(subConn),
     // The store loads every persistent subscription at setup: wait for Redis rather than
     // fail (ioredis keeps reconnecting); /healthz and /readyz answer meanwhile.

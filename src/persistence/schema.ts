@@ -12,9 +12,13 @@ const redisConnection = z.strictObject({
   connectTimeoutMs: z.number().int().min(100).default(5000),
   /** How often a command is retried across reconnects before it fails (and a QoS 1 PUBLISH is refused). */
   maxRetriesPerRequest: z.number().int().min(0).default(2),
+  /** Replicas that must confirm (Redis WAIT) a message's queue writes before its PUBACK, a subscription before its SUBACK; 0: no wait (asynchronous replication). */
+  waitReplicas: z.number().int().min(0).default(0),
+  waitReplicasTimeoutMs: z.number().int().min(1).default(1000),
   /** Any other ioredis option (password, username, db, tls...), passed through. */
   options: z.record(z.string(), z.unknown()).default({})
 }).refine((v) => !(v.sentinels && !v.name), { message: 'sentinels need "name" (the master group)', path: ['name'] })
+  .refine((v) => !(v.cluster && v.waitReplicas > 0), { message: 'waitReplicas is for a primary with replicas (url or sentinels), not cluster', path: ['waitReplicas'] })
 
 export const memoryPersistenceSchema = z.strictObject({
   type: z.literal('memory')

@@ -44,13 +44,15 @@ describe('configuration', () => {
     assert.equal(config.listeners.wsUpgradeTimeoutMs, 10000)
     assert.equal(config.persistence.type, 'memory')
     assert.equal(config.log.level, 'info')
+    assert.equal(config.log.format, 'auto')
     assert.match(config.node.id, /^[A-Za-z0-9._-]+$/)
   })
 
-  it('the shipped config/gateway.yaml is valid: the core defaults plus the flow plugin with its defaults', async () => {
+  it('the shipped config/gateway.yaml is valid: the core defaults plus the flow and sys plugins with their defaults', async () => {
     const { flowPlugin } = await import('../../plugins/flow/plugin.js')
-    const { config } = loadConfigFile('config/gateway.yaml', { plugins: [flowPlugin], env: {} })
-    assert.deepEqual(config, parseConfig('flow: {}', { plugins: [flowPlugin], env: {} }))
+    const { sysPlugin } = await import('../../plugins/sys/plugin.js')
+    const { config } = loadConfigFile('config/gateway.yaml', { plugins: [flowPlugin, sysPlugin], env: {} })
+    assert.deepEqual(config, parseConfig('flow: {}\nsys: {}', { plugins: [flowPlugin, sysPlugin], env: {} }))
   })
 
   it('every shipped config/*.yaml gateway config is valid with the built-in plugins, and the example ACL file loads', async () => {

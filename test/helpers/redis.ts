@@ -55,12 +55,12 @@ export class TestRedis {
     return c
   }
 
-  async stop (): Promise<void> {
+  async stop (signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
     const child = this.#child
     this.#child = undefined
-    if (!child || child.exitCode !== null) return
+    if (!child || child.exitCode !== null || child.signalCode !== null) return
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-    child.kill('SIGTERM')
+    child.kill(signal)
     await exited
   }
 }

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict'
+import { connect as netConnect, type Socket } from 'node:net'
 import { describe, it } from 'node:test'
+import { connect as tlsConnect } from 'node:tls'
 import mqttPacket from 'mqtt-packet'
 import pp from 'proxy-protocol-js'
 import { WebSocket, createWebSocketStream } from 'ws'
-import { startTestGateway } from '../helpers/gateway.js'
+import { startTestGateway, testCertificate } from '../helpers/gateway.js'
 import { closesWithin, rawSocket, sleep, waitFor } from '../helpers/mqtt.js'
 
 const connect = (clientId: string): Buffer => mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive: 30 })
@@ -70,6 +72,45 @@ describe('PROXY protocol and X-Forwarded-For from trusted proxies', () => {
       } finally {
         await gw.stop()
       }
+    }
+  })
+
+  it('WebSocket and WSS with proxyProtocol (the access layer routes WebSocket as a stream): the header, before HTTP or TLS, gives the client address; without it the connection is refused', async () => {
+    const cert = testCertificate()
+    const gw = await startTestGateway(`listeners:
+  ws: { proxyProtocol: true }
+  wss: { enabled: true, host: 127.0.0.1, port: 0, cert: ${cert.cert}, key: ${cert.key}, proxyProtocol: true }
+  proxyHeaderTimeoutMs: 300`)
+    try {
+      const wssPort = gw.gateway.ports.wss!
+      /** A TCP connection that starts with a PROXY v1 header naming `address`. */
+      const proxied = (port: number, address: string): Socket => {
+        const socket = netConnect({ host: '127.0.0.1', port })
+        socket.write(`PROXY TCP4 ${address} 127.0.0.1 40000 ${port}\r\n`)
+        return socket
+      }
+      const open = async (url: string, createConnection: () => Socket, clientId: string): Promise<WebSocket> => {
+        const ws = new WebSocket(url, ['mqtt'], { createConnection, rejectUnauthorized: false })
+        await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
+        createWebSocketStream(ws).write(connect(clientId))
+        return ws
+      }
+      const plain = await open(gw.wsUrl, () => proxied(gw.gateway.ports.ws!, '203.0.113.21'), 'ws-proxied')
+      const secure = await open(`wss://127.0.0.1:${wssPort}/mqtt`, () => tlsConnect({ socket: proxied(wssPort, '203.0.113.22'), rejectUnauthorized: false }), 'wss-proxied')
+      await waitFor(() => gw.logs.find('client connected').length === 2, 'connect logs')
+      const byId = Object.fromEntries(gw.logs.find('client connected').map((l) => [l.clientId, l.remoteAddress]))
+      assert.deepEqual(byId, { 'ws-proxied': '203.0.113.21', 'wss-proxied': '203.0.113.22' })
+      plain.terminate()
+      secure.terminate()
+      // A plain upgrade request without the header is not a PROXY header: refused, nothing answered.
+      const bare = await rawSocket(gw.gateway.ports.ws!)
+      bare.socket.write('GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+      assert.equal(await closesWithin(bare.closed, 2000), true)
+      assert.equal(bare.data().length, 0)
+      const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text()
+      assert.match(metrics, /mqgw_connections_refused_total\{reason="proxy_protocol"\} 1/)
+    } finally {
+      await gw.stop()
     }
   })
 })

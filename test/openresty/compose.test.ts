@@ -13,6 +13,7 @@ import { join, resolve } from 'node:path'
 import { describe, it } from 'node:test'
 import { parse as yamlParse } from 'yaml'
 import { CLI } from '../helpers/process.js'
+import { nodeLines } from './access-layer.js'
 
 const ROOT = process.cwd()
 
@@ -65,8 +66,8 @@ function check (file: string, env: Record<string, string>): Promise<{ code: numb
 }
 
 describe('docker-compose.yml (parsed; no Docker engine here)', () => {
-  it('has the access layer, two gateway nodes, Redis and Kafka', () => {
-    assert.deepEqual(Object.keys(services).sort(), ['gw-1', 'gw-2', 'kafka', 'openresty', 'redis'])
+  it('has the access layer, two gateway nodes, Redis, Kafka, Prometheus and Grafana', () => {
+    assert.deepEqual(Object.keys(services).sort(), ['grafana', 'gw-1', 'gw-2', 'kafka', 'openresty', 'prometheus', 'redis'])
     assert.match(services.openresty!.image!, /^openresty\/openresty:/)
     assert.match(services.redis!.image!, /^redis:/)
     assert.match(services.kafka!.image!, /^apache\/kafka:/)
@@ -87,7 +88,7 @@ describe('docker-compose.yml (parsed; no Docker engine here)', () => {
     const nginxConf = readFileSync(conf, 'utf8')
     const luaPath = /lua_package_path "([^"?]+)\?\.lua;;"/.exec(nginxConf)
     assert.ok(luaPath, 'lua_package_path')
-    for (const f of ['mqtt_connect.lua', 'mqtt_preread.lua']) {
+    for (const f of ['mqtt_connect.lua', 'mqtt_preread.lua', 'mqtt_ws_preread.lua', 'mqtt_nodes.lua', 'mqtt_ring.lua']) {
       const host = hostPath(svc, luaPath[1]! + f)
       assert.ok(host && existsSync(host), `${luaPath[1]}${f} is mounted`)
     }
@@ -95,16 +96,21 @@ describe('docker-compose.yml (parsed; no Docker engine here)', () => {
       assert.ok(existsSync(join(ROOT, 'openresty', inc[1]!)), `include ${inc[1]}`)
     }
     assert.deepEqual(Object.keys(svc.depends_on ?? {}).sort(), GATEWAYS)
-    assert.ok(svc.healthcheck, 'healthcheck')
+    // The healthcheck asks the http server of nginx.conf, on the port it listens on.
+    const health = /http:\/\/127\.0\.0\.1:(\d+)\/healthz/.exec(svc.healthcheck!.test.join(' '))
+    assert.ok(health, 'healthcheck URL')
+    assert.match(nginxConf, new RegExp(`http \\{[\\s\\S]*listen ${health[1]};[\\s\\S]*location = /healthz`))
   })
 
-  it("the upstreams name the gateway services on the ports their config listens on", () => {
-    const cluster = yamlParse(readFileSync(join(ROOT, 'config/cluster.yaml'), 'utf8')) as { listeners: { mqtt: { port: number }, ws: { port: number, path: string } } }
-    const servers = (file: string): string[] => [...readFileSync(join(ROOT, 'openresty', file), 'utf8').matchAll(/^\s*server\s+(\S+)/gm)].map((m) => m[1]!)
-    assert.deepEqual(servers('upstreams.conf'), GATEWAYS.map((g) => `${g}:${cluster.listeners.mqtt.port}`))
-    assert.deepEqual(servers('upstreams-ws.conf'), GATEWAYS.map((g) => `${g}:${cluster.listeners.ws.port}`))
-    assert.match(readFileSync(join(ROOT, 'openresty/upstreams.conf'), 'utf8'), /^\s*hash \$mqtt_client_id consistent;/m)
-    assert.match(readFileSync(join(ROOT, 'openresty/nginx.conf'), 'utf8'), new RegExp(`location = ${cluster.listeners.ws.path} `))
+  it('upstreams.conf names the gateway services on the ports their config listens on; they expect its PROXY headers', () => {
+    const cluster = yamlParse(readFileSync(join(ROOT, 'config/cluster.yaml'), 'utf8')) as { listeners: Record<'mqtt' | 'ws' | 'admin', { port: number, host: string, proxyProtocol?: boolean }> }
+    const nodes = nodeLines(readFileSync(join(ROOT, 'openresty/upstreams.conf'), 'utf8'))
+    assert.deepEqual(nodes, GATEWAYS.map((g) => ({ name: g, host: g, mqtt: cluster.listeners.mqtt.port, ws: cluster.listeners.ws.port, admin: cluster.listeners.admin.port })))
+    // The readiness checks reach the admin port over the compose network.
+    assert.equal(cluster.listeners.admin.host, '0.0.0.0')
+    assert.match(readFileSync(join(ROOT, 'openresty/nginx.conf'), 'utf8'), /^\s*proxy_protocol on;/m)
+    assert.equal(cluster.listeners.mqtt.proxyProtocol, true)
+    assert.equal(cluster.listeners.ws.proxyProtocol, true)
   })
 
   it('gateway nodes: built from the Dockerfile, distinct stable node ids, Redis service, readiness healthcheck', () => {
@@ -143,9 +149,10 @@ describe('docker-compose.yml (parsed; no Docker engine here)', () => {
   })
 
   it('config/cluster.yaml: Redis persistence, PROXY protocol from the access layer, the Kafka bridge on the compose Kafka', () => {
-    const cluster = yamlParse(readFileSync(join(ROOT, 'config/cluster.yaml'), 'utf8')) as Record<string, unknown> & { persistence: { type: string }, listeners: { mqtt: { proxyProtocol: boolean } }, kafka: { brokers: string[] } }
+    const cluster = yamlParse(readFileSync(join(ROOT, 'config/cluster.yaml'), 'utf8')) as Record<string, unknown> & { persistence: { type: string }, listeners: { mqtt: { proxyProtocol: boolean }, ws: { proxyProtocol: boolean } }, kafka: { brokers: string[] } }
     assert.equal(cluster.persistence.type, 'redis')
     assert.equal(cluster.listeners.mqtt.proxyProtocol, true)
+    assert.equal(cluster.listeners.ws.proxyProtocol, true)
     assert.deepEqual(cluster.kafka.brokers, ['kafka:9092'])
   })
 

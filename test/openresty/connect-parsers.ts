@@ -1,15 +1,12 @@
 /**
- * Runs the two CONNECT parsers of the access layer on the same inputs:
- * openresty/lua/mqtt_connect.lua under Debian's `luajit` (through
- * openresty/lua/test_driver.lua, one process for a whole batch) and its njs port
- * openresty/njs/mqtt_connect.js loaded as an ES module in this process.
+ * Runs the access layer's CONNECT parser, openresty/lua/mqtt_connect.lua, under a plain
+ * `luajit` (OpenResty's LuaJIT 2.1 from Debian's luajit2 package, or any LuaJIT 2.1), through
+ * openresty/lua/test_driver.lua: one process for a whole batch.
  */
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
-import { pathToFileURL } from 'node:url'
 
 export const LUA_DIR = join(process.cwd(), 'openresty/lua')
-export const NJS_MODULE = join(process.cwd(), 'openresty/njs/mqtt_connect.js')
 
 export interface ParseResult {
   /** ok | more | invalid | error (error: the parser raised; must never happen) */
@@ -30,7 +27,7 @@ export async function luaParse (inputs: Input[], timeoutMs = 60000): Promise<Par
   child.stdout.setEncoding('utf8').on('data', (c: string) => { out += c })
   child.stderr.setEncoding('utf8').on('data', (c: string) => { err += c })
   const done = new Promise<number | null>((resolve, reject) => {
-    child.once('error', (e) => reject(new Error(`luajit could not run: ${e.message} (Debian package "luajit"; scripts/test.sh installs it)`)))
+    child.once('error', (e) => reject(new Error(`luajit could not run: ${e.message} (Debian package "luajit2"; scripts/test.sh installs it)`)))
     child.once('exit', (code) => resolve(code))
   })
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
@@ -51,27 +48,18 @@ export async function luaParse (inputs: Input[], timeoutMs = 60000): Promise<Par
   })
 }
 
-interface NjsModule {
-  parse: (buf: Buffer, maxLen?: number) => { status: string, value: string | number }
-  clientId: (buf: Buffer, maxLen?: number) => string
-}
-
-let njs: NjsModule | undefined
-export async function njsModule (): Promise<NjsModule> {
-  if (!njs) njs = (await import(pathToFileURL(NJS_MODULE).href) as { default: NjsModule }).default
-  return njs
-}
-
-/** The njs port on the same inputs, same result shape ("error" if it throws). */
-export async function njsParse (inputs: Input[]): Promise<ParseResult[]> {
-  const m = await njsModule()
-  return inputs.map(({ data, maxLen }) => {
-    try {
-      const r = m.parse(data, maxLen)
-      return { status: r.status, value: String(r.value), clientId: m.clientId(data, maxLen) }
-    } catch (e) {
-      return { status: 'error', value: (e as Error).message, clientId: '' }
-    }
+/** Runs luajit in openresty/lua/ with `args`, feeding `stdin`; stdout and stderr together. */
+export function runLua (args: string[], stdin = ''): Promise<{ code: number | null, out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('luajit', args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: LUA_DIR })
+    let out = ''
+    child.stdout.setEncoding('utf8').on('data', (c: string) => { out += c })
+    child.stderr.setEncoding('utf8').on('data', (c: string) => { out += c })
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30000)
+    child.once('error', (e) => { clearTimeout(timer); reject(new Error(`luajit could not run: ${e.message} (Debian package "luajit2"; scripts/test.sh installs it)`)) })
+    child.once('exit', (code) => { clearTimeout(timer); resolve({ code, out }) })
+    child.stdin.on('error', () => {})
+    child.stdin.end(stdin)
   })
 }
 

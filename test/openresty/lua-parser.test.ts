@@ -1,18 +1,18 @@
 /**
- * The access layer's CONNECT parser (openresty/lua/mqtt_connect.lua) under Debian's
- * `luajit`, and its njs port (openresty/njs/mqtt_connect.js), on the same inputs:
+ * The access layer's CONNECT parser (openresty/lua/mqtt_connect.lua) under a plain `luajit`:
  * CONNECTs made by mqtt-packet for MQTT 3.1, 3.1.1 and 5.0 with and without will,
  * user name, password and properties; truncated, oversized, garbage and non-CONNECT
- * first packets ("unknown", never an error); randomized inputs (seeded, bounded).
- * Also the OpenResty preread glue (openresty/lua/mqtt_preread.lua) against a mock ngx.
+ * first packets ("unknown", never an error); randomized inputs (seeded, bounded), checked
+ * against mqtt-packet's own parser. Also the preread handlers (openresty/lua/mqtt_preread.lua,
+ * mqtt_ws_preread.lua) against a mock ngx, and the hash ring (mqtt_ring.lua). The same files
+ * run under nginx in access-layer*.test.ts.
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import mqttPacket from 'mqtt-packet'
-import { LUA_DIR, luaParse, njsParse, prng, type Input, type ParseResult } from './connect-parsers.js'
+import { LUA_DIR, luaParse, prng, runLua, type Input } from './connect-parsers.js'
 
 type ConnectOpts = Record<string, unknown>
 
@@ -166,15 +166,7 @@ function invalidCases (): Array<{ name: string, data: Buffer, maxLen?: number }>
   return cases
 }
 
-async function bothParsers (inputs: Input[]): Promise<ParseResult[]> {
-  const [lua, js] = await Promise.all([luaParse(inputs), njsParse(inputs)])
-  for (let i = 0; i < inputs.length; i++) {
-    assert.deepEqual(js[i], lua[i], `njs and Lua disagree on ${inputs[i]!.data.toString('hex').slice(0, 200)}`)
-  }
-  return lua
-}
-
-describe('CONNECT parser (Lua under luajit, and its njs port)', () => {
+describe('CONNECT parser (Lua under luajit)', () => {
   it('runs under LuaJIT 2.1 with the bit library', async () => {
     const { code, out } = await runLua(['-e', 'local bit = require "bit"; print(jit.version, bit.band(0xff, 0x0f))'])
     assert.equal(code, 0, out)
@@ -183,7 +175,7 @@ describe('CONNECT parser (Lua under luajit, and its njs port)', () => {
 
   it('reads the client id of MQTT 3.1, 3.1.1 and 5.0 CONNECTs with and without will, user name, password, properties', async () => {
     const cases = validCases()
-    const results = await bothParsers(cases.map((c) => ({ data: c.data, maxLen: c.maxLen })))
+    const results = await luaParse(cases.map((c) => ({ data: c.data, maxLen: c.maxLen })))
     cases.forEach((c, i) => {
       assert.equal(results[i]!.status, 'ok', `${c.name}: ${results[i]!.value}`)
       assert.equal(results[i]!.value, c.id, c.name)
@@ -194,7 +186,7 @@ describe('CONNECT parser (Lua under luajit, and its njs port)', () => {
 
   it('an empty client id is a valid CONNECT but gives "unknown" (routed by address)', async () => {
     const data = connect({ ...v4, clientId: '' })
-    const [r] = await bothParsers([{ data }])
+    const [r] = await luaParse([{ data }])
     assert.deepEqual(r, { status: 'ok', value: '', clientId: 'unknown' })
   })
 
@@ -207,7 +199,7 @@ describe('CONNECT parser (Lua under luajit, and its njs port)', () => {
     ]
     const inputs: Input[] = []
     for (const p of packets) for (let n = 0; n < p.length; n++) inputs.push({ data: p.subarray(0, n) })
-    const results = await bothParsers(inputs)
+    const results = await luaParse(inputs)
     results.forEach((r, i) => {
       const n = inputs[i]!.data.length
       assert.equal(r.status, 'more', `prefix of ${n} bytes: ${r.status} ${r.value}`)
@@ -218,7 +210,7 @@ describe('CONNECT parser (Lua under luajit, and its njs port)', () => {
 
   it('truncated, oversized, garbage and non-CONNECT first packets: "unknown", never an error', async () => {
     const cases = invalidCases()
-    const results = await bothParsers(cases.map((c) => ({ data: c.data, maxLen: c.maxLen })))
+    const results = await luaParse(cases.map((c) => ({ data: c.data, maxLen: c.maxLen })))
     cases.forEach((c, i) => {
       const r = results[i]!
       assert.notEqual(r.status, 'error', `${c.name}: ${r.value}`)
@@ -233,7 +225,7 @@ describe('CONNECT parser (Lua under luajit, and its njs port)', () => {
     assert.match(byName.get('HTTP request')!.value, /not a CONNECT/)
   })
 
-  it('randomized input (seeded, bounded): never an error, same answers in Lua and njs, ok only for what mqtt-packet also parses', async () => {
+  it('randomized input (seeded, bounded): never an error, ok only for what mqtt-packet also parses, with its client id', async () => {
     const seed = Number(process.env.TEST_SEED ?? Date.now() % 1_000_000)
     const rand = prng(seed)
     const int = (n: number): number => Math.floor(rand() * n)
@@ -264,7 +256,7 @@ describe('CONNECT parser (Lua under luajit, and its njs port)', () => {
       inputs.push({ data: b, maxLen: rand() < 0.2 ? 1 + int(200) : undefined })
     }
     const started = Date.now()
-    const results = await bothParsers(inputs)
+    const results = await luaParse(inputs)
     const counts: Record<string, number> = {}
     results.forEach((r, i) => {
       counts[r.status] = (counts[r.status] ?? 0) + 1
@@ -302,14 +294,20 @@ describe('CONNECT parser (Lua under luajit, and its njs port)', () => {
     })
   })
 
-  it('the preread_by_lua_block in openresty/nginx.conf compiles under LuaJIT', async () => {
-    const conf = readFileSync(join(process.cwd(), 'openresty/nginx.conf'), 'utf8')
-    const m = /preread_by_lua_block \{\n([\s\S]*?)\n\s*\}/.exec(conf)
-    assert.ok(m, 'preread_by_lua_block found')
-    const { code, out } = await runLua(['-e', 'local f, err = loadstring(io.read("*a")); if not f then error(err) end; print("compiled")'], m[1]!)
-    assert.equal(code, 0, out)
-    assert.match(out, /compiled/)
-    assert.match(m[1]!, /require\("mqtt_preread"\)\.run\(\)/)
+  it('every *_by_lua_block of openresty/nginx.conf and upstreams.conf compiles under LuaJIT', async () => {
+    const blocks: Array<{ file: string, directive: string, body: string }> = []
+    for (const file of ['nginx.conf', 'upstreams.conf']) {
+      const conf = readFileSync(join(process.cwd(), 'openresty', file), 'utf8')
+      for (const m of conf.matchAll(/^(\s*)(\w+_by_lua_block) \{\n([\s\S]*?)\n\1\}$/gm)) blocks.push({ file, directive: m[2]!, body: m[3]! })
+    }
+    assert.deepEqual(blocks.map((b) => b.directive).sort(), ['balancer_by_lua_block', 'balancer_by_lua_block', 'init_by_lua_block', 'init_worker_by_lua_block', 'preread_by_lua_block', 'preread_by_lua_block'])
+    for (const b of blocks) {
+      const { code, out } = await runLua(['-e', 'local f, err = loadstring(io.read("*a")); if not f then error(err) end; print("compiled")'], b.body)
+      assert.equal(code, 0, `${b.file} ${b.directive}: ${out}`)
+      assert.match(out, /compiled/)
+    }
+    assert.ok(blocks.some((b) => /require\("mqtt_preread"\)\.run\(\)/.test(b.body)))
+    assert.ok(blocks.some((b) => /require\("mqtt_ws_preread"\)\.run\(\)/.test(b.body)))
   })
 })
 
@@ -322,18 +320,4 @@ function mqttPacketClientId (data: Buffer): string | undefined {
   p.on('error', () => { failed = true })
   try { p.parse(data) } catch { failed = true }
   return failed && id === undefined ? undefined : id
-}
-
-function runLua (args: string[], stdin = ''): Promise<{ code: number | null, out: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('luajit', args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: LUA_DIR })
-    let out = ''
-    child.stdout.setEncoding('utf8').on('data', (c: string) => { out += c })
-    child.stderr.setEncoding('utf8').on('data', (c: string) => { out += c })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30000)
-    child.once('error', (e) => { clearTimeout(timer); reject(new Error(`luajit could not run: ${e.message} (Debian package "luajit")`)) })
-    child.once('exit', (code) => { clearTimeout(timer); resolve({ code, out }) })
-    child.stdin.on('error', () => {})
-    child.stdin.end(stdin)
-  })
 }

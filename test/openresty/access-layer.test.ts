@@ -1,15 +1,13 @@
 /**
- * End to end through a real nginx (Debian: nginx, libnginx-mod-stream,
- * libnginx-mod-stream-js) in front of three gateway processes in Redis mode on one
- * redis-server. Debian has no stream Lua module, so the configuration is
- * openresty/nginx.conf with its OpenResty-only blocks swapped for the njs port of the same
- * parser (test/openresty/nginx-config.ts says exactly what changes; openresty/README.md
- * too). Which node a client landed on is read from the nodes' "client connected" log lines
- * (every connection here has a unique user name).
+ * End to end through the access layer as deployed: openresty/nginx.conf with its Lua
+ * handlers on the real stream Lua module (OpenResty, or Debian's nginx with the module built
+ * from ../shared/vendor by scripts/stream-lua.sh; test/openresty/access-layer.ts says what
+ * the test changes: ports, node addresses, paths), in front of three gateway processes in
+ * Redis mode on one redis-server. Which node a client landed on is read from the nodes'
+ * "client connected" log lines (every connection here has a unique user name).
  */
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { connect as netConnect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -19,54 +17,12 @@ import mqtt, { type IClientOptions, type MqttClient, type IConnackPacket } from 
 import mqttPacket from 'mqtt-packet'
 import { startNode, type ClusterNode } from '../helpers/cluster.js'
 import { testCertificate } from '../helpers/gateway.js'
-import { closesWithin, pollUntil, rawSocket, sleep, waitFor, endClient } from '../helpers/mqtt.js'
+import { closesWithin, rawSocket, waitFor, endClient } from '../helpers/mqtt.js'
 import { freePort } from '../helpers/process.js'
 import { TestRedis } from '../helpers/redis.js'
-import { writeNjsConfig } from './nginx-config.js'
+import { AccessLayer, Landings, streamLua, writeAccessConfig } from './access-layer.js'
 
 const NODE_IDS = ['gw-a', 'gw-b', 'gw-c']
-
-/**
- * Which node logged "client connected" for a user name: unique per connection, except for a
- * persistent session, which only its user may resume (so its connections are counted).
- */
-class Landings {
-  readonly #offsets = new Map<ClusterNode, number>()
-  readonly #byUser = new Map<string, string[]>()
-  readonly #addressOf = new Map<string, string>()
-  constructor (private readonly nodes: ClusterNode[]) {}
-
-  #poll (): void {
-    for (const node of this.nodes) {
-      const out = node.stdout()
-      const from = this.#offsets.get(node) ?? 0
-      const end = out.lastIndexOf('\n') + 1
-      if (end <= from) continue
-      for (const line of out.slice(from, end).split('\n')) {
-        if (!line.includes('"client connected"')) continue
-        const entry = JSON.parse(line) as { username?: string, remoteAddress?: string }
-        if (entry.username) {
-          const seen = this.#byUser.get(entry.username) ?? []
-          seen.push(node.id)
-          this.#byUser.set(entry.username, seen)
-          if (entry.remoteAddress) this.#addressOf.set(entry.username, entry.remoteAddress)
-        }
-      }
-      this.#offsets.set(node, end)
-    }
-  }
-
-  /** The client address the node logged (from nginx's PROXY protocol header). */
-  addressOf (username: string): string | undefined {
-    return this.#addressOf.get(username)
-  }
-
-  /** The node of the `nth` connection of `username` (1 = its first). */
-  async nodeOf (username: string, nth = 1): Promise<string> {
-    await waitFor(() => { this.#poll(); return (this.#byUser.get(username)?.length ?? 0) >= nth }, `a node to log connection ${nth} of ${username}`, 5000)
-    return this.#byUser.get(username)![nth - 1]!
-  }
-}
 
 let userSeq = 0
 const nextUser = (): string => `u-${process.pid}-${++userSeq}`
@@ -95,14 +51,13 @@ function connectOver (build: () => NodeJS.ReadWriteStream, opts: IClientOptions,
   })
 }
 
-describe('nginx + njs preread in front of three gateway nodes (Redis mode)', () => {
+describe('the access layer (openresty/nginx.conf, stream Lua module) in front of three gateway nodes (Redis mode)', () => {
   const redis = new TestRedis()
   let nodes: ClusterNode[] = []
-  let nginx: ChildProcess | undefined
-  let nginxOut = ''
+  let access: AccessLayer | undefined
   let landings: Landings
   let dir = ''
-  const ports = { mqtt: 0, ws: 0, mqtts: 0, wss: 0 }
+  const ports = { mqtt: 0, ws: 0, mqtts: 0, wss: 0, health: 0 }
 
   const tcp = (localAddress: string, opts: IClientOptions, onMessage?: (topic: string, payload: Buffer) => void): Promise<Connected> =>
     connectOver(() => netConnect({ host: '127.0.0.1', port: ports.mqtt, localAddress }), opts, onMessage)
@@ -132,46 +87,24 @@ describe('nginx + njs preread in front of three gateway nodes (Redis mode)', () 
   }
 
   before(async () => {
+    streamLua() // the module first: without it, one line saying what to install, before anything starts
     await redis.start()
-    nodes = await Promise.all(NODE_IDS.map((id) => startNode(redis, id, { env: { MQGW_LOG_LEVEL: 'info' }, yaml: 'listeners: { mqtt: { proxyProtocol: true }, ws: { forwardedFor: true } }' })))
+    nodes = await Promise.all(NODE_IDS.map((id) => startNode(redis, id, { env: { MQGW_LOG_LEVEL: 'info' }, yaml: 'listeners: { mqtt: { proxyProtocol: true }, ws: { proxyProtocol: true } }' })))
     landings = new Landings(nodes)
-    ports.mqtt = await freePort()
-    ports.ws = await freePort()
-    ports.mqtts = await freePort()
-    ports.wss = await freePort()
-    dir = mkdtempSync(join(tmpdir(), 'mqgw-nginx-'))
-    writeNjsConfig({
+    for (const k of Object.keys(ports) as Array<keyof typeof ports>) ports[k] = await freePort()
+    dir = mkdtempSync(join(tmpdir(), 'mqgw-access-'))
+    writeAccessConfig({
       dir,
       ports,
-      tcpNodes: nodes.map((n) => `127.0.0.1:${n.ports.mqtt}`),
-      wsNodes: nodes.map((n) => `127.0.0.1:${n.ports.ws}`),
+      nodes: nodes.map((n) => ({ name: n.id, host: '127.0.0.1', mqtt: n.ports.mqtt, ws: n.ports.ws, admin: n.ports.admin })),
       tls: testCertificate()
     })
-    // stdout is a file: nginx opens "/dev/stdout" for its access logs, which fails on a socket
-    // (Node's pipes); in a container it is a pipe or a file.
-    const accessLog = openSync(join(dir, 'logs/stdout.log'), 'a')
-    const child = spawn('nginx', ['-p', dir + '/', '-c', 'nginx.conf', '-e', 'stderr', '-g', 'daemon off; pid nginx.pid;'], { stdio: ['ignore', accessLog, 'pipe'] })
-    closeSync(accessLog)
-    nginx = child
-    child.stderr!.on('data', (c: Buffer) => { nginxOut += c.toString() })
-    if (process.env.TEST_LOG) child.stderr!.pipe(process.stderr)
-    const spawnError = new Promise<never>((_resolve, reject) => child.once('error', (e) => reject(new Error(`nginx could not start: ${e.message} (Debian packages nginx, libnginx-mod-stream, libnginx-mod-stream-js)`))))
-    const up = await pollUntil(async () => {
-      if (child.exitCode !== null) throw new Error(`nginx exited with ${child.exitCode}: ${nginxOut}`)
-      return await Promise.race([spawnError, fetch(`http://127.0.0.1:${ports.ws}/healthz`).then((r) => r.status === 200, () => false)])
-    }, (ok) => ok, 10000, 50)
-    if (!up) throw new Error(`nginx did not answer within 10 s: ${nginxOut}`)
+    access = new AccessLayer(dir, ports)
+    await access.start()
   })
 
   after(async () => {
-    if (nginx && nginx.exitCode === null && nginx.signalCode === null) {
-      const exited = new Promise<void>((resolve) => nginx!.once('exit', () => resolve()))
-      nginx.kill('SIGTERM')
-      if (!await Promise.race([exited.then(() => true), sleep(5000).then(() => false)])) {
-        nginx.kill('SIGKILL')
-        await exited
-      }
-    }
+    await access?.stop()
     await Promise.all(nodes.map((n) => n.stop()))
     await redis.stop()
     if (dir && !process.env.TEST_LOG) rmSync(dir, { recursive: true, force: true })
@@ -277,6 +210,40 @@ describe('nginx + njs preread in front of three gateway nodes (Redis mode)', () 
     const byAddress = new Set<string>()
     for (let i = 0; i < 5; i++) byAddress.add(await landOnce(() => ws('127.0.0.77', { clientId: `ws-noid-${i}` })))
     assert.equal(byAddress.size, 1, 'no id source: same address, same node')
+    // The stream proxy sends a PROXY header to the node's WebSocket listener too.
+    const { client, username } = await ws('127.0.0.78', { clientId: 'ws-address-check' }, { query: '?clientid=ws-address-check' })
+    await landings.nodeOf(username)
+    assert.equal(landings.addressOf(username), '127.0.0.78')
+    await endClient(client)
+  })
+
+  it('one client id, one node on every transport: TCP, TLS, WebSocket (query or header) and WSS agree', async () => {
+    const perNode = new Map<string, number>()
+    for (let i = 0; i < 12; i++) {
+      const clientId = `any-transport-${i}`
+      const viaTcp = await landOnce(() => tcp(`127.0.0.${2 + i}`, { clientId }))
+      perNode.set(viaTcp, (perNode.get(viaTcp) ?? 0) + 1)
+      assert.equal(await landOnce(() => tls(`127.0.0.${40 + i}`, { clientId })), viaTcp, `${clientId} over TLS`)
+      assert.equal(await landOnce(() => ws(`127.0.0.${60 + i}`, { clientId }, { query: `?clientid=${encodeURIComponent(clientId)}` })), viaTcp, `${clientId} over WebSocket (?clientid=)`)
+      assert.equal(await landOnce(() => ws(`127.0.0.${80 + i}`, { clientId }, { headers: { 'X-MQTT-Client-Id': clientId } })), viaTcp, `${clientId} over WebSocket (X-MQTT-Client-Id)`)
+      assert.equal(await landOnce(() => ws(`127.0.0.${100 + i}`, { clientId }, { secure: true, query: `?clientid=${encodeURIComponent(clientId)}` })), viaTcp, `${clientId} over WSS`)
+    }
+    // A percent-encoded non-ASCII id over WebSocket is the same id as in the CONNECT over TCP.
+    const viaTcp = await landOnce(() => tcp('127.0.0.120', { clientId: '设备-7' }))
+    assert.equal(await landOnce(() => ws('127.0.0.121', { clientId: '设备-7' }, { query: `?clientid=${encodeURIComponent('设备-7')}` })), viaTcp, '设备-7 over WebSocket')
+    // Not all on one node, so the agreement is not the trivial one.
+    assert.ok(perNode.size >= 2, JSON.stringify(Object.fromEntries(perNode)))
+  })
+
+  it('WebSocket: a request the node refuses (wrong path, not an upgrade) gets the node\'s answer through the stream proxy', async () => {
+    const plain = await fetch(`http://127.0.0.1:${ports.ws}/mqtt?clientid=x`, { headers: { connection: 'close' } })
+    assert.equal(plain.status, 426, 'a plain GET on the WebSocket path: 426 Upgrade Required from the node')
+    await plain.text()
+    const raw = await rawSocket(ports.ws)
+    raw.socket.write('GET /other HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+    assert.ok(await closesWithin(raw.closed, 5000), 'closed after the refusal')
+    assert.match(raw.data().toString(), /^HTTP\/1\.1 404 /)
+    assert.ok(await landOnce(() => ws('127.0.0.1', { clientId: 'after-refusal' }, { query: '?clientid=after-refusal' })))
   })
 
   it('stopping one node moves only its clients; they resume their persistent sessions (QoS 1 queue) from Redis on another node', async () => {
