@@ -12,8 +12,9 @@
 -- complete its CONNECT within preread_timeout is closed by the stream core (stream-lua's
 -- reqsock:peek() semantics); the gateway would close it too (limits.connectTimeoutMs).
 local parser = require "mqtt_connect"
+local peek = require "mqtt_peek"
 
-local ngx, tonumber, pcall = ngx, tonumber, pcall
+local ngx, tonumber = ngx, tonumber
 
 local M = {}
 
@@ -24,23 +25,11 @@ function M.run()
 
   local sock = ngx.req.socket()
   if sock then
-    local want = 2 -- the fixed header is at least 2 bytes
-    while true do
-      local data = sock:peek(want)
-      if not data then break end
-      local ok, status, value = pcall(parser.parse, data, max_len)
-      if not ok then break end
-      if status == "ok" then
-        if value ~= "" then
-          var.mqtt_client_id = value
-          return
-        end
-        break
-      end
-      -- "more": parse() guarantees value > #data and value <= max_len; checked anyway
-      -- so that a bug can never loop or peek past the buffer.
-      if status ~= "more" or value <= #data or value > max_len then break end
-      want = value
+    -- the fixed header is at least 2 bytes
+    local id = peek.read(sock, 2, max_len, parser.parse)
+    if id and id ~= "" then
+      var.mqtt_client_id = id
+      return
     end
   end
   var.mqtt_client_id = fallback

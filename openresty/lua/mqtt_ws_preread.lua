@@ -18,6 +18,7 @@
 -- address. Peeks ask only for bytes the head must still have (a head ends with CRLF CRLF),
 -- because a client sends nothing more until the upgrade is answered.
 local parser = require "mqtt_connect"
+local peek = require "mqtt_peek"
 
 local ngx, tonumber, char, tonum = ngx, tonumber, string.char, tonumber
 
@@ -78,22 +79,10 @@ function M.run()
   local max_len = tonumber(var.mqtt_ws_head_max) or M.DEFAULT_MAX_LEN
   local sock = ngx.req.socket()
   if sock then
-    local want = 4
-    while true do
-      local data = sock:peek(want)
-      if not data then break end
-      local status, value = M.parse(data, max_len)
-      if status == "ok" then
-        if value then
-          var.mqtt_client_id = value
-          return
-        end
-        break
-      end
-      -- parse() asks for more than it has and never more than max_len; checked anyway
-      -- so that a bug can never loop or peek past the buffer.
-      if status ~= "more" or value <= #data or value > max_len then break end
-      want = value
+    local id = peek.read(sock, 4, max_len, M.parse)
+    if id then
+      var.mqtt_client_id = id
+      return
     end
   end
   var.mqtt_client_id = var.remote_addr
