@@ -23,7 +23,13 @@ fi
 NGINX_VERSION=1.22.1
 STREAM_LUA=stream-lua-nginx-module-0.0.14
 RESTY_CORE=lua-resty-core-0.1.28
+# The vendor directory: MQGW_VENDOR_DIR, else ../shared/vendor beside this checkout, else beside
+# the repository this one was cloned from (a CI clone in a scratch directory has no ../shared).
 VENDOR=${MQGW_VENDOR_DIR:-$ROOT/../shared/vendor}
+if [ -z "${MQGW_VENDOR_DIR:-}" ] && [ ! -d "$VENDOR" ]; then
+  origin=$(git -C "$ROOT" config --get remote.origin.url 2>/dev/null | sed 's|^file://||') || origin=""
+  case "$origin" in /*) [ -d "$origin/../shared/vendor" ] && VENDOR=$origin/../shared/vendor ;; esac
+fi
 OUT=$ROOT/.cache/stream-lua
 LUAJIT_INC=/usr/include/luajit-2.1
 
