@@ -110,7 +110,14 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
       const entry: Pending = { record, deadline: Date.now() + opts.produceTimeoutMs, resolve: noop, reject: noop }
       const promise = new Promise<void>((resolve, reject) => { entry.resolve = resolve; entry.reject = reject })
       lane.queue.push(entry)
-      if (!lane.sending) void sendLane(topic, lane)
+      // An idle lane starts sending after this turn (setImmediate), so every record handed over
+      // in the same turn (a burst of PUBLISHes read from one or more sockets) goes in one
+      // produce request instead of the first alone and the rest in a second one.
+      if (!lane.sending) {
+        lane.sending = true
+        const l = lane
+        setImmediate(() => { void sendLane(topic, l) })
+      }
       return promise
     },
     consume: async (topics, groupId, deliver, onLag) => {
