@@ -5,7 +5,7 @@ import { publishAsBroker } from '../../src/aedes/internals.js'
 import { HANDLED, PASS, type MessageVerdict } from '../../src/hooks/types.js'
 import { definePlugin } from '../../src/plugin.js'
 import { covers, exceedsTopicLimits } from '../../src/topic.js'
-import { createKafkaJsClient, type BridgeKafkaClient, type ConsumedRecord } from './kafka-client.js'
+import { createPlatformaticClient, type BridgeKafkaClient, type ConsumedRecord } from './kafka-client.js'
 import { kafkaConfigSchema } from './schema.js'
 
 /**
@@ -39,7 +39,7 @@ export const kafkaPlugin = definePlugin({
     let buffered = 0
     new Gauge({ name: 'mqgw_kafka_qos0_buffered', help: 'Routed QoS 0 messages waiting for Kafka', registers, collect () { this.set(buffered) } }) // eslint-disable-line no-new
 
-    const client: BridgeKafkaClient = createKafkaJsClient({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs }, log)
+    const client: BridgeKafkaClient = createPlatformaticClient({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs }, log)
     ctx.readiness.register('kafka', () => {
       if (!client.producerConnected()) return { ready: false, reason: 'Kafka producer not connected' }
       if (config.consume.length > 0 && !client.consumerRunning()) return { ready: false, reason: 'Kafka consumer not running' }
