@@ -4,7 +4,7 @@ import aedesPersistenceRedis from 'aedes-persistence-redis'
 import type { Cluster, Redis } from 'ioredis'
 import mqemitterRedis from 'mqemitter-redis'
 import { Counter } from 'prom-client'
-import { busStateOf, connectedClients, continuePacketCounter, replaceLocalMatcher } from '../aedes/internals.js'
+import { busStateOf, connectedClients, continuePacketCounter, declareSyncDone, replaceLocalMatcher } from '../aedes/internals.js'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
 import type { PersistenceBackend, PersistenceDeps } from './backend.js'
 import { createBusConnection, createRedisConnection, isReady } from './redis-connection.js'
@@ -59,7 +59,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   conn.defineCommand('mqgwMarkOnline', { numberOfKeys: 2, lua: MARK_ONLINE })
   conn.defineCommand('mqgwRetainedAdmit', { numberOfKeys: 3, lua: RETAINED_ADMIT })
   conn.defineCommand('mqgwRetainedRelease', { numberOfKeys: 3, lua: RETAINED_RELEASE })
-  const pubConn = createBusConnection(cfg.redis, 'bus-pub')
+  const pubConn = createBusConnection(cfg.redis, 'bus-pub', true)
   const subConn = createBusConnection(cfg.redis, 'bus-sub')
 
   // One line per outage and connection, not one per retry.
@@ -99,6 +99,11 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   // Local matching of bus messages through the sharded subscription index instead of
   // mqemitter's qlobber trie: mqemitter calls only add/remove/match on `_matcher`.
   replaceLocalMatcher(mq, new SubscriptionIndex<object>({ shards: subscriptionShards }))
+  // Deliveries complete synchronously (no setImmediate per delivery in the Aedes patch):
+  // mqemitter recurses on a synchronous done only through its overflow queue, which a bus
+  // without a concurrency limit (as built here) never uses; local dispatch starts from
+  // each Redis message event, never from inside a delivery.
+  declareSyncDone(mq)
   // Defect 2: without this listener an unreachable Redis kills the process (ECONNREFUSED).
   busStateOf(mq).on('error', onRedisError('bus'))
 
