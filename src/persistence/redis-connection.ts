@@ -39,18 +39,13 @@ export function createRedisConnection (cfg: RedisPersistenceConfig['redis'], pur
  * enough, and all publishes through it keep each gateway's order. The price: the bus follows
  * that node; while it is down the bus is down (/readyz says so) until it returns.
  */
-export function createBusConnection (cfg: RedisPersistenceConfig['redis'], purpose: string, autoPipelining = false): Redis | Cluster {
-  // Auto-pipelining (the publishing connection only; the subscriber connection only reads): the PUBLISHes of one event-loop turn leave in one socket write instead of
-  // one write each (the profile of the publishing node showed ~14% of its CPU in writeBuffer).
-  // One connection writes its commands in order, so each gateway's bus order is unchanged.
-  // mqemitter-redis sets the flag only on connections it creates itself, not on ours.
-  const busCfg = autoPipelining ? { ...cfg, options: { enableAutoPipelining: true, ...cfg.options } } : cfg
-  if (busCfg.cluster) {
-    const { cluster, ...single } = busCfg
+export function createBusConnection (cfg: RedisPersistenceConfig['redis'], purpose: string): Redis | Cluster {
+  if (cfg.cluster) {
+    const { cluster, ...single } = cfg
     const first = cluster[0]!
     return createRedisConnection({ ...single, url: `${(cfg.options as { tls?: unknown }).tls ? 'rediss' : 'redis'}://${first.host}:${first.port}` }, purpose)
   }
-  return createRedisConnection(busCfg, purpose)
+  return createRedisConnection(cfg, purpose)
 }
 
 export function isReady (conn: Redis | Cluster): boolean {

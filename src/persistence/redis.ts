@@ -59,7 +59,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   conn.defineCommand('mqgwMarkOnline', { numberOfKeys: 2, lua: MARK_ONLINE })
   conn.defineCommand('mqgwRetainedAdmit', { numberOfKeys: 3, lua: RETAINED_ADMIT })
   conn.defineCommand('mqgwRetainedRelease', { numberOfKeys: 3, lua: RETAINED_RELEASE })
-  const pubConn = createBusConnection(cfg.redis, 'bus-pub', true)
+  const pubConn = createBusConnection(cfg.redis, 'bus-pub')
   const subConn = createBusConnection(cfg.redis, 'bus-sub')
 
   // One line per outage and connection, not one per retry.
