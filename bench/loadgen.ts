@@ -13,7 +13,7 @@ interface Common { url: string, username?: string, password?: string, timeLimitM
 interface ConnectJob extends Common { mode: 'connect', count: number, concurrency: number, clientPrefix: string, uniqueUsers?: boolean }
 interface PublishJob extends Common { mode: 'publish', count: number, inflight: number, topic: string, qos: 0 | 1, payloadBytes?: number, clientId?: string }
 /** One subscriber (on `url`) and one publisher (on `publishUrl`): throughput and end-to-end latency. */
-interface PubSubJob extends Common { mode: 'pubsub', publishUrl: string, count: number, inflight: number, topic: string, qos: 0 | 1, payloadBytes?: number }
+interface PubSubJob extends Common { mode: 'pubsub', publishUrl: string, count: number, inflight: number, topic: string, qos: 0 | 1, payloadBytes?: number, persistentSubscriber?: boolean }
 type Job = ConnectJob | PublishJob | PubSubJob
 
 function percentile (sorted: number[], p: number): number {
@@ -89,7 +89,10 @@ async function runPublish (job: PublishJob): Promise<object> {
 
 async function runPubSub (job: PubSubJob): Promise<object> {
   const auth = job.username ? { username: job.username, password: job.password ?? '' } : {}
-  const sub = await mqtt.connectAsync(job.url, { clientId: `bench-sub-${process.pid}`, reconnectPeriod: 0, ...auth })
+  // persistentSubscriber: a clean:false session, so every message also goes through the
+  // session store's offline-queue writes (queued, then cleared by the PUBACK).
+  const subId = `bench-sub-${process.pid}`
+  const sub = await mqtt.connectAsync(job.url, { clientId: subId, reconnectPeriod: 0, clean: job.persistentSubscriber !== true, ...auth })
   const pub = await mqtt.connectAsync(job.publishUrl, { clientId: `bench-pub-${process.pid}`, reconnectPeriod: 0, ...auth })
   await sub.subscribeAsync(job.topic, { qos: job.qos })
   const latencies: number[] = []
@@ -120,6 +123,8 @@ async function runPubSub (job: PubSubJob): Promise<object> {
   })
   const seconds = (performance.now() - started) / 1000
   await Promise.all([sub.endAsync(true), pub.endAsync(true)])
+  // A session left behind would keep queueing the next run's messages: a clean connect drops it.
+  if (job.persistentSubscriber === true) await (await mqtt.connectAsync(job.url, { clientId: subId, reconnectPeriod: 0, clean: true, ...auth })).endAsync()
   latencies.sort((a, b) => a - b)
   return { sent, acked, received, seconds, messagesPerSecond: received / seconds, p50ms: percentile(latencies, 50), p99ms: percentile(latencies, 99) }
 }

@@ -51,6 +51,11 @@ async function throughput (redis: TestRedis): Promise<void> {
     const r = await loadgen<PubSubResult>({ ...job, url, publishUrl })
     raw.redis = r
     rows.push({ setup: 'two nodes, Redis (pub B → sub A)', 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms })
+    // The same with a persistent (clean:false) subscriber: each message is also written to its
+    // session queue in Redis before the PUBACK, and cleared again by the subscriber's PUBACK.
+    const p = await loadgen<PubSubResult>({ ...job, url, publishUrl, persistentSubscriber: true })
+    raw.redisPersistent = p
+    rows.push({ setup: 'two nodes, Redis, persistent sub', 'msgs/s': p.messagesPerSecond, 'p50 ms': p.p50ms, 'p99 ms': p.p99ms })
   } finally {
     await stopGateway(a)
     await stopGateway(b)

@@ -1,6 +1,6 @@
 // aedes-persistence-redis 12 ships no types. What the gateway uses of it.
 declare module 'aedes-persistence-redis' {
-  import type { Redis, Cluster, RedisOptions } from 'ioredis'
+  import type { ChainableCommander, Redis, Cluster, RedisOptions } from 'ioredis'
 
   export interface AedesPersistenceRedisOptions extends RedisOptions {
     /** A ready-made connection (Sentinel, TLS, Cluster); with a Cluster also pass `cluster: true`. */
@@ -10,6 +10,11 @@ declare module 'aedes-persistence-redis' {
     /** Queued messages streamed to a reconnecting client (default 1000). */
     maxSessionDelivery?: number
     packetTTL?: (packet: unknown) => number
+    /**
+     * Patch (one Redis only): queues exactly one command after each RPUSH of an enqueue, in
+     * the same pipeline; outgoingEnqueueCombi then resolves to those commands' replies.
+     */
+    afterEnqueue?: (pipeline: ChainableCommander, listKey: string) => void
   }
 
   /** The promise-based instance behind the callback wrapper (AsyncRedisPersistence). */
@@ -18,7 +23,8 @@ declare module 'aedes-persistence-redis' {
     cleanSubscriptions: (client: { id: string }) => Promise<void>
     subscriptionsByClient: (client: { id: string }) => Promise<Array<{ topic: string, qos: number }>>
     storeRetained: (packet: import('aedes').PublishPacket) => Promise<void>
-    outgoingEnqueueCombi: (subs: Array<{ clientId: string }>, packet: unknown) => Promise<void>
+    /** With `afterEnqueue` on one Redis: the replies of its commands, one per subscriber. */
+    outgoingEnqueueCombi: (subs: Array<{ clientId: string }>, packet: unknown) => Promise<unknown[] | undefined>
     setup: (broker: unknown) => Promise<void>
     destroy: () => Promise<void>
   }

@@ -153,6 +153,15 @@ export interface SyncDoneBus {
 }
 
 /**
+ * Marks an mqemitter bus as tolerating a synchronous `done` (see SyncDoneBus). Only valid
+ * for a bus without a concurrency limit: mqemitter's overflow queue is what recurses.
+ */
+export function declareSyncDone (mq: object): void {
+  if ((mq as { concurrency?: number }).concurrency !== 0) throw new Error('declareSyncDone: the bus has a concurrency limit; its overflow queue would recurse on a synchronous done')
+  ;(mq as { toleratesSyncDone?: boolean }).toleratesSyncDone = true
+}
+
+/**
  * Aedes numbers the packets it publishes from `broker.counter`, starting at 0 on every
  * start; with a shared store a restarted node would reuse ids it already used. Continue
  * from a value this node cannot have used before.

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto'
 import type { Aedes, Client } from 'aedes'
 import aedesPersistenceRedis from 'aedes-persistence-redis'
-import type { Cluster, Redis } from 'ioredis'
+import type { ChainableCommander, Cluster, Redis } from 'ioredis'
 import mqemitterRedis from 'mqemitter-redis'
 import { Counter } from 'prom-client'
-import { busStateOf, connectedClients, continuePacketCounter, replaceLocalMatcher } from '../aedes/internals.js'
+import { busStateOf, connectedClients, continuePacketCounter, declareSyncDone, replaceLocalMatcher } from '../aedes/internals.js'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
 import type { PersistenceBackend, PersistenceDeps } from './backend.js'
 import { createBusConnection, createRedisConnection, isReady } from './redis-connection.js'
@@ -73,24 +73,31 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   conn.on('ready', () => { lastErrors.clear(); log.info('Redis connection ready') })
 
   // Defect 6: the whole queue flows on reconnect; it is bounded by maxOfflineQueue anyway.
-  const persistence = aedesPersistenceRedis({ conn, cluster: cfg.redis.cluster !== undefined, maxSessionDelivery: cfg.maxOfflineQueue + 1 })
-  const store = persistence.asyncPersistence
   const isCluster = cfg.redis.cluster !== undefined
+  // Defect 4 (queue bound) on one Redis: the trim goes in the enqueue's own pipeline, right
+  // after each RPUSH (patched store), so a message's queue writes are one round trip.
+  const afterEnqueue = (pipeline: ChainableCommander, listKey: string): void => {
+    ;(pipeline as unknown as ScriptConn).mqgwTrimQueue(listKey, cfg.maxOfflineQueue)
+  }
+  const persistence = aedesPersistenceRedis({ conn, cluster: isCluster, maxSessionDelivery: cfg.maxOfflineQueue + 1, ...(isCluster ? {} : { afterEnqueue }) })
+  const store = persistence.asyncPersistence
 
   // Defect 1 (Aedes called addSubscriptions once per filter, each time with the whole list,
   // and the store keys its broadcast wait by the first filter, so the concurrent calls
   // overwrote each other's waiters) is fixed where it starts: the Aedes patch stores the
   // granted filters of a SUBSCRIBE once (lib/handlers/subscribe.js storeGranted).
 
-  // Defect 4 (queue bound): after each enqueue, drop the oldest beyond maxOfflineQueue.
+  // Defect 4 (queue bound): after each enqueue, drop the oldest beyond maxOfflineQueue; on a
+  // Cluster (no cross-slot pipeline or script) by separate commands after the enqueue.
   const enqueue = store.outgoingEnqueueCombi.bind(store)
   store.outgoingEnqueueCombi = async (subs, packet) => {
-    await enqueue(subs, packet)
-    const trims = await Promise.all(subs.map((sub) => isCluster
-      ? trimQueueByCommands(conn, outgoingKey(sub.clientId), cfg.maxOfflineQueue)
-      : conn.mqgwTrimQueue(outgoingKey(sub.clientId), cfg.maxOfflineQueue)))
+    const replies = await enqueue(subs, packet)
+    const trims = isCluster
+      ? await Promise.all(subs.map((sub) => trimQueueByCommands(conn, outgoingKey(sub.clientId), cfg.maxOfflineQueue)))
+      : (replies ?? []).map(Number)
     const dropped = trims.reduce((a, b) => a + b, 0)
     if (dropped > 0) queueDropped.inc(dropped)
+    return replies
   }
   // Sentinel/replicas: acknowledged writes on `waitReplicas` replicas before PUBACK/SUBACK (replica-wait.ts).
   if (cfg.redis.waitReplicas > 0) confirmReplicatedWrites(store, new ReplicaWait(conn, cfg.redis.waitReplicas, cfg.redis.waitReplicasTimeoutMs))
@@ -99,6 +106,11 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   // Local matching of bus messages through the sharded subscription index instead of
   // mqemitter's qlobber trie: mqemitter calls only add/remove/match on `_matcher`.
   replaceLocalMatcher(mq, new SubscriptionIndex<object>({ shards: subscriptionShards }))
+  // Deliveries complete synchronously (no setImmediate per delivery in the Aedes patch):
+  // mqemitter recurses on a synchronous done only through its overflow queue, which a bus
+  // without a concurrency limit (as built here) never uses; local dispatch starts from
+  // each Redis message event, never from inside a delivery.
+  declareSyncDone(mq)
   // Defect 2: without this listener an unreachable Redis kills the process (ECONNREFUSED).
   busStateOf(mq).on('error', onRedisError('bus'))
 

@@ -87,8 +87,9 @@ export function confirmReplicatedWrites (store: AsyncRedisPersistence, replicas:
   const enqueue = store.outgoingEnqueueCombi.bind(store)
   store.outgoingEnqueueCombi = async (subs, packet) => {
     const epoch = replicas.epoch
-    await enqueue(subs, packet)
+    const replies = await enqueue(subs, packet)
     if (subs.length > 0) await replicas.confirm(epoch)
+    return replies
   }
   const addSubscriptions = store.addSubscriptions.bind(store)
   store.addSubscriptions = async (client, subs) => {

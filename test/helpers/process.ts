@@ -28,7 +28,10 @@ export interface GatewayProcess {
 /** Runs the real CLI as a separate OS process and waits until its /readyz (or /healthz) answers 200. */
 export async function spawnGateway (args: string[], env: Record<string, string> = {}, waitFor: 'readyz' | 'healthz' = 'readyz', startTimeoutMs = 15000, cwd?: string): Promise<GatewayProcess> {
   const ports = { mqtt: await freePort(), ws: await freePort(), admin: await freePort() }
-  const child = spawn(process.execPath, [CLI, ...args], {
+  // BENCH_GATEWAY_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`): node flags for the
+  // gateway only; NODE_OPTIONS refuses --cpu-prof and would reach every process anyway.
+  const nodeArgs = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
+  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
     ...(cwd !== undefined ? { cwd } : {}),
     env: { ...process.env, MQGW_MQTT_HOST: '127.0.0.1', MQGW_WS_HOST: '127.0.0.1', MQGW_MQTT_PORT: String(ports.mqtt), MQGW_WS_PORT: String(ports.ws), MQGW_ADMIN_PORT: String(ports.admin), ...env },
     stdio: ['ignore', 'pipe', 'pipe']
