@@ -20,7 +20,7 @@ export interface RedisInspectorDeps {
   onlineKey: string
   offlineKey: string
   ownersKey: string
-  /** Empties a session's queue (releasing its packets); returns how many were dropped. */
+  /** Drops a queue's oldest entries beyond `keep` (releasing their packets); returns how many (TRIM_QUEUE, or trimQueueByCommands on a Cluster). */
   trimQueue: (key: string, keep: number) => Promise<number>
 }
 
@@ -53,9 +53,7 @@ export async function trimQueueByCommands (conn: Redis | Cluster, key: string, k
 
 /** Removes a session's subscriptions, queue and owner (expiry sweep and the admin API). */
 export async function removeSessionData (deps: RedisInspectorDeps, clientId: string): Promise<number> {
-  const dropped = (deps.conn as Cluster).isCluster === true
-    ? await trimQueueByCommands(deps.conn, outgoingKey(clientId), 0)
-    : await deps.trimQueue(outgoingKey(clientId), 0)
+  const dropped = await deps.trimQueue(outgoingKey(clientId), 0)
   await deps.store.cleanSubscriptions({ id: clientId })
   await deps.conn.hdel(deps.ownersKey, clientId)
   await deps.conn.zrem(deps.offlineKey, clientId)

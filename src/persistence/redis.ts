@@ -74,6 +74,10 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
 
   // Defect 6: the whole queue flows on reconnect; it is bounded by maxOfflineQueue anyway.
   const isCluster = cfg.redis.cluster !== undefined
+  /** The queue bound: one script call on one Redis; by separate commands on a Cluster (its scripts cannot reach packet keys in other slots). */
+  const trimQueue = isCluster
+    ? (key: string, keep: number) => trimQueueByCommands(conn, key, keep)
+    : (key: string, keep: number) => conn.mqgwTrimQueue(key, keep)
   // Defect 4 (queue bound) on one Redis: the trim goes in the enqueue's own pipeline, right
   // after each RPUSH (patched store), so a message's queue writes are one round trip.
   const afterEnqueue = (pipeline: ChainableCommander, listKey: string): void => {
@@ -93,7 +97,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   store.outgoingEnqueueCombi = async (subs, packet) => {
     const replies = await enqueue(subs, packet)
     const trims = isCluster
-      ? await Promise.all(subs.map((sub) => trimQueueByCommands(conn, outgoingKey(sub.clientId), cfg.maxOfflineQueue)))
+      ? await Promise.all(subs.map((sub) => trimQueue(outgoingKey(sub.clientId), cfg.maxOfflineQueue)))
       : (replies ?? []).map(Number)
     const dropped = trims.reduce((a, b) => a + b, 0)
     if (dropped > 0) queueDropped.inc(dropped)
@@ -197,7 +201,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   }
   const inspectDeps: RedisInspectorDeps = {
     conn, store, retainedLedger, onlineKey: ONLINE_KEY, offlineKey: OFFLINE_KEY, ownersKey: OWNERS_KEY,
-    trimQueue: (key, keep) => conn.mqgwTrimQueue(key, keep)
+    trimQueue
   }
   const sessionOwners: SessionOwners = {
     get: async (clientId) => (await conn.hget(OWNERS_KEY, clientId)) ?? undefined,
