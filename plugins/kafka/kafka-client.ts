@@ -57,7 +57,7 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
     probing = setTimeout(() => {
       probing = undefined
       producer.metadata({ topics: [] }).then(() => { producerConnected = true }, () => { producerConnected = false; probe() })
-    }, producerConnected ? 0 : 1000)
+    }, 1000)
     probing.unref()
   }
   producer.metadata({ topics: [] }).then(() => { producerConnected = true }, (err: Error) => {
@@ -82,25 +82,30 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
       }
       if (batch.length === 0) continue
       const budget = batch[0]!.deadline - now
-      try {
-        await withTimeout(producer.send({
+      const sending = producer.send({
           messages: batch.map((p) => ({
             topic,
             key: p.record.key === null ? undefined : Buffer.from(p.record.key),
             value: p.record.value,
             headers: new Map(Object.entries(p.record.headers).map(([k, v]) => [Buffer.from(k), Buffer.from(v)]))
           }))
-        }), budget, 'Kafka produce')
+      })
+      try {
+        await withTimeout(sending, budget, 'Kafka produce')
         producerConnected = true
         for (const p of batch) p.resolve()
       } catch (err) {
         for (const p of batch) p.reject(err as Error)
+        // A send whose time ran out may still be retried by the client and land: the next
+        // batch waits for it, so a later record never reaches Kafka before an earlier one.
+        await sending.catch(noop)
       }
     }
     lane.sending = false
   }
 
   let consumer: Consumer<Buffer, Buffer, Buffer, Buffer> | undefined
+  let restartTimer: NodeJS.Timeout | undefined
   let stream: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined
   return {
     produce: (topic, record) => {
@@ -121,7 +126,9 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
       return promise
     },
     consume: async (topics, groupId, deliver, onLag) => {
-      const restart = (why: string): void => {
+      /** Restarts consumer `c` once: its stream, its own 'error' and a failed commit may all report one failure. */
+      const restart = (c: Consumer<Buffer, Buffer, Buffer, Buffer>, why: string): void => {
+        if (consumer !== c) return
         consumerRunning = false
         if (closed) return
         log.warn({ err: why }, 'Kafka consumer stopped; restarting')
@@ -130,7 +137,10 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
         stream = undefined
         consumer = undefined
         void Promise.resolve(old?.close()).catch(() => {}).then(() => oldConsumer && closeConsumer(oldConsumer)).catch(() => {}).then(() => {
-          if (!closed) setTimeout(() => { void start() }, 2000)
+          if (!closed) {
+            restartTimer = setTimeout(() => { void start() }, 2000)
+            restartTimer.unref()
+          }
         })
       }
       const start = async (): Promise<void> => {
@@ -139,6 +149,8 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
         consumer = c
         c.on('consumer:group:join', () => { consumerRunning = true })
         c.on('consumer:group:leave', () => { consumerRunning = false })
+        // Emitted when rejoining the group after a failed heartbeat fails; unhandled, it would end the process.
+        c.on('error', (err: Error) => restart(c, err.message))
         try {
           // From the committed offsets; a group without any starts at the end, as with kafkajs' fromBeginning: false.
           const s = await c.consume({ topics, mode: 'committed', fallbackMode: 'latest', autocommit: false })
@@ -169,7 +181,7 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
                 await reportLag().catch(() => {})
               }
             } catch (err) {
-              restart((err as Error).message)
+              restart(c, (err as Error).message)
               return
             } finally {
               flushing = false
@@ -181,9 +193,9 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
             // Records of one turn are delivered together.
             if (!flushing && batch.length === 1) setImmediate(() => { void flush() })
           })
-          s.once('error', (err: Error) => { if (stream === s) restart(err.message) })
+          s.on('error', (err: Error) => restart(c, err.message))
         } catch (err) {
-          restart((err as Error).message)
+          restart(c, (err as Error).message)
         }
       }
       await start()
@@ -193,6 +205,7 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
     close: async () => {
       closed = true
       if (probing) clearTimeout(probing)
+      if (restartTimer) clearTimeout(restartTimer)
       await stream?.close().catch(() => {})
       if (consumer) await closeConsumer(consumer)
       await producer.close().catch(() => {})
