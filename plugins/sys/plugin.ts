@@ -61,6 +61,7 @@ export const sysPlugin = definePlugin({
     })
     // Every node announces its new clients on $SYS/<node>/new/clients (Aedes' takeover
     // message): a persistent session that comes back on another node is no longer offline here.
+    // Only with other nodes (Redis mode): alone, every announcement is this node's own.
     // This node's own announcements are skipped (as Aedes does): over the Redis bus they can
     // arrive after the client already left again; local connects are seen by clientConnected.
     const onNewClient = (packet: { topic: string, payload: Buffer | string }, cb: () => void): void => {
@@ -73,7 +74,7 @@ export const sysPlugin = definePlugin({
       }
       cb()
     }
-    broker.subscribe('$SYS/+/new/clients', onNewClient, () => {})
+    if (persistence.type === 'redis') broker.subscribe('$SYS/+/new/clients', onNewClient, () => {})
 
     const loads = {
       'messages/received': new LoadAverage(),
