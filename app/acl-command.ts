@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util'
 import { parse as yamlParse, parseDocument } from 'yaml'
 import { aclConfigSchema } from '../plugins/acl/schema.js'
 import { AclFileError, AclRules } from '../plugins/acl/rules.js'
-import { aclCasesFileSchema, aclQuestionSchema, describeAnswer, explain, type AclPolicy } from '../plugins/acl/decide.js'
+import { aclCasesFileSchema, aclQuestionSchema, describeAnswer, explain, loadAclPolicy, type AclPolicy } from '../plugins/acl/decide.js'
 import { builtinPlugins } from '../plugins/index.js'
 import { ConfigError, loadConfigFile } from '../src/config/load.js'
 import { formatZodIssues } from '../src/config/zod-issues.js'
@@ -37,9 +37,8 @@ function loadPolicy (file: string): Loaded {
   }
   const loaded = loadConfigFile(file, { plugins: builtinPlugins })
   if (loaded.config.acl === undefined) throw new UsageError(`${file}: no acl section (the ACL plugin is off)`)
-  const section = aclConfigSchema.parse(loaded.config.acl)
-  const rulesFile = resolve(loaded.baseDir, section.file)
-  return { policy: { rules: AclRules.load(rulesFile, new Set(Object.keys(section.callbacks))), noMatch: section.noMatch, sysTopics: section.sysTopics }, rulesFile }
+  const { policy, file: rulesFile } = loadAclPolicy(aclConfigSchema.parse(loaded.config.acl), loaded.baseDir)
+  return { policy, rulesFile }
 }
 
 function check (argv: string[], out: (s: string) => void): number {

@@ -59,3 +59,6 @@ export function covers (rule: readonly string[], requested: readonly string[]): 
   // The rule is exhausted: equal length covers; a longer requested filter does not.
   return requested.length === rule.length
 }
+
+/** The broker's own tree: `$SYS` and everything under it. */
+export const isSysTopic = (topic: string): boolean => topic.startsWith('$SYS/') || topic === '$SYS'

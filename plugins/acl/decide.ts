@@ -1,6 +1,8 @@
 import { z } from 'zod'
-import { isValidTopicFilter } from '../../src/topic.js'
-import type { AclDecision, AclAction, AclIdentity, AclRules } from './rules.js'
+import { resolve } from 'node:path'
+import { isSysTopic, isValidTopicFilter } from '../../src/topic.js'
+import { AclRules, type AclDecision, type AclAction, type AclIdentity } from './rules.js'
+import type { AclConfig } from './schema.js'
 
 /**
  * The ACL's decision, shared by the running plugin (every PUBLISH, SUBSCRIBE and delivery),
@@ -25,7 +27,16 @@ export interface AclVerdict {
 const SUPERUSER: AclVerdict = Object.freeze({ permission: 'allow', rule: undefined, callback: undefined, by: 'superuser' })
 const SYS_TOPICS: AclVerdict = Object.freeze({ permission: 'deny', rule: undefined, callback: undefined, by: 'sysTopics' })
 
-export const isSysTopic = (topic: string): boolean => topic.startsWith('$SYS/') || topic === '$SYS'
+/**
+ * The policy an `acl` section describes, loaded as the running gateway loads it: the rules
+ * file relative to the config file's directory, callbacks by the names the section defines.
+ * Throws on a bad rules file. Shared by the plugin (start, reload) and `mqtt-gateway acl`.
+ */
+export function loadAclPolicy (section: AclConfig, configDir: string): { policy: AclPolicy, file: string } {
+  const file = resolve(configDir, section.file)
+  const rules = AclRules.load(file, new Set(Object.keys(section.callbacks)))
+  return { policy: { rules, noMatch: section.noMatch, sysTopics: section.sysTopics }, file }
+}
 
 /** Decides without side effects: superusers pass, `$SYS` is theirs alone (sysTopics: superuser), then the rules. */
 export function decide (policy: AclPolicy, id: AclIdentity, action: AclAction, topic: string, levels: readonly string[]): AclVerdict {

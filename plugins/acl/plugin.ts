@@ -1,5 +1,5 @@
 import { watch, type FSWatcher } from 'node:fs'
-import { basename, dirname, resolve } from 'node:path'
+import { basename, dirname } from 'node:path'
 import { Counter } from 'prom-client'
 import type { ClientInfo } from '../../src/client-info.js'
 import { ALLOW, PASS, deny, type PublishVerdict, type SubscribeVerdict, type Verdict } from '../../src/hooks/types.js'
@@ -8,8 +8,8 @@ import { definePlugin } from '../../src/plugin.js'
 import { CallbackError, HttpCallback, callbackMetrics } from '../shared/http-callback.js'
 import { aclCheckRoute } from './admin-route.js'
 import { ClientIdBinding } from './client-id-binding.js'
-import { decide as decideLocally, type AclPolicy } from './decide.js'
-import { AclRules, type AclAction, type AclIdentity } from './rules.js'
+import { decide as decideLocally, loadAclPolicy, type AclPolicy } from './decide.js'
+import type { AclAction, AclIdentity } from './rules.js'
 import { aclConfigSchema } from './schema.js'
 
 interface CallbackAnswer { allow: boolean }
@@ -34,11 +34,10 @@ export const aclPlugin = definePlugin({
     const config = ctx.config
     const log = ctx.log
     // Relative to the config file, as certificate paths are (not to the working directory).
-    const file = resolve(ctx.configDir, config.file)
-    const callbackNames = new Set(Object.keys(config.callbacks))
     // A bad file at start is a configuration error: refuse to start rather than run open.
-    let rules = AclRules.load(file, callbackNames)
-    log.info({ file, rules: rules.size }, 'ACL rules loaded')
+    // One policy object per rules version (not per check: decide runs on every delivery).
+    let { policy: current, file } = loadAclPolicy(config, ctx.configDir)
+    log.info({ file, rules: current.rules.size }, 'ACL rules loaded')
 
     const denials = new Counter({ name: 'mqgw_acl_denials_total', help: 'ACL denials, by action (publish, subscribe, forward, connect)', labelNames: ['action'], registers: [ctx.metrics.registry] })
     const reloads = new Counter({ name: 'mqgw_acl_reloads_total', help: 'ACL file reloads, by result (ok, rejected)', labelNames: ['result'], registers: [ctx.metrics.registry] })
@@ -52,8 +51,6 @@ export const aclPlugin = definePlugin({
     const identityOf = (clientId: string, info: ClientInfo): AclIdentity => ({
       clientid: clientId, username: info.username, claims: info.claims, superuser: info.superuser, listener: info.listener
     })
-    // One object per rules version (not per check: decide runs on every delivery).
-    let current: AclPolicy = { rules, noMatch: config.noMatch, sysTopics: config.sysTopics }
     const policy = (): AclPolicy => current
     /**
      * The callback cache key: everything the callback is told, so that a decision made for
@@ -156,11 +153,11 @@ export const aclPlugin = definePlugin({
 
     const reload = (why: string): { ok: boolean, error?: string } => {
       try {
-        const next = AclRules.load(file, callbackNames)
-        rules = next
-        current = { ...current, rules: next }
+        const next = loadAclPolicy(config, ctx.configDir)
+        current = next.policy
+        file = next.file
         reloads.inc({ result: 'ok' })
-        log.info({ file, rules: next.size, why }, 'ACL rules reloaded')
+        log.info({ file, rules: current.rules.size, why }, 'ACL rules reloaded')
         return { ok: true }
       } catch (err) {
         reloads.inc({ result: 'rejected' })

@@ -4,7 +4,7 @@ import { willOf } from '../aedes/internals.js'
 import { WILL_OWNER_FIELD, type WillOwner } from '../client-info.js'
 import type { AuthVerdict, ConnackRefusal, PublishVerdict, Verdict } from '../hooks/types.js'
 import { ownerKey } from '../persistence/ledgers.js'
-import { exceedsTopicLimits } from '../topic.js'
+import { exceedsTopicLimits, isSysTopic } from '../topic.js'
 import type { Connection } from './connections.js'
 import type { HandlerContext } from './context.js'
 
@@ -166,7 +166,7 @@ export class ConnectHandler {
   #willTopicProblem (topic: string): string | undefined {
     if (topic.length === 0) return 'empty topic'
     if (topic.includes('+') || topic.includes('#')) return 'wildcards are not allowed in a will topic'
-    if (topic.startsWith('$SYS/') || topic === '$SYS') return '$SYS topics are reserved for the broker'
+    if (isSysTopic(topic)) return '$SYS topics are reserved for the broker'
     if (exceedsTopicLimits(topic, this.#ctx.config.limits)) return 'topic exceeds maxTopicLength or maxTopicLevels'
     return undefined
   }
