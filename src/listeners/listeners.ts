@@ -153,6 +153,22 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
       socket.destroy()
     })
   }
+  /**
+   * With proxyProtocol, a TCP server in front of a TLS or HTTP(S) server: the PROXY header comes
+   * first on the wire (nginx proxy_protocol, HAProxy send-proxy, cloud load balancers), before
+   * TLS or HTTP. Each socket is admitted and counted at accept, its header read off it (bytes
+   * read past it are put back), its peer kept in `peers`, then `handOff` gives it to the server.
+   */
+  const proxiedFront = (name: MqttListenerName, peers: WeakMap<Socket, Peer>, handOff: (socket: Socket) => void): NetServer =>
+    createNetServer((socket) => {
+      if (!admit(name, socket)) return
+      socket.on('error', onEarlyError)
+      withProxyHeader(name, socket, (peer) => {
+        if (peer) peers.set(socket, peer)
+        handOff(socket)
+      })
+    })
+
   const openStreamListener = async (name: 'mqtt' | 'mqtts', host: string, port: number, tls?: TlsOptions): Promise<void> => {
     const proxyProtocol = config.listeners[name].proxyProtocol
     const noDelay = config.listeners[name].tcpNoDelay
@@ -187,16 +203,10 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
         onRefused('tls_handshake')
       })
       if (proxyProtocol) {
-        // The PROXY header comes before TLS on the wire (nginx proxy_protocol with
-        // proxy_ssl, HAProxy send-proxy with ssl, cloud load balancers): it is read off the
-        // TCP socket, which is then handed to the TLS server. Bytes read past the header
-        // (the ClientHello) were put back and TLS reads them first.
-        server = createNetServer((socket) => {
-          if (!admit(name, socket)) return
-          onTcp(socket, (peer) => {
-            if (peer) proxiedPeers.set(socket, peer)
-            tlsServer.emit('connection', socket)
-          })
+        // The ClientHello read past the PROXY header was put back: TLS reads it first.
+        server = proxiedFront(name, proxiedPeers, (socket) => {
+          if (noDelay) socket.setNoDelay(true)
+          tlsServer.emit('connection', socket)
         })
       } else {
         tlsServer.on('connection', (socket: Socket) => {
@@ -305,17 +315,12 @@ export async function openMqttListeners (deps: ListenerDeps): Promise<BoundListe
         socket.destroy()
       }
     })
-    // The PROXY header comes first on the wire (the access layer routes WebSocket as a TCP
-    // stream): read off the accepted socket, which then goes to the HTTP(S) server.
+    // The access layer routes WebSocket as a TCP stream, with a PROXY header first.
     const server = proxyProtocol
-      ? createNetServer((socket) => {
-        if (!admit(name, socket)) return
-        socket.on('error', onEarlyError)
-        withProxyHeader(name, socket, (peer) => {
-          socket.removeListener('error', onEarlyError)
-          if (peer) proxiedPeers.set(socket, peer)
-          httpServer.emit('connection', socket)
-        })
+      ? proxiedFront(name, proxiedPeers, (socket) => {
+        // The HTTP(S) server handles the socket's errors from here (and 'upgrade' again).
+        socket.removeListener('error', onEarlyError)
+        httpServer.emit('connection', socket)
       })
       : httpServer
     const address = await listen(server, host, port)
