@@ -46,7 +46,6 @@ export class WsDuplex extends Duplex {
   readonly #ws: WebSocket
   readonly #socket: Duplex
   readonly #onDropped: ((writes: number) => void) | undefined
-  readonly #hwm: number
   readonly #maxFrame: number
   /** The write callback held until the socket drains (back-pressure). */
   #held: ((err?: Error | null) => void) | undefined
@@ -58,12 +57,10 @@ export class WsDuplex extends Duplex {
 
   /** `socket`: the socket the WebSocket runs on (the one ws' handleUpgrade got); its 'drain' ends back-pressure. */
   constructor (ws: WebSocket, socket: Duplex, options: WsDuplexOptions = {}) {
-    const hwm = options.highWaterMark ?? 16 * 1024
-    super({ writableHighWaterMark: hwm, decodeStrings: true })
+    super({ writableHighWaterMark: options.highWaterMark ?? 16 * 1024, decodeStrings: true })
     this.#ws = ws
     this.#socket = socket
     this.#onDropped = options.onDropped
-    this.#hwm = hwm
     this.#maxFrame = options.maxFrameBytes ?? MAX_FRAME_BYTES
     ws.binaryType = 'nodebuffer'
     ws.on('message', (data: Buffer, isBinary: boolean) => this.#message(data, isBinary))
@@ -91,10 +88,6 @@ export class WsDuplex extends Duplex {
   }
 
   override _writev (chunks: Array<{ chunk: Buffer, encoding: BufferEncoding }>, callback: (err?: Error | null) => void): void {
-    if (this.#closed || this.#ws.readyState !== WebSocket.OPEN) {
-      this.#drop(chunks.length, callback)
-      return
-    }
     const buffers = new Array<Buffer>(chunks.length)
     let bytes = 0
     for (let i = 0; i < chunks.length; i++) {
@@ -116,7 +109,7 @@ export class WsDuplex extends Duplex {
     } else {
       this.#sendCapped(buffers, bytes)
     }
-    if (ws.bufferedAmount > this.#hwm && this.#socket.writableNeedDrain) {
+    if (ws.bufferedAmount > this.writableHighWaterMark && this.#socket.writableNeedDrain) {
       this.#held = callback
       this.#onDrain ??= () => this.#release()
       this.#socket.once('drain', this.#onDrain)
@@ -127,24 +120,9 @@ export class WsDuplex extends Duplex {
 
   /** More than one frame's worth: frames of maxFrame bytes (the last one shorter), cut wherever the cap falls. */
   #sendCapped (buffers: Buffer[], bytes: number): void {
-    const max = this.#maxFrame
-    let frame = Buffer.allocUnsafe(Math.min(max, bytes))
-    let filled = 0
-    let left = bytes
-    for (const buffer of buffers) {
-      let offset = 0
-      while (offset < buffer.length) {
-        const n = Math.min(buffer.length - offset, frame.length - filled)
-        buffer.copy(frame, filled, offset, offset + n)
-        filled += n
-        offset += n
-        if (filled === frame.length) {
-          this.#ws.send(frame, SEND_OPTIONS)
-          left -= filled
-          filled = 0
-          if (left > 0) frame = Buffer.allocUnsafe(Math.min(max, left))
-        }
-      }
+    const all = Buffer.concat(buffers, bytes)
+    for (let offset = 0; offset < bytes; offset += this.#maxFrame) {
+      this.#ws.send(all.subarray(offset, offset + this.#maxFrame), SEND_OPTIONS)
     }
   }
 
