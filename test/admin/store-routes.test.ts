@@ -128,15 +128,8 @@ describe('admin API: cluster-wide sessions and retained messages across two Redi
 
     const pub = await connectClient(b.url, { clientId: 'cw-pub' })
     for (let i = 0; i < 3; i++) await pub.publishAsync('cw/x', `q${i}`, { qos: 1 })
-    const offline = await (async () => {
-      // The offline mark is written when node A sees the disconnect.
-      for (let i = 0; i < 100; i++) {
-        const s = sessionAnswer.parse((await api(b.admin, 'GET', '/sessions/cw-1')).body)
-        if (!s.online && s.queued === 3) return s
-        await new Promise((resolve) => setTimeout(resolve, 50))
-      }
-      return sessionAnswer.parse((await api(b.admin, 'GET', '/sessions/cw-1')).body)
-    })()
+    // The offline mark is written when node A sees the disconnect.
+    const offline = await pollUntil(async () => sessionAnswer.parse((await api(b.admin, 'GET', '/sessions/cw-1')).body), (s) => !s.online && s.queued === 3, 5000)
     assert.deepEqual(offline, { clientId: 'cw-1', online: false, node: null, subscriptions: [{ filter: 'cw/x', qos: 1 }], queued: 3 })
 
     // Without the token nothing happens.

@@ -86,6 +86,15 @@ describe('the access layer (openresty/nginx.conf, stream Lua module) in front of
     return node
   }
 
+  /** Connects, waits until a node has it, returns the client address that node was told (PROXY header), disconnects. */
+  async function landedAddress (connectFn: () => Promise<Connected>): Promise<string | undefined> {
+    const { client, username } = await connectFn()
+    await landings.nodeOf(username)
+    const address = landings.addressOf(username)
+    await endClient(client)
+    return address
+  }
+
   before(async () => {
     streamLua() // the module first: without it, one line saying what to install, before anything starts
     await redis.start()
@@ -126,10 +135,7 @@ describe('the access layer (openresty/nginx.conf, stream Lua module) in front of
       assert.equal(landed.size, 1, `${clientId} landed on ${[...landed].join(', ')}`)
     }
     // nginx connects to the nodes from 127.0.0.1; the PROXY header carries the client's own address.
-    const { client, username } = await tcp('127.0.0.77', { clientId: 'address-check' })
-    await landings.nodeOf(username)
-    assert.equal(landings.addressOf(username), '127.0.0.77')
-    await endClient(client)
+    assert.equal(await landedAddress(() => tcp('127.0.0.77', { clientId: 'address-check' })), '127.0.0.77')
   })
 
   it('TCP: different client ids from one source address spread over all three nodes', async () => {
@@ -211,10 +217,7 @@ describe('the access layer (openresty/nginx.conf, stream Lua module) in front of
     for (let i = 0; i < 5; i++) byAddress.add(await landOnce(() => ws('127.0.0.77', { clientId: `ws-noid-${i}` })))
     assert.equal(byAddress.size, 1, 'no id source: same address, same node')
     // The stream proxy sends a PROXY header to the node's WebSocket listener too.
-    const { client, username } = await ws('127.0.0.78', { clientId: 'ws-address-check' }, { query: '?clientid=ws-address-check' })
-    await landings.nodeOf(username)
-    assert.equal(landings.addressOf(username), '127.0.0.78')
-    await endClient(client)
+    assert.equal(await landedAddress(() => ws('127.0.0.78', { clientId: 'ws-address-check' }, { query: '?clientid=ws-address-check' })), '127.0.0.78')
   })
 
   it('one client id, one node on every transport: TCP, TLS, WebSocket (query or header) and WSS agree', async () => {

@@ -64,4 +64,21 @@ export function runLua (args: string[], stdin = ''): Promise<{ code: number | nu
 }
 
 /** Seeded PRNG: fuzz inputs are reproducible from the printed seed. */
+/**
+ * Runs a preread handler (`module`, default mqtt_preread) under test_preread.lua's mocked ngx
+ * on each case's bytes with its peek limit; one answer per case: what it set ($mqtt_client_id
+ * as `var=...`, or `stalled`) and the most bytes it peeked.
+ */
+export async function runPreread (cases: Array<{ data: Buffer | string, max: number }>, module?: string): Promise<Array<{ result: string, maxPeek: number }>> {
+  const input = cases.map((c) => `${Buffer.from(c.data).toString('hex')} ${c.max}`).join('\n') + '\n'
+  const { code, out } = await runLua(module === undefined ? ['test_preread.lua'] : ['test_preread.lua', module], input)
+  if (code !== 0) throw new Error(`test_preread.lua exited with ${code}: ${out}`)
+  const lines = out.trim().split('\n')
+  if (lines.length !== cases.length) throw new Error(`test_preread.lua answered ${lines.length} of ${cases.length} cases: ${out}`)
+  return lines.map((line) => {
+    const [result, maxPeek] = line.split('|')
+    return { result: result ?? '', maxPeek: Number(maxPeek) }
+  })
+}
+
 export { seededRandom as prng } from '../helpers/seeded-random.js'

@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import mqttPacket from 'mqtt-packet'
-import { LUA_DIR, luaParse, prng, runLua, type Input } from './connect-parsers.js'
+import { luaParse, prng, runLua, runPreread, type Input } from './connect-parsers.js'
 
 type ConnectOpts = Record<string, unknown>
 
@@ -282,13 +282,9 @@ describe('CONNECT parser (Lua under luajit)', () => {
       { name: 'over a small limit', data: connect({ ...v4, clientId: 'x'.repeat(180) }), max: 100, want: 'var=10.1.2.3' },
       { name: 'truncated (client waits)', data: connect({ ...v4, clientId: 'dev-1' }).subarray(0, 10), max: 16384, want: 'stalled' }
     ]
-    const input = cases.map((c) => `${c.data.toString('hex')} ${c.max}`).join('\n') + '\n'
-    const { code, out } = await runLua([join(LUA_DIR, 'test_preread.lua')], input)
-    assert.equal(code, 0, out)
-    const lines = out.trim().split('\n')
-    assert.equal(lines.length, cases.length, out)
+    const answers = await runPreread(cases)
     cases.forEach((c, i) => {
-      const [result, maxPeek] = lines[i]!.split('|')
+      const { result, maxPeek } = answers[i]!
       assert.equal(result, c.want, c.name)
       assert.ok(Number(maxPeek) <= c.max, `${c.name}: peeked ${maxPeek} > ${c.max}`)
     })

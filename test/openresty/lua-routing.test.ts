@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { nodeLines } from './access-layer.js'
-import { prng, runLua } from './connect-parsers.js'
+import { prng, runLua, runPreread } from './connect-parsers.js'
 
 /** Each key's node order (home first) on a ring of `names`. */
 async function orders (names: string[], keys: string[], vnodes = 1000): Promise<string[][]> {
@@ -103,13 +103,9 @@ describe('WebSocket preread (mqtt_ws_preread.lua, mock ngx)', () => {
       { name: 'head over the limit', data: upgrade('/mqtt?clientid=big', [`X-Pad: ${'p'.repeat(400)}`]), max: 256, want: 'var=10.1.2.3' },
       { name: 'incomplete head (client waits)', data: 'GET /mqtt?clientid=slow HTTP/1.1\r\nHost: x\r\n', want: 'stalled' }
     ]
-    const input = cases.map((c) => `${Buffer.from(c.data).toString('hex')} ${c.max ?? 8192}`).join('\n') + '\n'
-    const { code, out } = await runLua(['test_preread.lua', 'mqtt_ws_preread'], input)
-    assert.equal(code, 0, out)
-    const lines = out.trim().split('\n')
-    assert.equal(lines.length, cases.length, out)
+    const answers = await runPreread(cases.map((c) => ({ data: c.data, max: c.max ?? 8192 })), 'mqtt_ws_preread')
     cases.forEach((c, i) => {
-      const [result, maxPeek] = lines[i]!.split('|')
+      const { result, maxPeek } = answers[i]!
       assert.equal(result, c.want, c.name)
       assert.ok(Number(maxPeek) <= (c.max ?? 8192), `${c.name}: peeked ${maxPeek}`)
       if (c.want !== 'stalled') assert.ok(Number(maxPeek) <= Buffer.from(c.data).length, `${c.name}: peeked ${maxPeek} of ${Buffer.from(c.data).length} bytes`)

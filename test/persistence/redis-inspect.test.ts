@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test'
 import { retainedAnswer, sessionAnswer, sessionDeleted } from '../../src/admin/schemas.js'
 import { TEST_TOKEN, api } from '../admin/api-client.js'
 import { startNode, type ClusterNode } from '../helpers/cluster.js'
-import { connectClient, endClient } from '../helpers/mqtt.js'
+import { connectClient, endClient, pollUntil } from '../helpers/mqtt.js'
 import { TestRedisCluster } from '../helpers/redis.js'
 
 /**
@@ -84,11 +84,7 @@ describe('Redis Cluster: retained listing scans every master; sessions', () => {
     await endClient(c)
     const pub = await connectClient(gw.url, { clientId: 'ins-p2' })
     for (let i = 0; i < 4; i++) await pub.publishAsync('ins-s/a', `m${i}`, { qos: 1 })
-    let s = sessionAnswer.parse((await api(gw.admin, 'GET', '/sessions/ins-s')).body)
-    for (let i = 0; i < 100 && s.online; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 50))
-      s = sessionAnswer.parse((await api(gw.admin, 'GET', '/sessions/ins-s')).body)
-    }
+    const s = await pollUntil(async () => sessionAnswer.parse((await api(gw.admin, 'GET', '/sessions/ins-s')).body), (v) => !v.online, 5000)
     assert.deepEqual({ ...s, subscriptions: [...s.subscriptions].sort((x, y) => x.filter.localeCompare(y.filter)) },
       { clientId: 'ins-s', online: false, node: null, subscriptions: [{ filter: 'ins-s/a', qos: 1 }, { filter: 'ins-s/b', qos: 0 }], queued: 4 })
     const packetKeys = (): Promise<number[]> => Promise.all(redis.nodes.map(async (n) => {
