@@ -1,17 +1,7 @@
-import { readFileSync } from 'node:fs'
 import { builtinPlugins } from '../plugins/index.js'
 import type { LoadedConfig } from '../src/config/load.js'
 import { Gateway } from '../src/gateway.js'
 import { createLogger } from '../src/log.js'
-
-/** The version in package.json (the admin API's node info). */
-export function packageVersion (): string {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? '0.0.0'
-  } catch {
-    return '0.0.0'
-  }
-}
 
 /** Runs the gateway until a signal stops it; resolves -1 while it runs, 1 if it failed to start. */
 export async function serve (loaded: LoadedConfig): Promise<number> {
@@ -29,7 +19,7 @@ export async function serve (loaded: LoadedConfig): Promise<number> {
   try {
     // Relative paths in the config (certificates, ACL file) resolve against the config
     // file's directory, whatever the working directory.
-    gateway = await Gateway.start({ config: loaded.config, baseDir: loaded.baseDir, plugins: builtinPlugins, logger: log, version: packageVersion() })
+    gateway = await Gateway.start({ config: loaded.config, baseDir: loaded.baseDir, plugins: builtinPlugins, logger: log })
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'gateway failed to start')
     return 1

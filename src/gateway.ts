@@ -19,6 +19,7 @@ import { createPersistence, type PersistenceBackend } from './persistence/index.
 import type { GatewayPlugin, PluginInstance } from './plugin.js'
 import { Readiness } from './readiness.js'
 import { connectedClients } from './aedes/internals.js'
+import { packageVersion } from './version.js'
 
 export interface GatewayOptions {
   config: GatewayConfig
@@ -27,7 +28,7 @@ export interface GatewayOptions {
   /** The plugins, in hook order (the composition root passes the registry). */
   plugins: readonly GatewayPlugin[]
   logger?: Logger
-  /** The gateway's version, for the admin API's node info. */
+  /** The gateway's version (admin API node info, $SYS); default: package.json's. */
   version?: string
 }
 
@@ -73,7 +74,7 @@ export class Gateway {
     this.#plugins = opts.plugins
     this.log = opts.logger ?? createLogger(opts.config.log.level, undefined, opts.config.log.format)
     this.hooks = new HookChains(opts.config.hooks.timeoutMs, this.log)
-    this.#version = opts.version ?? '0.0.0'
+    this.#version = opts.version ?? packageVersion()
     this.admin = new AdminRouter({ token: opts.config.listeners.admin.apiToken, log: this.log.child({ component: 'admin-api' }) })
     this.#tracker = new SocketTracker(opts.config.limits.maxConnections)
     this.metrics = new GatewayMetrics({
@@ -185,6 +186,7 @@ export class Gateway {
         config: section,
         gatewayConfig: this.#config,
         configDir: this.#baseDir,
+        version: this.#version,
         broker: this.broker,
         log,
         metrics: this.metrics,

@@ -17,6 +17,8 @@ export interface PluginContext<C> {
   gatewayConfig: Readonly<GatewayConfig>
   /** Directory of the config file, for resolving relative paths in the section. */
   configDir: string
+  /** The gateway's version (package.json, as the admin API's node info reports it). */
+  version: string
   broker: Aedes
   log: Logger
   metrics: GatewayMetrics

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import type { PublishPacket } from 'aedes'
 import type { Metric } from 'prom-client'
 import { connectedClients, packetCounters, publishAsBroker } from '../../src/aedes/internals.js'
@@ -6,15 +5,6 @@ import { definePlugin } from '../../src/plugin.js'
 import { LoadAverage } from './load-average.js'
 import { OfflineSessions } from './offline-sessions.js'
 import { prefixProblems, resolvePrefix, sysConfigSchema } from './schema.js'
-
-const VERSION = ((): string => {
-  try {
-    // dist/plugins/sys/plugin.js → the package's package.json.
-    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version
-  } catch {
-    return 'unknown'
-  }
-})()
 
 /** Sum of every series of a counter or gauge (its collect() runs, as for a scrape). */
 async function total (metric: Metric | undefined): Promise<number> {
@@ -107,7 +97,7 @@ export const sysPlugin = definePlugin({
         connections: await total(metrics.connectionsTotal)
       }
       const values = new Map<string, string>([
-        ['version', `mqtt-gateway version ${VERSION}`],
+        ['version', `mqtt-gateway version ${ctx.version}`],
         ['uptime', `${Math.floor((now - started) / 1000)} seconds`],
         ['clients/connected', String(connected)],
         ['clients/disconnected', String(offline.count(now))],

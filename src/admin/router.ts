@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { z } from 'zod'
 import type { Logger } from '../log.js'
 import { bearerMatches } from './auth.js'
+import { formatPath } from '../config/zod-issues.js'
 
 /** Whether an answer is about this node only or the whole cluster (shared Redis data). */
 export type AdminScope = 'node' | 'cluster'
@@ -74,13 +75,13 @@ function send (res: ServerResponse, status: number, body: unknown, headers: Reco
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers }).end(JSON.stringify(body) + '\n')
 }
 
-/** The first issue of a failed validation as `where.path.to.field`. */
+/** The first issue of a failed validation as `where.path.to[0].field` (the config loader's formatPath). */
 function fieldOf (where: string, error: z.ZodError): { field: string, message: string } {
   const issue = error.issues[0]
-  const path = issue?.path.map(String) ?? []
+  const path: PropertyKey[] = [where, ...(issue?.path ?? [])]
   // An unknown key is the field at fault itself.
   if (issue?.code === 'unrecognized_keys' && issue.keys[0] !== undefined) path.push(issue.keys[0])
-  return { field: [where, ...path].join('.'), message: issue?.message ?? 'invalid' }
+  return { field: formatPath(path), message: issue?.message ?? 'invalid' }
 }
 
 async function readBody (req: IncomingMessage): Promise<string> {

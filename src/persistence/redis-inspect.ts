@@ -10,6 +10,8 @@ import type { RetainedLedger } from './ledgers.js'
 const RETAINED_HASH = 'retained'
 const RETAINED_KEY_PREFIX = 'retained:'
 export const outgoingKey = (clientId: string): string => `outgoing:${encodeURIComponent(clientId)}`
+/** The node of an online-session token, `<node id>|<random>` (written by redis.ts). */
+export const nodeOfToken = (token: string): string => token.slice(0, token.lastIndexOf('|'))
 /** SCAN/HSCAN calls one page may make, so that a sparse match over a huge store stays bounded. */
 const MAX_SCANS_PER_PAGE = 50
 
@@ -135,7 +137,7 @@ export function redisInspector (deps: RedisInspectorDeps): StoreInspector {
 
   const onlineNode = async (clientId: string): Promise<string | undefined> => {
     const token = await conn.hget(deps.onlineKey, clientId)
-    return token === null ? undefined : token.slice(0, token.lastIndexOf('|'))
+    return token === null ? undefined : nodeOfToken(token)
   }
 
   return {

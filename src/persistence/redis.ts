@@ -12,7 +12,7 @@ import type { RetainedAdmission, RetainedLedger, RetainedLimits, SessionOwners }
 import { confirmReplicatedWrites, ReplicaWait } from './replica-wait.js'
 import { MARK_OFFLINE, MARK_ONLINE, RETAINED_ADMIT, RETAINED_RELEASE, TRIM_QUEUE } from './redis-scripts.js'
 import type { RedisPersistenceConfig } from './schema.js'
-import { outgoingKey, redisInspector, removeSessionData, trimQueueByCommands, type RedisInspectorDeps } from './redis-inspect.js'
+import { nodeOfToken, outgoingKey, redisInspector, removeSessionData, trimQueueByCommands, type RedisInspectorDeps } from './redis-inspect.js'
 
 // One hash tag for both: the Lua scripts touch the two keys at once, which Redis Cluster only
 // allows within one hash slot (CROSSSLOT otherwise).
@@ -145,7 +145,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     for (let i = 0; i + 1 < entries.length; i += 2) {
       const clientId = entries[i]!
       const token = entries[i + 1]!
-      const owner = token.slice(0, token.lastIndexOf('|'))
+      const owner = nodeOfToken(token)
       let ownerAlive = alive.get(owner)
       if (ownerAlive === undefined) {
         ownerAlive = await conn.exists(NODE_KEY_PREFIX + owner) === 1
