@@ -20,13 +20,13 @@
 local parser = require "mqtt_connect"
 local peek = require "mqtt_peek"
 
-local ngx, tonumber, char, tonum = ngx, tonumber, string.char, tonumber
+local ngx, tonumber, char = ngx, tonumber, string.char
 
 local M = { DEFAULT_MAX_LEN = 8192 }
 
 local function decode(s)
   if s:find("%%[^%x]") or s:find("%%%x[^%x]") or s:find("%%%x?$") then return nil end
-  return (s:gsub("%%(%x%x)", function (h) return char(tonum(h, 16)) end))
+  return (s:gsub("%%(%x%x)", function (h) return char(tonumber(h, 16)) end))
 end
 
 local function usable(id)
