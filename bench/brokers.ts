@@ -64,6 +64,8 @@ export interface RunningBroker {
   port: number
   /** MQTT over WebSocket (path /mqtt); not for mosquitto. */
   wsPort?: number
+  /** The gateway's admin HTTP port (/metrics, /healthz); gateway only. */
+  adminPort?: number
   child: ChildProcess
   /** stdout + stderr of the broker, for error messages. */
   output: () => string
@@ -196,8 +198,10 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
   let child: ChildProcess
   let cleanup = (): void => {}
   let wsPort: number | undefined
+  let adminPort: number | undefined
   if (name === 'gateway') {
     wsPort = await freePort()
+    adminPort = await freePort()
     const env = {
       ...process.env,
       MQGW_LOG_LEVEL: 'warn',
@@ -205,7 +209,7 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
       MQGW_MQTT_PORT: String(port),
       MQGW_WS_HOST: '127.0.0.1',
       MQGW_WS_PORT: String(wsPort),
-      MQGW_ADMIN_PORT: String(await freePort()),
+      MQGW_ADMIN_PORT: String(adminPort),
       // Every load generator connection comes from 127.0.0.1 and Mosquitto has no such cap:
       // the per-address bound on connections before CONNACK would refuse the bench's bursts.
       MQGW_MAX_UNAUTHENTICATED_PER_ADDRESS: '0'
@@ -241,6 +245,7 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
     pid: child.pid!,
     port,
     ...(wsPort === undefined ? {} : { wsPort }),
+    ...(adminPort === undefined ? {} : { adminPort }),
     child,
     output,
     stop: async () => { await stopChild(child); cleanup() }
