@@ -15,6 +15,7 @@
  *   npm run bench -- memory                                       10k and 15k, 2 rounds
  *   node dist/bench/memory.bench.js --clients=10000,15000 --rounds=3 --heap --top=25
  *   node dist/bench/memory.bench.js --brokers=gateway,aedes       plain Aedes too (RSS only)
+ *   node dist/bench/memory.bench.js --clients=2000 --rounds=0 --heap --keep   snapshots kept for DevTools
  *
  * One broker process holds at most 20,000 descriptors here (`ulimit -Hn`), so N stays below
  * that. Results: bench/results/memory-per-idle-connection.json.
@@ -33,19 +34,23 @@ const ROUNDS = Number(arg('rounds', '2'))
 const TOP = Number(arg('top', '20'))
 const BROKER_NAMES = arg('brokers', 'gateway').split(',') as BrokerName[]
 const HEAP = process.argv.includes('--heap')
+/** Keep the .heapsnapshot files (for Chrome DevTools' Memory tab); their directory is printed. */
+const KEEP = process.argv.includes('--keep')
 const MAX_CLIENTS = 19000
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
-interface Mem { rssKiB: number, heapUsed: number, external: number }
+interface Mem { rssKiB: number, heapUsed: number, heapTotal: number, newSpace: number, external: number }
 
 /** The gateway's process.memoryUsage() as prom-client exports it on /metrics (NaN for other brokers). */
 async function memoryOf (broker: RunningBroker): Promise<Mem> {
   const rss = rssKiB(broker.pid)
-  if (broker.adminPort === undefined) return { rssKiB: rss, heapUsed: NaN, external: NaN }
+  if (broker.adminPort === undefined) return { rssKiB: rss, heapUsed: NaN, heapTotal: NaN, newSpace: NaN, external: NaN }
   const text = await (await fetch(`http://127.0.0.1:${broker.adminPort}/metrics`, { signal: AbortSignal.timeout(30000) })).text()
   const gauge = (name: string): number => Number(new RegExp(`^mqgw_${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN)
-  return { rssKiB: rss, heapUsed: gauge('nodejs_heap_size_used_bytes'), external: gauge('nodejs_external_memory_bytes') }
+  // heapTotal: what V8 has committed (live objects, garbage not yet collected, free space);
+  // new space: the young generation, which grows during a connect burst.
+  return { rssKiB: rss, heapUsed: gauge('nodejs_heap_size_used_bytes'), heapTotal: gauge('nodejs_heap_size_total_bytes'), newSpace: gauge('nodejs_heap_space_size_total_bytes\\{space="new"\\}'), external: gauge('nodejs_external_memory_bytes') }
 }
 
 /** Sends SIGUSR2 (--heapsnapshot-signal) and returns the snapshot file once it is complete (ends with "]}", size stable). */
@@ -112,7 +117,8 @@ async function run (name: BrokerName, clients: number, heap: boolean): Promise<R
     await broker?.stop()
     process.env.BENCH_GATEWAY_NODE_ARGS = savedArgs
     if (savedArgs === undefined) delete process.env.BENCH_GATEWAY_NODE_ARGS
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    if (dir !== undefined && KEEP) process.stderr.write(`heap snapshots kept in ${dir}\n`)
+    else if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
   }
 }
 
@@ -137,12 +143,33 @@ for (const name of BROKER_NAMES) {
         'RSS after MiB': r.after.rssKiB / 1024,
         'RSS KiB/conn': per(r.before.rssKiB, r.after.rssKiB),
         'heapUsed KiB/conn': per(r.before.heapUsed, r.after.heapUsed) / 1024,
+        'heapTotal KiB/conn': per(r.before.heapTotal, r.after.heapTotal) / 1024,
+        'new space MiB before/after': `${(r.before.newSpace / 1048576).toFixed(1)}/${(r.after.newSpace / 1048576).toFixed(1)}`,
         'external KiB/conn': per(r.before.external, r.after.external) / 1024
       })
     }
   }
 }
 report('memory per idle connection', rows, raw)
+
+// The marginal cost between the smallest and largest N (medians of the rounds): fixed costs of
+// a connect burst (the young generation growing, code) cancel out; per-connection costs remain.
+const median = (v: number[]): number => { const s = [...v].sort((a, b) => a - b); return s.length === 0 ? NaN : s[Math.floor((s.length - 1) / 2)]! }
+if (CLIENTS.length >= 2 && ROUNDS > 0) {
+  const lo = Math.min(...CLIENTS)
+  const hi = Math.max(...CLIENTS)
+  const marginal: Array<Record<string, string | number>> = []
+  for (const name of BROKER_NAMES) {
+    const at = (n: number, f: (r: RunResult) => number): number => median(Object.entries(raw).filter(([k]) => k.startsWith(`${name}/${n}/`)).map(([, r]) => f(r as RunResult)))
+    marginal.push({
+      broker: name,
+      between: `${lo} and ${hi}`,
+      'RSS KiB/conn': (at(hi, (r) => r.after.rssKiB) - at(lo, (r) => r.after.rssKiB)) / (hi - lo),
+      'heapUsed KiB/conn': (at(hi, (r) => r.after.heapUsed) - at(lo, (r) => r.after.heapUsed)) / (hi - lo) / 1024
+    })
+  }
+  report('memory per idle connection, marginal', marginal, {})
+}
 
 if (HEAP) {
   for (const clients of CLIENTS) {
