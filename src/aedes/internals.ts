@@ -16,6 +16,8 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | mqemitter-redis' local matcher           | internals.ts `replaceLocalMatcher`    |
  * | packets received and sent ($SYS)         | patch: lib/client.js, lib/write.js; internals.ts `packetCounters` |
  * | lean idle client (memory, issue #14)     | patch: lib/client.js, handlers/subscribe.js, publish.js, pubrel.js |
+ * | one keepalive timer wheel for all clients (100 ms resolution) | patch: lib/keepalive-wheel.js, handlers/connect.js, handlers/index.js |
+ * | CONNECT's stored-queue replay reads the store's own stream (one Readable less) | patch: lib/handlers/connect.js emptyQueue |
  *
  * Lean idle client: what an idle connection keeps, measured with `npm run bench -- memory`
  * (`--heap`: heap snapshots by constructor, 10,000 idle connections, bytes per connection
@@ -32,8 +34,9 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | Set (inbound QoS 2 ids), pending-drains array, parser state-name array |   ~300 | made on first use / shared                            |
  *
  * What remains (3,430 B): the socket (TCPSocketWrap 408, Socket 328, Writable/ReadableState 200,
- * its events table ~200, TCP 56), the Aedes Client 320 and parser 152, the keepalive Timeout 120
- * and closure 64 (one timer per client), the flow window 128, the connection record ~136.
+ * its events table ~200, TCP 56), the Aedes Client 320 and parser 152, the flow window 128, the
+ * connection record ~136. The keepalive Timeout (120) and its closure and context (~100) per
+ * client became one entry in lib/keepalive-wheel.js.
  */
 
 /** Aedes' client fields the gateway reads (not in Aedes' type declarations). */
