@@ -15,6 +15,7 @@
  *   npm run bench -- memory                                       10k and 15k, 2 rounds
  *   node dist/bench/memory.bench.js --clients=10000,15000 --rounds=3 --heap --top=25
  *   node dist/bench/memory.bench.js --brokers=gateway,aedes       plain Aedes too (RSS only)
+ *   node dist/bench/memory.bench.js --settle=15000                  read memory 15 s after the last CONNACK
  *   node dist/bench/memory.bench.js --clients=2000 --rounds=0 --heap --keep   snapshots kept for DevTools
  *
  * One broker process holds at most 20,000 descriptors here (`ulimit -Hn`), so N stays below
@@ -34,6 +35,8 @@ const ROUNDS = Number(arg('rounds', '2'))
 const TOP = Number(arg('top', '20'))
 const BROKER_NAMES = arg('brokers', 'gateway').split(',') as BrokerName[]
 const HEAP = process.argv.includes('--heap')
+/** Wait this long (ms) after the last CONNACK before reading memory (default 1000, as compare's idle scenario); a longer wait lets V8's memory reducer collect the connect burst's garbage. */
+const SETTLE_MS = Number(arg('settle', '1000'))
 /** Keep the .heapsnapshot files (for Chrome DevTools' Memory tab); their directory is printed. */
 const KEEP = process.argv.includes('--keep')
 const MAX_CLIENTS = 19000
@@ -97,7 +100,7 @@ async function run (name: BrokerName, clients: number, heap: boolean): Promise<R
     let after: Mem | undefined
     let snap1: string | undefined
     const r = await runLoadgen<{ connected: number, failed: number, connectsPerSecond: number }>(job, b, async () => {
-      await sleep(1000)
+      await sleep(SETTLE_MS)
       after = await memoryOf(b)
       if (dir !== undefined) snap1 = await snapshot(b, dir).catch((e: unknown) => { process.stderr.write(`snapshot failed: ${String(e)}\n`); return undefined })
       return {}
