@@ -27,6 +27,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -521,13 +522,31 @@ func (g *idleGen) reportUp(rss0 int, elapsed time.Duration) error {
 	if g.held > 0 {
 		perConn = float64(rss-rss0) / float64(g.held)
 	}
+	// Log-spaced latency histogram (bucket k holds [histBase*histRatio^k, histBase*histRatio^(k+1)) ms)
+	// so the harness can merge several processes' distributions and take p99 within 5 %.
+	hist := map[int]int{}
+	for _, v := range lat {
+		hist[latencyBucket(float64(v))]++
+	}
 	return emit(map[string]any{
-		"event": "up", "wanted": g.n, "attempted": g.next, "connected": len(g.latencies), "held": g.held,
+		"event": "up", "latencyHist": map[string]any{"baseMs": histBase, "ratio": histRatio, "counts": hist}, "wanted": g.n, "attempted": g.next, "connected": len(g.latencies), "held": g.held,
 		"failed": failed, "failedBy": g.failed, "connectsPerSec": rate,
 		"latencyMs": map[string]float64{"p50": at(50), "p99": at(99), "max": at(100)},
 		"elapsedS":  elapsed.Seconds(),
 		"rssKiB":    rss, "rssBeforeKiB": rss0, "rssKiBPerConn": perConn,
 	})
+}
+
+const (
+	histBase  = 0.01 // ms
+	histRatio = 1.05
+)
+
+func latencyBucket(ms float64) int {
+	if ms <= histBase {
+		return 0
+	}
+	return int(math.Log(ms/histBase) / math.Log(histRatio))
 }
 
 func (g *idleGen) counters(event string) map[string]any {
