@@ -5,7 +5,8 @@
  * every path (stop, error, exit, SIGINT/SIGTERM).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawnGateway, type GatewayProcess } from '../test/helpers/process.js'
 import { TestRedis } from '../test/helpers/redis.js'
@@ -127,6 +128,13 @@ export async function gatewayFleet (perProcess: number): Promise<Fleet> {
   await redis.start()
   const gateways: GatewayProcess[] = []
   const processes: BrokerProcess[] = []
+  // config/gateway.yaml (the defaults) with the one change Redis mode requires: a $SYS tree per node.
+  const dir = mkdtempSync(join(tmpdir(), 'mqgw-connections-'))
+  const config = join(dir, 'gateway.yaml')
+  const defaults = readFileSync('config/gateway.yaml', 'utf8')
+  const perNode = defaults.replace(/^(\s*prefix:\s*)\$SYS\/broker\b/m, '$1$$SYS/brokers/$${node}')
+  if (perNode === defaults) throw new Error('config/gateway.yaml: no sys.prefix line to make per node')
+  writeFileSync(config, perNode)
   return {
     name: 'gateway',
     processes,
@@ -134,8 +142,8 @@ export async function gatewayFleet (perProcess: number): Promise<Fleet> {
     grow: async (count) => {
       while (gateways.length < count) {
         const k = gateways.length
-        // config/gateway.yaml (the defaults) in Redis mode: as `npm start` runs it, no node flags.
-        const gw = await spawnGateway(['--config', 'config/gateway.yaml'], {
+        // Redis mode by environment; as `npm start` runs it, no node flags.
+        const gw = await spawnGateway(['--config', config], {
           MQGW_NODE_ID: `conn-${k}`,
           MQGW_PERSISTENCE_TYPE: 'redis',
           MQGW_REDIS_URL: redis.url,
@@ -161,6 +169,7 @@ export async function gatewayFleet (perProcess: number): Promise<Fleet> {
         }
       }))
       await redis.stop('SIGKILL')
+      rmSync(dir, { recursive: true, force: true })
     }
   }
 }

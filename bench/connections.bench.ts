@@ -49,12 +49,17 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 
 type Row = Record<string, string | number>
 const rows: Row[] = []
+const limits: string[] = []
+const maxHeld = (broker: string): number => Math.max(0, ...rows.filter((r) => r.broker === broker).map((r) => Number(r.N)))
 const raw: Array<Record<string, unknown>> = []
 const memAtStart = meminfo()
 const sockAtStart = sockstat()
 let generatorSerial = 0
 
 /** Adds connections to the fleet until `n` are held; returns the step's row, or the limit that stopped it. */
+/** CPU seconds per second of one idle broker process without connections (subtracted from keepalive CPU). */
+let idleCpuPerProc = 0
+
 async function step (fleet: Fleet, gens: Generator[], ups: Map<Generator, UpLine>, loads: number[], n: number): Promise<{ row?: Row, limit?: string }> {
   const heldBefore = [...ups.values()].reduce((a, u) => a + u.held, 0)
   const delta = n - heldBefore
@@ -140,7 +145,7 @@ async function step (fleet: Fleet, gens: Generator[], ups: Map<Generator, UpLine
     'p50 ms': p50,
     'p99 ms': p99,
     'ka cpu %': cpu / windowS * 100,
-    'µs/ping': pings > 0 ? cpu * 1e6 / pings : 0,
+    'µs/ping': pings > 0 ? Math.max(0, cpu - idleCpuPerProc * pids.length * windowS) * 1e6 / pings : 0,
     'gen KiB/conn': genRss / Math.max(1, held),
     'fd max': fdMax,
     failed,
@@ -173,6 +178,15 @@ async function runFleet (fleet: Fleet, steps: number[]): Promise<void> {
   const loads: number[] = []
   let limit = `none up to ${steps.at(-1)} (the last step asked for)`
   try {
+    // The CPU one broker process spends with no connections (timers, $SYS, Redis node key):
+    // what keepalive costs is the rest.
+    await fleet.grow(1)
+    const pid = fleet.processes[0]!.pid
+    const c0 = cpuSeconds(pid)
+    const t0 = performance.now()
+    await sleep(Math.min(WINDOW_S, 20) * 1000)
+    idleCpuPerProc = (cpuSeconds(pid) - c0) / ((performance.now() - t0) / 1000)
+    raw.push({ broker: fleet.name, idleCpuPercentPerProcess: idleCpuPerProc * 100 })
     for (let n of steps) {
       const held = [...ups.values()].reduce((a, u) => a + u.held, 0)
       const fit = memoryFit(held, n, Math.max(0, Math.ceil(n / fleet.perProcess) - fleet.processes.length))
@@ -192,22 +206,25 @@ async function runFleet (fleet: Fleet, steps: number[]): Promise<void> {
     if (fleet.name === 'mosquitto' && rows.at(-1)?.broker === 'mosquitto' && limit.startsWith('none')) {
       limit = 'not measured past 15k: Mosquitto is one process (no multi-process mode), and a process may hold at most 20,000 descriptors here'
     }
+  } catch (err) {
+    limit = `error: ${(err as Error).message}`
   } finally {
     const finals = await Promise.all(gens.map((g) => g.stop()))
     await fleet.stop()
     raw.push({ broker: fleet.name, limit, finals: { pingsSent: finals.reduce((a, f) => a + (f?.pingsSent ?? 0), 0), pingrespMissing: finals.reduce((a, f) => a + (f?.pingrespMissing ?? 0), 0), lostWhileHeld: finals.reduce((a, f) => a + (f?.lostWhileHeld ?? 0), 0) } })
     process.stderr.write(`connections: ${fleet.name} stopped: ${limit}\n`)
-    rows.push({ broker: fleet.name, N: `stopped: ${limit}` })
+    limits.push(`${fleet.name}: largest N held ${maxHeld(fleet.name)}; stopped by: ${limit}`)
   }
 }
 
 buildLoadgen()
-const limits = kernelLimits()
-process.stdout.write(`kernel and process limits:\n${Object.entries(limits).map(([k, v]) => `  ${k} = ${v}`).join('\n')}\n`)
+const kernel = kernelLimits()
+process.stdout.write(`kernel and process limits:\n${Object.entries(kernel).map(([k, v]) => `  ${k} = ${v}`).join('\n')}\n`)
 for (const name of BROKERS) {
   if (name === 'mosquitto') await runFleet(await mosquittoFleet(PER_PROCESS), MOSQUITTO_STEPS)
   else if (name === 'gateway') await runFleet(await gatewayFleet(PER_PROCESS), STEPS)
   else throw new Error(`--brokers: unknown broker ${name} (gateway, mosquitto)`)
 }
-report('connections', rows, { flags: Object.fromEntries(flags), kernelLimits: limits, memAtStart, steps: raw })
+report('connections', rows, { flags: Object.fromEntries(flags), kernelLimits: kernel, limits, memAtStart, steps: raw })
+process.stdout.write(`\n${limits.join('\n')}\nka cpu %: the broker processes' CPU (% of one core) over --window=${WINDOW_S} s of held connections pinging every ${KEEPALIVE_S} s; µs/ping: that CPU minus each process's idle CPU without connections, per PINGREQ\n`)
 process.exit(0)
