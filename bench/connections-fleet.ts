@@ -221,6 +221,8 @@ export interface CounterLine {
 export class Generator {
   readonly child: ChildProcess
   readonly up: Promise<UpLine>
+  /** The exit code (null when killed by a signal). */
+  readonly exited: Promise<number | null>
   #waiting: Array<(c: CounterLine) => void> = []
   #final: Promise<CounterLine>
   #err = ''
@@ -230,6 +232,7 @@ export class Generator {
       '-prefix', opts.prefix, '-keepalive', String(opts.keepaliveS), '-inflight', String(opts.inflight),
       '-up-timeout', String(opts.upTimeoutS), '-hold-max', String(opts.holdMaxS)], { stdio: ['pipe', 'pipe', 'pipe'] })
     track(this.child)
+    this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)))
     let resolveUp: (u: UpLine) => void = () => {}
     let resolveFinal: (c: CounterLine) => void = () => {}
     this.up = new Promise((resolve, reject) => {
@@ -266,12 +269,16 @@ export class Generator {
     })
   }
 
-  /** SIGTERM: DISCONNECT and close every connection; resolves with the final counters (SIGKILL after a bound). */
+  /** SIGTERM: DISCONNECT and close every connection; resolves with the final counters once it exited (SIGKILL after a bound). */
   async stop (timeoutMs = 15000): Promise<CounterLine | undefined> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return undefined
     const timer = setTimeout(() => { try { this.child.kill('SIGKILL') } catch { /* gone */ } }, timeoutMs)
     this.child.kill('SIGTERM')
-    try { return await this.#final } catch { return undefined } finally { clearTimeout(timer) }
+    try {
+      const final = await this.#final
+      await this.exited
+      return final
+    } catch { return undefined } finally { clearTimeout(timer) }
   }
 }
 

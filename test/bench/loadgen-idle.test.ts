@@ -59,7 +59,7 @@ describe('mqgw-loadgen idle against a real gateway', () => {
       assert.ok(final !== undefined, 'no final line after SIGTERM')
       assert.equal(final.held, 200)
       assert.equal(final.lostWhileHeld, 0)
-      assert.equal(gen.child.exitCode, 0)
+      assert.equal(await gen.exited, 0)
       assert.equal(await pollUntil(connectionsNow, (n) => n === 0, 10000), 0)
     } finally {
       gen.child.kill('SIGKILL')
@@ -74,9 +74,8 @@ describe('mqgw-loadgen idle against a real gateway', () => {
       assert.equal(up.connected, 0)
       assert.equal(up.failed, 50)
       assert.deepEqual(up.failedBy, { refused: 50 })
-      const exited = new Promise<number | null>((resolve) => gen.child.once('exit', (code) => resolve(code)))
       gen.child.stdin!.end()
-      assert.equal(await exited, 0)
+      assert.equal(await gen.exited, 0)
     } finally {
       gen.child.kill('SIGKILL')
     }
