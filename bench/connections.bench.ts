@@ -3,7 +3,7 @@
  *
  *   npm run bench -- connections [--max=250000] [--steps=10000,15000,100000,...]
  *        [--brokers=mosquitto,gateway] [--keepalive=60] [--window=20] [--time-budget=2400]
- *        [--mem-floor-gib=3] [--inflight=100] [--per-process=18000]
+ *        [--mem-floor-gib=3] [--inflight=100] [--inflight-total=400] [--per-process=18000]
  *
  * Connections are added step by step (held across steps) by Go idle generators
  * (bench/loadgen-go/idle.go, one epoll loop per process, at most --per-process connections
@@ -16,6 +16,7 @@
  * every --keepalive s), the generators' RSS per connection. Stops at the first limit and names
  * it. Prints a table and writes bench/results/connections.json.
  */
+import { readFileSync } from 'node:fs'
 import { report } from './lib.js'
 import {
   buildLoadgen, cpuSeconds, fdCount, fileHandles, gatewayFleet, Generator, histPercentile, kernelLimits, meminfo,
@@ -42,6 +43,10 @@ const WINDOW_S = num('window', 20)
 const TIME_BUDGET_S = num('time-budget', 2400)
 const MEM_FLOOR_KIB = num('mem-floor-gib', 3) * 1024 * 1024
 const INFLIGHT = num('inflight', 100)
+// CONNECTs in flight over all of a step's generators: each gets min(--inflight, this / generators).
+// More only queue in the gateways' accept backlogs: under CPU contention a 100-per-generator
+// burst against 9 processes timed out 0.7 % of the connects (15 s) at 250k.
+const INFLIGHT_TOTAL = num('inflight-total', 400)
 const PER_PROCESS = num('per-process', 18000)
 const started = Date.now()
 const secondsLeft = (): number => TIME_BUDGET_S - (Date.now() - started) / 1000
@@ -79,11 +84,12 @@ async function step (fleet: Fleet, gens: Generator[], ups: Map<Generator, UpLine
   }
   const upTimeoutS = Math.max(30, Math.min(secondsLeft() - WINDOW_S - 30, Math.max(120, delta / 200)))
   if (upTimeoutS <= 30 && secondsLeft() < WINDOW_S + 60) return { limit: `time budget (--time-budget=${TIME_BUDGET_S} s)` }
+  const inflight = Math.max(5, Math.min(INFLIGHT, Math.floor(INFLIGHT_TOTAL / chunks.length)))
   const t0 = performance.now()
   const fresh = chunks.map(({ proc, count }) => {
     const g = generatorSerial++
     if (g >= 250) throw new Error('more than 250 generator processes: source addresses 127.20.<g>.x exhausted')
-    return new Generator({ n: count, targets: [fleet.processes[proc]!.target], sources: [`127.20.${g}.2`, `127.20.${g}.3`], prefix: `${fleet.name}-${g}`, keepaliveS: KEEPALIVE_S, inflight: INFLIGHT, upTimeoutS: Math.round(upTimeoutS), holdMaxS: Math.round(TIME_BUDGET_S + 600) })
+    return new Generator({ n: count, targets: [fleet.processes[proc]!.target], sources: [`127.20.${g}.2`, `127.20.${g}.3`], prefix: `${fleet.name}-${g}`, keepaliveS: KEEPALIVE_S, inflight, upTimeoutS: Math.round(upTimeoutS), holdMaxS: Math.round(TIME_BUDGET_S + 600) })
   })
   gens.push(...fresh)
   // Watch available memory while connecting: below the floor, stop the step.
@@ -153,7 +159,7 @@ async function step (fleet: Fleet, gens: Generator[], ups: Map<Generator, UpLine
     'ping miss': missing,
     'avail GiB': mem.availableKiB / 1048576
   }
-  raw.push({ ...row, step: n, connectSeconds: connectS, failedBy, pingsInWindow: pings, windowS, cpuSeconds: cpu, sockstat: ss, sockstatAtStart: sockAtStart, fileHandles: files, helpers: fleet.helpers(), perProcess: fleet.processes.map((p) => ({ pid: p.pid, rssKiB: rssKiB(p.pid), rssBeforeKiB: p.rssBeforeKiB, fds: fdCount(p.pid) })), generators: freshUps.map((u) => ({ connected: u.connected, failedBy: u.failedBy, p99: u.latencyMs.p99, connectsPerSec: u.connectsPerSec })) })
+  raw.push({ ...row, step: n, connectSeconds: connectS, inflightPerGenerator: inflight, nfConntrackCount: conntrackCount(), failedBy, pingsInWindow: pings, windowS, cpuSeconds: cpu, sockstat: ss, sockstatAtStart: sockAtStart, fileHandles: files, helpers: fleet.helpers(), perProcess: fleet.processes.map((p) => ({ pid: p.pid, rssKiB: rssKiB(p.pid), rssBeforeKiB: p.rssBeforeKiB, fds: fdCount(p.pid) })), generators: freshUps.map((u) => ({ connected: u.connected, failedBy: u.failedBy, p99: u.latencyMs.p99, connectsPerSec: u.connectsPerSec })) })
   process.stderr.write(`connections: ${fleet.name} ${held} held: ${JSON.stringify(row)}\n`)
   // The first limit, named.
   if (failedBy.emfile !== undefined) return { row, limit: `EMFILE (descriptor limit) on ${failedBy.emfile} connects` }
@@ -162,6 +168,10 @@ async function step (fleet: Fleet, gens: Generator[], ups: Map<Generator, UpLine
   if (fdMax > 19500) return { row, limit: `a process uses ${fdMax} descriptors (limit 20,000)` }
   if (files.allocated > 0.95 * files.max) return { row, limit: `fs.file-max: ${files.allocated} of ${files.max} file handles allocated` }
   return { row }
+}
+
+function conntrackCount (): number | undefined {
+  try { return Number(readFileSync('/proc/sys/net/netfilter/nf_conntrack_count', 'utf8')) } catch { return undefined }
 }
 
 /** The memory the next step would need, from what the held connections cost so far (everything on the machine). */
