@@ -232,16 +232,18 @@ export class Generator {
       '-prefix', opts.prefix, '-keepalive', String(opts.keepaliveS), '-inflight', String(opts.inflight),
       '-up-timeout', String(opts.upTimeoutS), '-hold-max', String(opts.holdMaxS)], { stdio: ['pipe', 'pipe', 'pipe'] })
     track(this.child)
-    this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)))
+    // 'close', not 'exit': 'exit' can come before the last stdout data is read, which lost
+    // final lines under load (the rejections below would win over the line's resolve).
+    this.exited = new Promise((resolve) => this.child.once('close', (code) => resolve(code)))
     let resolveUp: (u: UpLine) => void = () => {}
     let resolveFinal: (c: CounterLine) => void = () => {}
     this.up = new Promise((resolve, reject) => {
       resolveUp = resolve
-      this.child.once('exit', (code, signal) => reject(new Error(`generator ${opts.prefix} exited (${code ?? signal}) before it was up: ${this.#err}`)))
+      this.child.once('close', (code, signal) => reject(new Error(`generator ${opts.prefix} exited (${code ?? signal}) before it was up: ${this.#err}`)))
     })
     this.#final = new Promise((resolve, reject) => {
       resolveFinal = resolve
-      this.child.once('exit', (code, signal) => reject(new Error(`generator ${opts.prefix} exited (${code ?? signal}) without a final line: ${this.#err}`)))
+      this.child.once('close', (code, signal) => reject(new Error(`generator ${opts.prefix} exited (${code ?? signal}) without a final line: ${this.#err}`)))
     })
     this.up.catch(() => {})
     this.#final.catch(() => {})
