@@ -37,7 +37,13 @@ async function main (): Promise<number> {
   }
   const file = args.values.config ?? process.env.MQGW_CONFIG ?? DEFAULT_CONFIG
   // --workers is MQGW_WORKERS: validated with the file, and inherited by the workers node:cluster forks.
-  if (args.values.workers !== undefined) process.env.MQGW_WORKERS = args.values.workers
+  if (args.values.workers !== undefined) {
+    if (!/^\d+$/.test(args.values.workers)) {
+      process.stderr.write(`mqtt-gateway: --workers: "${args.values.workers}" is not a positive integer\n`)
+      return 1
+    }
+    process.env.MQGW_WORKERS = args.values.workers
+  }
   const worker = workerIndex()
   let loaded
   try {
