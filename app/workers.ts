@@ -12,11 +12,12 @@ import { MSG_METRICS_ANSWER, MSG_READYZ, MSG_READYZ_ANSWER, MSG_STARTED, WORKER_
  * dies, stops them all on SIGTERM/SIGINT, and serves the admin port's /healthz, /readyz (ready
  * when every worker is) and /metrics (every worker's, aggregated by prom-client, plus its own).
  *
- * Scheduling: round-robin (SCHED_RR, Node's default except on Windows, set here explicitly).
- * The primary accepts each connection and hands it to the next worker, so connections spread
- * evenly: what matters when each process is capped by its descriptor limit. Leaving accept to
- * the kernel (SCHED_NONE, NODE_CLUSTER_SCHED_POLICY=none) costs the primary nothing per
- * connection but lets the busiest-polling worker take most of a burst (bench/workers measures both).
+ * Scheduling (workers.scheduling): `round-robin` by default (SCHED_RR). The primary accepts
+ * each connection and hands it to a worker that is free (it has acknowledged its previous
+ * handoff), so connections spread evenly: what matters when each process is capped by its
+ * descriptor limit. The price is the primary's CPU per accept (bench/workers). `kernel`
+ * (SCHED_NONE): every worker accepts on the shared socket; no primary cost, but whichever
+ * worker wakes first takes more of a burst (Node 20 has no SO_REUSEPORT for net servers).
  */
 
 /** How often the primary asks each worker for its readiness, and how old an answer may be. */
@@ -41,7 +42,7 @@ export async function runPrimary (loaded: LoadedConfig): Promise<number> {
   const { config } = loaded
   const settings = config.workers
   const log: Logger = createLogger(config.log.level, undefined, config.log.format).child({ component: 'primary' })
-  if (process.env.NODE_CLUSTER_SCHED_POLICY === undefined) cluster.schedulingPolicy = cluster.SCHED_RR
+  cluster.schedulingPolicy = settings.scheduling === 'kernel' ? cluster.SCHED_NONE : cluster.SCHED_RR
 
   const primaryMetrics = new PrimaryMetrics()
 
@@ -169,7 +170,7 @@ export async function runPrimary (loaded: LoadedConfig): Promise<number> {
   }
 
   for (const slot of slots) fork(slot)
-  log.info({ workers: settings.count, node: config.node.id, admin: config.listeners.admin.enabled ? `${config.listeners.admin.host}:${config.listeners.admin.port}` : undefined, workerAdminPorts: slots.map((s) => workerAdminPort(config.listeners.admin.port, s.index)) }, 'primary started')
+  log.info({ workers: settings.count, scheduling: settings.scheduling, node: config.node.id, admin: config.listeners.admin.enabled ? `${config.listeners.admin.host}:${config.listeners.admin.port}` : undefined, workerAdminPorts: slots.map((s) => workerAdminPort(config.listeners.admin.port, s.index)) }, 'primary started')
 
   const shutdown = (signal: string): void => {
     log.info({ signal }, 'shutdown requested; stopping workers')

@@ -106,6 +106,12 @@ export const hooksSchema = z.strictObject({
 export const workersSchema = z.strictObject({
   /** Gateway processes sharing the listener ports; 1 = this process serves (no primary). More than 1 needs persistence.type redis. */
   count: z.number().int().min(1).max(64).default(1),
+  /**
+   * Who spreads connections over workers: `round-robin` (the primary accepts each and hands it to
+   * a free worker: even spread, ~0.2-0.3 ms of primary CPU per connection, measured in bench/workers)
+   * or `kernel` (every worker accepts on the shared socket: no primary cost, uneven under bursts).
+   */
+  scheduling: z.enum(['round-robin', 'kernel']).default('round-robin'),
   /** A worker that exits before it finished starting this many times in a row makes the primary stop and exit 1. */
   maxStartFailures: z.number().int().min(1).max(100).default(5),
   /** Delay before restarting a worker that exited: doubles per consecutive start-up failure, from this, up to restartMaxDelayMs. */

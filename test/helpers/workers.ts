@@ -15,16 +15,19 @@ function isFree (port: number): Promise<boolean> {
   })
 }
 
-/** `n` consecutive ports that were free a moment ago (the primary's admin port and one per worker after it). */
+/**
+ * `n` consecutive ports that were free a moment ago (the primary's admin port and one per worker
+ * after it). Taken below the ephemeral range (net.ipv4.ip_local_port_range starts at 32768), where
+ * no outgoing connection of the machine's load generators can hold one.
+ */
 export async function freePortRun (n: number): Promise<number> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const base = await freePort()
-    if (base + n > 65535) continue
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * (12000 - n))
     let all = true
-    for (let i = 1; i < n && all; i++) all = await isFree(base + i)
+    for (let i = 0; i < n && all; i++) all = await isFree(base + i)
     if (all) return base
   }
-  throw new Error(`no run of ${n} free ports found in 20 attempts`)
+  throw new Error(`no run of ${n} free ports found in 50 attempts`)
 }
 
 export interface PrimaryProcess {
@@ -44,11 +47,11 @@ export interface PrimaryProcess {
  * Runs the real CLI as a primary with workers (`args` carry --workers or the config does),
  * waiting until the primary's /readyz is 200 (every worker ready) unless `waitReady` is false.
  */
-export async function spawnPrimary (yaml: string, args: string[] = [], opts: { env?: Record<string, string>, waitReady?: boolean, workers?: number, startTimeoutMs?: number } = {}): Promise<PrimaryProcess> {
+export async function spawnPrimary (yaml: string, args: string[] = [], opts: { env?: Record<string, string>, waitReady?: boolean, workers?: number, startTimeoutMs?: number, logLevel?: string } = {}): Promise<PrimaryProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'mqgw-workers-'))
   const file = join(dir, 'gateway.yaml')
   const ports = { mqtt: await freePort(), ws: await freePort(), admin: await freePortRun(1 + (opts.workers ?? 2)) }
-  writeFileSync(file, `log: { level: info, format: json }
+  writeFileSync(file, `log: { level: ${opts.logLevel ?? 'info'}, format: json }
 listeners:
   mqtt: { host: 127.0.0.1, port: ${ports.mqtt} }
   ws: { host: 127.0.0.1, port: ${ports.ws} }
