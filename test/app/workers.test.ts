@@ -10,8 +10,8 @@ const TOKEN = 'workers-test-token-0123456789'
 interface Placed { id: string, client: MqttClient, worker: number, closed: boolean, received: Received[] }
 
 /** Connects a client, records its messages and its close, and finds its worker. */
-async function place (primary: PrimaryProcess, id: string): Promise<Placed> {
-  const client = await connectClient(`mqtt://127.0.0.1:${primary.ports.mqtt}`, { clientId: id })
+async function place (primary: PrimaryProcess, id: string, url = `mqtt://127.0.0.1:${primary.ports.mqtt}`): Promise<Placed> {
+  const client = await connectClient(url, { clientId: id })
   const placed: Placed = { id, client, worker: -1, closed: false, received: collect(client) }
   client.on('close', () => { placed.closed = true })
   placed.worker = await workerOf(primary, id)
@@ -92,12 +92,28 @@ workers: { restartDelayMs: 100 }
     assert.deepEqual(on1.received.map((m) => `${m.topic} ${m.payload} ${m.qos}`).sort(), ['cross/to1/q0 c 0', 'cross/to1/q1 d 1'])
   })
 
+  it('the WebSocket listener is shared too: a ws client on either worker reaches a TCP subscriber', async () => {
+    const on0 = clients.find((c) => c.worker === 0)!
+    const on1 = clients.find((c) => c.worker === 1)!
+    await on0.client.subscribeAsync('ws/to0', { qos: 1 })
+    await on1.client.subscribeAsync('ws/to1', { qos: 1 })
+    const viaWs = [await place(primary, 'ws-a', `ws://127.0.0.1:${primary.ports.ws}/mqtt`), await place(primary, 'ws-b', `ws://127.0.0.1:${primary.ports.ws}/mqtt`)]
+    clients.push(...viaWs)
+    assert.deepEqual(viaWs.map((c) => c.worker).sort(), [0, 1], 'round-robin on the ws port as on the mqtt port')
+    for (const c of viaWs) await c.client.publishAsync(`ws/to${1 - c.worker}`, c.id, { qos: 1 })
+    await waitFor(() => on0.received.some((m) => m.topic === 'ws/to0') && on1.received.some((m) => m.topic === 'ws/to1'), 'ws messages across workers', 10000)
+  })
+
   it('SIGKILL of worker 1: it is restarted and serves again; worker 0 clients are not affected', async () => {
     const [sub0, pub0] = clients.filter((c) => c.worker === 0)
     assert.ok(sub0 && pub0)
     await sub0.client.subscribeAsync('marker/#', { qos: 1 })
     const killed = primary.workerPids(1).at(-1)!
     process.kill(killed, 'SIGKILL')
+    // The primary's /readyz says so while worker 1 is down or starting again.
+    const down = await pollUntil(async () => { const r = await fetch(`http://127.0.0.1:${primary.ports.admin}/readyz`); return { status: r.status, body: await r.json() as { checks: Record<string, { ready: boolean }> } } }, (r) => r.status === 503, 5000, 20)
+    assert.equal(down.status, 503)
+    assert.equal(down.body.checks['worker-1']?.ready, false)
     await waitFor(() => primary.workerPids(1).length === 2, 'worker 1 restarted', 60000)
     const exitLine = primary.lines().find((l) => l.msg === 'worker exited; restarting' && l.worker === 1)
     assert.ok(exitLine, 'one line with the exit')
