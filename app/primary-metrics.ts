@@ -1,5 +1,5 @@
 import type { Worker } from 'node:cluster'
-import { AggregatorRegistry, Counter, Registry, collectDefaultMetrics } from 'prom-client'
+import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import { MSG_METRICS, MSG_METRICS_ANSWER, type MetricsAnswer } from './worker.js'
 
 /** How long the primary's /metrics waits for its workers' answers; a worker that has not answered by then is left out. */
@@ -14,6 +14,9 @@ const ANSWER_TIMEOUT_MS = 2000
 export class PrimaryMetrics {
   readonly registry = new Registry()
   readonly restarts: Counter<'worker'>
+  /** Workers whose metrics are in this page's sums: one that did not answer in time is left out, and this says so. */
+  readonly scraped: Gauge
+  readonly asked: Gauge
   readonly contentType = this.registry.contentType
   #requestId = 0
   readonly #pending = new Map<number, (metrics: object[]) => void>()
@@ -21,6 +24,8 @@ export class PrimaryMetrics {
   constructor () {
     collectDefaultMetrics({ register: this.registry, prefix: 'mqgw_primary_' })
     this.restarts = new Counter({ name: 'mqgw_worker_restarts_total', help: 'Worker processes restarted after they exited, by worker', labelNames: ['worker'], registers: [this.registry] })
+    this.scraped = new Gauge({ name: 'mqgw_workers_scraped', help: 'Workers whose metrics are summed in this page (they answered within 2 s)', registers: [this.registry] })
+    this.asked = new Gauge({ name: 'mqgw_workers_running', help: 'Worker processes running and attached to the primary', registers: [this.registry] })
   }
 
   /** A worker's IPC message: resolves the request it answers. */
@@ -33,6 +38,8 @@ export class PrimaryMetrics {
   async render (workers: readonly Worker[]): Promise<string> {
     const answers = await Promise.all(workers.map((worker) => this.#ask(worker)))
     const answered = answers.filter((a): a is object[] => a !== undefined)
+    this.asked.set(workers.length)
+    this.scraped.set(answered.length)
     const aggregated = answered.length === 0 ? '' : await AggregatorRegistry.aggregate(answered).metrics()
     return `${aggregated}\n${await this.registry.metrics()}`
   }

@@ -76,6 +76,7 @@ workers: { restartDelayMs: 100 }
     assert.equal(await metricValue(primary.workerAdmin(1), 'mqgw_connections_current'), perWorker[1])
     assert.equal(await metricValue(`http://127.0.0.1:${primary.ports.admin}`, 'mqgw_connections_current'), 40)
     assert.equal(await metricValue(`http://127.0.0.1:${primary.ports.admin}`, 'mqgw_ready'), 2, 'both workers ready, summed')
+    assert.equal(await metricValue(`http://127.0.0.1:${primary.ports.admin}`, 'mqgw_workers_scraped'), 2)
   })
 
   it('a message published on one worker reaches a subscriber on the other, QoS 0 and QoS 1, both ways', async () => {
