@@ -62,6 +62,10 @@ workers: { restartDelayMs: 100 }
       await denied.arrayBuffer()
       assert.equal(denied.status, 401)
     }
+    // Clients and subscriptions belong to a node: the primary has no REST API.
+    const onPrimary = await fetch(`http://127.0.0.1:${primary.ports.admin}/api/v1/node`, { headers: { authorization: `Bearer ${TOKEN}` } })
+    await onPrimary.arrayBuffer()
+    assert.equal(onPrimary.status, 404)
     const readyz = await (await fetch(`http://127.0.0.1:${primary.ports.admin}/readyz`)).json() as { checks: Record<string, { ready: boolean }> }
     assert.deepEqual(Object.keys(readyz.checks).sort(), ['worker-0', 'worker-1'])
   })
