@@ -86,6 +86,8 @@ workers: { count: 2, maxStartFailures: 3, restartDelayMs: 50 }
         const exits = lines.filter((l) => l.msg === 'worker exited; restarting' && l.worker === fatal[0]!.worker)
         assert.equal(exits.length, 2)
         assert.ok(exits.every((l) => l.code === 1))
+        // Bounded backoff: the delay doubles per quick exit (restartDelayMs 50).
+        assert.deepEqual(exits.map((l) => l.restartInMs), [50, 100])
         assert.deepEqual(lines.filter((l) => l.msg === 'worker started'), [], 'no worker ever started')
         // No worker process left behind.
         const pids = [...new Set(lines.filter((l) => l.worker !== undefined && l.component === undefined).map((l) => l.pid as number))]
