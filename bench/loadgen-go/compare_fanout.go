@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// compare-fanout: one QoS 0 publisher -> N subscribers of one topic (bench/compare "fanout").
+// Split among processes, each part connects its share of the subscribers and part 0 also runs
+// the publisher, whose window follows part 0's subscribers only (every subscriber gets the same
+// messages in the same order); the other parts count deliveries and drain until quiet.
+func init() {
+	register("compare-fanout", mode{
+		summary: "bench/compare fan-out: 1 QoS 0 publisher -> N subscribers of one topic (JSON job as argument)",
+		run: func(args []string) error {
+			return runFlow(args, func(job *flowJob) (*engine, bool, func() map[string]any, error) {
+				// Small read buffers: a thousand subscribers, each with a few messages per read.
+				e := newEngine(job, job.Window, 1<<30, job.Batch, 16*1024)
+				deadline := time.Now().Add(time.Duration(job.TimeLimitMs/2) * time.Millisecond)
+				started := nowMs()
+				from, to := share(job.Subscribers, job.Part, job.Parts)
+				var mu sync.Mutex
+				var firstErr error
+				pool(to-from, max(1, job.ConnectConcurrency), deadline, func(i int) {
+					if _, err := e.addSubscriber(fmt.Sprintf("fo-sub-%d", from+i), "bench/fanout", 0, 1, true); err != nil {
+						mu.Lock()
+						if firstErr == nil {
+							firstErr = err
+						}
+						mu.Unlock()
+					}
+				})
+				if firstErr != nil {
+					return nil, false, nil, firstErr
+				}
+				if len(e.subscribers) != to-from {
+					return nil, false, nil, fmt.Errorf("only %d subscribers set up", len(e.subscribers))
+				}
+				setupSeconds := (nowMs() - started) / 1000
+				if job.Part == 0 {
+					p, err := e.addPublisher("fo-pub", 0, "bench/fanout", 0)
+					if err != nil {
+						return nil, false, nil, err
+					}
+					for _, s := range e.subscribers {
+						attach(p, s)
+					}
+				}
+				n := len(e.subscribers)
+				return e, job.Latency, func() map[string]any { return map[string]any{"subscribers": n, "setupSeconds": setupSeconds} }, nil
+			})
+		},
+	})
+}
