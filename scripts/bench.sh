@@ -9,9 +9,13 @@ cd "$(dirname "$0")/.."
 missing=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
 command -v patch >/dev/null 2>&1 || missing="$missing patch"
+# The Go load generator (bench/loadgen-go), built below.
+command -v go >/dev/null 2>&1 || missing="$missing golang-go"
 [ -z "$missing" ] || apt_install $missing
 ensure_node_modules
 build
+# bench/compare drives the brokers with it (--loadgen=go, the default); an incremental build.
+sh scripts/loadgen.sh >/dev/null
 if [ "$#" -eq 0 ]; then
   set -- $(ls dist/bench/*.bench.js | sed 's|dist/bench/||; s|\.bench\.js$||')
 fi
