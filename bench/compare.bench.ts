@@ -7,10 +7,19 @@
  *   node dist/bench/compare.bench.js idle --brokers=gateway,mosquitto
  *   node dist/bench/compare.bench.js --rounds=3                each broker run 3 times (interleaved), median reported
  *   node dist/bench/compare.bench.js --retries=0               keep runs disturbed by other processes (default: retry twice)
+ *   node dist/bench/compare.bench.js --loadgen=node            the Node load generator instead of the Go one (default go)
+ *   node dist/bench/compare.bench.js --generators=2            the Go generator as 2 processes sharing each job
  *
  * Each broker is a separate process pinned to core 1 (taskset), started fresh for every scenario
- * run; the load generator (bench/loadgen-scenarios.ts: raw MQTT over net sockets, pre-encoded
- * PUBLISH batches, closed-loop windows) is a separate process pinned to core 0, as is this process.
+ * run; the load generator is a separate process (or several) pinned to core 0, as is this process:
+ * by default the Go generator (bench/loadgen-go, modes compare-fanin, compare-qos1, compare-fanout,
+ * compare-connect, built by scripts/loadgen.sh; bench/generators.ts runs and merges it), which
+ * costs a fraction of the Node one (bench/loadgen-scenarios.ts: raw MQTT over net sockets,
+ * pre-encoded PUBLISH batches, closed-loop windows) per message; both have the same job semantics
+ * and result fields. frozen and the WebSocket scenarios always run on the Node generator.
+ * A row is flagged "generator-limited: ratio not valid" (table, ratio rows, notes, JSON) when the
+ * generator (all its processes together, or any one) was at >= 90% of its core while the broker
+ * was under 90% of its own: the broker was not driven to its limit.
  * Everything is on 127.0.0.1 with free ports. Prints one table per scenario with absolute numbers
  * and the gateway/aedes and gateway/mosquitto ratios, and writes bench/results/compare.json.
  *
