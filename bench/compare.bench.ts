@@ -69,12 +69,22 @@ interface FlowResult {
   frozenClosedByBrokerAfterMs?: number | null, setupSeconds?: number
   wireBytesPerDelivery?: number, framesPerDelivery?: number | null
 }
+/**
+ * CPU microseconds per operation (delivery; connect in idle) of the broker and of the load
+ * generator. Unlike CPU %, barely moved by other processes taking the cores: where the
+ * generator's cost is well under the broker's, the generator can drive the broker to its limit
+ * on an equal core.
+ */
+interface CpuPerOp { broker: number, loadgen: number }
+const cpuPerOp = (brokerCpuPercent: number, loadgenCpuPercent: number, opsPerSecond: number): CpuPerOp =>
+  ({ broker: brokerCpuPercent / 100 / opsPerSecond * 1e6, loadgen: loadgenCpuPercent / 100 / opsPerSecond * 1e6 })
+
 /** The load generator of this run (--loadgen, --generators). */
 let generator: GeneratorChoice = { kind: 'go', processes: 1 }
 
 interface IdleResult { connected: number, failed: number, errors: Record<string, number>, seconds: number, connectsPerSecond: number, connectP50ms: number, connectP99ms: number, loadgenCpuPercent: number, stillOpenAtRelease: number }
 /** A flow run with what was measured around it. */
-type FlowRun = FlowResult & GeneratorFacts & { generatorLimited: boolean, brokerCpuPercent: number, otherCpuBrokerCore: number, otherCpuLoadgenCore: number, stealPercent: number, brokerCpus: string, brokerFdLimit: string }
+type FlowRun = FlowResult & GeneratorFacts & { generatorLimited: boolean, cpuMicrosPerOp: CpuPerOp, brokerCpuPercent: number, otherCpuBrokerCore: number, otherCpuLoadgenCore: number, stealPercent: number, brokerCpus: string, brokerFdLimit: string }
 /** One broker's run of a scenario: its table row, raw data and notes; `primary` picks the median round. */
 interface Measured { row: Row, raw: unknown, notes: string[], primary: number, disturbed: boolean }
 interface Scenario { title: string, ratioColumns: string[], runOnce: (name: BrokerName) => Promise<Measured> }
@@ -160,6 +170,7 @@ async function flowRun<J extends { timeLimitMs: number }> (name: BrokerName, job
     return {
       ...run.result,
       generatorLimited: generatorLimited({ ...run.result, brokerCpuPercent }),
+      cpuMicrosPerOp: cpuPerOp(brokerCpuPercent, run.result.loadgenCpuPercent, run.result.deliveredPerSecond),
       brokerCpuPercent,
       otherCpuBrokerCore: c === undefined || run.brokerCpuSeconds === undefined ? NaN : pct(c.brokerCoreBusy - run.brokerCpuSeconds, w),
       otherCpuLoadgenCore: c === undefined ? NaN : pct(c.loadgenCoreBusy - loadgenSeconds - c.orchestrator, w),
@@ -172,7 +183,8 @@ async function flowRun<J extends { timeLimitMs: number }> (name: BrokerName, job
 const diag = (r: FlowRun): Row => ({ 'broker CPU %': r.brokerCpuPercent, 'loadgen CPU %': r.loadgenCpuPercent, 'other CPU % b/l': `${r.otherCpuBrokerCore.toFixed(0)}/${r.otherCpuLoadgenCore.toFixed(0)}`, ...genColumns(r) })
 
 /** Which generator ran the row, and the flag that voids its ratios. */
-const genColumns = (r: GeneratorFacts & { generatorLimited: boolean }): Row => ({
+const genColumns = (r: GeneratorFacts & { generatorLimited: boolean, cpuMicrosPerOp: CpuPerOp }): Row => ({
+  'CPU µs/op b/l': `${r.cpuMicrosPerOp.broker.toFixed(2)}/${r.cpuMicrosPerOp.loadgen.toFixed(2)}`,
   loadgen: r.generators > 1 ? `${r.loadgen} x${r.generators}` : r.loadgen,
   'generator-limited': r.generatorLimited ? 'YES: ratio not valid' : 'no'
 })
@@ -233,6 +245,7 @@ const scenarios: Record<string, Scenario> = {
           rssAfterKiB: rssAfter,
           rssPerConnKiB: (rssAfter - rssBefore) / run.result.connected,
           generatorLimited: generatorLimited({ ...run.result, brokerCpuPercent }),
+          cpuMicrosPerOp: cpuPerOp(brokerCpuPercent, run.result.loadgenCpuPercent, run.result.connectsPerSecond),
           brokerCpuPercent,
           otherCpuBrokerCore: pct(run.atConnected?.otherConnect, run.result.seconds)
         }
@@ -444,6 +457,8 @@ async function main (): Promise<void> {
   }
   process.stdout.write('\nratios: gateway value / peer value (throughput: >1 gateway faster; latency and RSS: >1 gateway higher).\n' +
     '"other CPU % b/l": CPU used by other processes on the broker / load generator core during the window (from /proc/stat).\n' +
+    '"CPU µs/op b/l": CPU microseconds of the broker / load generator per delivery (idle: per connect); robust to other processes on the cores.\n' +
+    '"generator-limited": the load generator was at >= 90% of its core while the broker was under 90% of its own: the broker was not at its limit.\n' +
     `Total ${((Date.now() - started) / 1000).toFixed(0)} s; results in bench/results/compare.json\n`)
 }
 

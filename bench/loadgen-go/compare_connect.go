@@ -28,8 +28,10 @@ var clientNumber = regexp.MustCompile(`idle-\d+`)
 
 // compare-connect: opens `clients` connections with `concurrency` CONNECTs in flight, reports
 // connects/s and connect latency, holds them until "release" on stdin (bounded by holdMs) so the
-// harness can read the broker's RSS, then closes them (bench/compare "idle"). Idle connections
-// have no reader goroutine: whether the broker closed one is checked with a peek at release.
+// harness can read the broker's RSS (bounded by holdMs), then closes them (bench/compare "idle").
+// Idle connections have no reader goroutine: whether the broker closed one is checked with a
+// peek at release. (Connecting with blocking syscalls, one thread per CONNECT in flight, cost
+// twice the CPU per connect of Go's net package here.)
 // Split among processes, each part opens its share (client ids idle-<global index>).
 func init() {
 	register("compare-connect", mode{

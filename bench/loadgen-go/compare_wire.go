@@ -146,8 +146,7 @@ type conn struct {
 	wmu  sync.Mutex
 }
 
-// write sends bytes; writes from the reader goroutine (PUBACKs) and the main goroutine
-// (DISCONNECT) are serialised so frames never interleave.
+// write sends bytes, serialised so that frames from different goroutines never interleave.
 func (c *conn) write(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -163,8 +162,7 @@ func dialMQTT(host string, port int, clientID string, keepalive int, timeout tim
 	if err != nil {
 		return nil, fmt.Errorf("CONNECT %s: %w", clientID, err)
 	}
-	tc := nc.(*net.TCPConn)
-	_ = tc.SetNoDelay(true)
+	tc := nc.(*net.TCPConn) // Nagle is off: Go sets TCP_NODELAY on every TCP connection
 	_ = tc.SetDeadline(deadline)
 	c := &conn{c: tc}
 	if _, err := tc.Write(connectPacket(clientID, keepalive)); err != nil {
@@ -179,16 +177,7 @@ func dialMQTT(host string, port int, clientID string, keepalive int, timeout tim
 		if l, ok := frameLen(buf); ok {
 			// Anything after the first frame belongs to the read loop.
 			c.rest = append([]byte{}, buf[l:]...)
-			p, perr := packets.ReadPacket(bytes.NewReader(buf[:l]))
-			ack, isAck := p.(*packets.ConnackPacket)
-			switch {
-			case perr != nil:
-				err = perr
-			case !isAck:
-				err = fmt.Errorf("packet type %d before CONNACK", buf[0]>>4)
-			case ack.ReturnCode != 0:
-				err = fmt.Errorf("CONNACK %d", ack.ReturnCode)
-			default:
+			if err = checkConnack(buf[:l]); err == nil {
 				_ = tc.SetDeadline(time.Time{})
 				return c, nil
 			}
@@ -204,6 +193,21 @@ func dialMQTT(host string, port int, clientID string, keepalive int, timeout tim
 			return nil, fmt.Errorf("CONNECT %s: closed (%v)", clientID, err)
 		}
 	}
+}
+
+// checkConnack decodes the first frame a client got (with paho's packets): nil for CONNACK 0.
+func checkConnack(frame []byte) error {
+	p, err := packets.ReadPacket(bytes.NewReader(frame))
+	ack, isAck := p.(*packets.ConnackPacket)
+	switch {
+	case err != nil:
+		return err
+	case !isAck:
+		return fmt.Errorf("packet type %d before CONNACK", frame[0]>>4)
+	case ack.ReturnCode != 0:
+		return fmt.Errorf("CONNACK %d", ack.ReturnCode)
+	}
+	return nil
 }
 
 // readLoop reads until the connection closes, handing every frame to onFrame and calling
@@ -231,8 +235,7 @@ func (c *conn) readLoop(bufSize int, onFrame func(header byte, body []byte), aft
 	}
 }
 
-// stillOpen says whether the peer has not closed the connection, without blocking and without
-// consuming bytes (a peek): used for idle connections, which need no reader goroutine.
+// stillOpen: the peer has not closed the connection (a non-blocking peek, no bytes consumed).
 func (c *conn) stillOpen() bool {
 	raw, err := c.c.SyscallConn()
 	if err != nil {
@@ -240,9 +243,7 @@ func (c *conn) stillOpen() bool {
 	}
 	open := false
 	_ = raw.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		open = n > 0 || errors.Is(err, syscall.EAGAIN)
+		open = rawStillOpen(int(fd))
 		return true // never wait for readiness
 	})
 	return open
