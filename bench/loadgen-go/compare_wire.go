@@ -157,7 +157,9 @@ func (c *conn) write(b []byte) error {
 // dialMQTT opens a TCP connection to host:port, sends CONNECT and waits for CONNACK 0.
 func dialMQTT(host string, port int, clientID string, keepalive int, timeout time.Duration) (*conn, error) {
 	deadline := time.Now().Add(timeout)
-	d := net.Dialer{Deadline: deadline}
+	// No TCP keep-alive (Go's default would add three setsockopt calls to every connect; MQTT
+	// has its own keep-alive, and the Node generator sets none either).
+	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
 	nc, err := d.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
 		return nil, fmt.Errorf("CONNECT %s: %w", clientID, err)
