@@ -11,7 +11,7 @@ func init() {
 		summary: "bench/compare fan-in: N QoS 0 publishers -> 1 wildcard subscriber (JSON job as argument)",
 		run: func(args []string) error {
 			return runFlow(args, func(job *flowJob) (*engine, bool, func() map[string]any, error) {
-				e := newEngine(job, job.Window, 1<<30, job.Batch, 256*1024)
+				e := newEngine(job, job.Window, 1<<30, job.Batch)
 				prefix := "bench/fanin/"
 				if job.Parts > 1 {
 					prefix = fmt.Sprintf("bench/fanin/%d/", job.Part)

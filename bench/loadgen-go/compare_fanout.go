@@ -15,8 +15,7 @@ func init() {
 		summary: "bench/compare fan-out: 1 QoS 0 publisher -> N subscribers of one topic (JSON job as argument)",
 		run: func(args []string) error {
 			return runFlow(args, func(job *flowJob) (*engine, bool, func() map[string]any, error) {
-				// Small read buffers: a thousand subscribers, each with a few messages per read.
-				e := newEngine(job, job.Window, 1<<30, job.Batch, 16*1024)
+				e := newEngine(job, job.Window, 1<<30, job.Batch)
 				deadline := time.Now().Add(time.Duration(job.TimeLimitMs/2) * time.Millisecond)
 				started := nowMs()
 				from, to := share(job.Subscribers, job.Part, job.Parts)

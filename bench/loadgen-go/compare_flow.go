@@ -62,14 +62,11 @@ func (j *flowJob) defaults() {
 }
 
 type subscriber struct {
-	// fd: a raw socket read by the engine's reactor (compare_reactor.go), which owns pending,
-	// pubacks, got and lat's appends.
-	fd        int
-	pending   []byte
-	bytesRead atomic.Uint64
-	closed    atomic.Bool
-	engine    *engine
-	counted   bool
+	// A raw socket read by the engine's reactor (compare_reactor.go), which owns rx, pubacks
+	// and lat's appends.
+	rx
+	engine  *engine
+	counted bool
 	// last and count per publisher index: highest sequence seen and messages received
 	// (last - count = gaps: lost messages, as MQTT keeps per-publisher order).
 	last      []atomic.Uint32
@@ -79,7 +76,6 @@ type subscriber struct {
 	pubacks []byte
 	// publishers woken after every read that delivered something.
 	notify []*publisher
-	got    bool
 	suback chan byte
 	latMu  sync.Mutex
 	lat    []float64
@@ -118,7 +114,7 @@ func (s *subscriber) onFrame(h byte, body []byte) {
 				}
 			}
 		}
-		s.got = true
+		s.got = true // afterRead writes the PUBACKs and wakes the publishers
 	case 9: // SUBACK
 		if len(body) > 0 {
 			select {
@@ -143,6 +139,9 @@ func (s *subscriber) afterRead() {
 }
 
 type publisher struct {
+	// conn writes (Go's net package waits for a full send buffer); rx reads PUBACKs in the
+	// reactor from a duplicate of conn's descriptor.
+	rx
 	index     int
 	conn      *conn
 	engine    *engine
@@ -168,6 +167,14 @@ func (p *publisher) kick() {
 func (p *publisher) onFrame(h byte, _ []byte) {
 	if h>>4 == 4 { // PUBACK
 		p.acked.Add(1)
+		p.got = true
+	}
+}
+
+func (p *publisher) afterRead() {
+	if p.got {
+		p.got = false
+		p.kick()
 	}
 }
 
@@ -250,18 +257,17 @@ type engine struct {
 	windowResets            atomic.Uint64
 	start, stop             chan struct{}
 	publishing              atomic.Bool
-	readBufSize             int
 	reactor                 *reactor
 	// mu guards the slices while connections are added concurrently (fan-out setup).
 	mu sync.Mutex
 }
 
-func newEngine(job *flowJob, window, inflight, batch, readBufSize int) *engine {
+func newEngine(job *flowJob, window, inflight, batch int) *engine {
 	r, err := newReactor()
 	if err != nil {
 		errorExit("epoll: " + err.Error())
 	}
-	return &engine{job: job, window: window, inflight: inflight, batch: batch, readBufSize: readBufSize,
+	return &engine{job: job, window: window, inflight: inflight, batch: batch,
 		start: make(chan struct{}), stop: make(chan struct{}), reactor: r}
 }
 
@@ -271,7 +277,7 @@ func (e *engine) addSubscriber(clientID, topic string, qos byte, publishers int,
 	if err != nil {
 		return nil, err
 	}
-	s := &subscriber{fd: fd, pending: rest, engine: e, counted: counted, last: make([]atomic.Uint32, publishers),
+	s := &subscriber{rx: rx{fd: fd, pending: rest}, engine: e, counted: counted, last: make([]atomic.Uint32, publishers),
 		count: make([]atomic.Uint32, publishers), suback: make(chan byte, 1)}
 	e.mu.Lock()
 	e.subscribers = append(e.subscribers, s)
@@ -299,10 +305,16 @@ func (e *engine) addPublisher(clientID string, index int, topic string, qos byte
 		return nil, err
 	}
 	p := &publisher{index: index, conn: c, engine: e, tmpl: publishTemplate(topic, qos, e.job.PayloadBytes), qos: qos, wake: make(chan struct{}, 1)}
-	go c.readLoop(4096, p.onFrame, p.kick)
+	p.pending = c.rest
+	if err := dupFd(c, &p.fd); err != nil {
+		return nil, err
+	}
 	e.mu.Lock()
 	e.publishers = append(e.publishers, p)
 	e.mu.Unlock()
+	if err := e.reactor.add(p); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -396,12 +408,13 @@ func (e *engine) watchdog(stallMs float64) {
 }
 
 func (e *engine) close() {
+	e.reactor.stop()
+	<-e.reactor.done
 	for _, p := range e.publishers {
 		_ = p.conn.write(disconnectPacket)
 		p.conn.c.Close()
+		syscall.Close(p.fd)
 	}
-	e.reactor.stop()
-	<-e.reactor.done
 	for _, s := range e.subscribers {
 		_ = writeAll(s.fd, disconnectPacket)
 		syscall.Close(s.fd)

@@ -10,7 +10,7 @@ func init() {
 		summary: "bench/compare QoS 1 pairs: publisher -> subscriber per topic, in-flight limit (JSON job as argument)",
 		run: func(args []string) error {
 			return runFlow(args, func(job *flowJob) (*engine, bool, func() map[string]any, error) {
-				e := newEngine(job, job.Inflight, job.Inflight, job.Inflight, 64*1024)
+				e := newEngine(job, job.Inflight, job.Inflight, job.Inflight)
 				from, to := share(job.Pairs, job.Part, job.Parts)
 				for i := from; i < to; i++ {
 					topic := fmt.Sprintf("bench/q1/%d", i)

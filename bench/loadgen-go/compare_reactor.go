@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -101,11 +102,45 @@ func writeAll(fd int, b []byte) error {
 	return nil
 }
 
+// rx is the read side of a connection the reactor reads (its goroutine owns pending and got).
+type rx struct {
+	fd        int
+	pending   []byte
+	bytesRead atomic.Uint64
+	closed    atomic.Bool
+	// got: the last batch brought something afterRead acts on.
+	got bool
+}
+
+func (r *rx) base() *rx { return r }
+
+// reader is a subscriber or a publisher: frames go to onFrame, afterRead runs once per batch.
+type reader interface {
+	base() *rx
+	onFrame(h byte, body []byte)
+	afterRead()
+}
+
+// dupFd duplicates c's descriptor into *fd, for the reactor to read while Go's net package
+// writes (a duplicate shares the socket; nothing calls Read on c, so the runtime's poller only
+// sees readiness nobody waits for).
+func dupFd(c *conn, fd *int) error {
+	raw, err := c.c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var derr error
+	if err := raw.Control(func(orig uintptr) { *fd, derr = syscall.Dup(int(orig)) }); err != nil {
+		return err
+	}
+	return derr
+}
+
 // reactor reads every registered socket in one goroutine.
 type reactor struct {
 	epfd    int
 	mu      sync.Mutex
-	subs    map[int32]*subscriber
+	subs    map[int32]reader
 	buf     []byte
 	stopped chan struct{}
 	done    chan struct{}
@@ -116,25 +151,26 @@ func newReactor() (*reactor, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &reactor{epfd: epfd, subs: map[int32]*subscriber{}, buf: make([]byte, 256*1024), stopped: make(chan struct{}), done: make(chan struct{})}
+	r := &reactor{epfd: epfd, subs: map[int32]reader{}, buf: make([]byte, 256*1024), stopped: make(chan struct{}), done: make(chan struct{})}
 	go r.loop()
 	return r, nil
 }
 
-func (r *reactor) add(s *subscriber) error {
-	if err := syscall.SetNonblock(s.fd, true); err != nil {
+func (r *reactor) add(c reader) error {
+	fd := c.base().fd
+	if err := syscall.SetNonblock(fd, true); err != nil {
 		return err
 	}
 	r.mu.Lock()
-	r.subs[int32(s.fd)] = s
+	r.subs[int32(fd)] = c
 	r.mu.Unlock()
-	return syscall.EpollCtl(r.epfd, syscall.EPOLL_CTL_ADD, s.fd, &syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP, Fd: int32(s.fd)})
+	return syscall.EpollCtl(r.epfd, syscall.EPOLL_CTL_ADD, fd, &syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP, Fd: int32(fd)})
 }
 
 func (r *reactor) loop() {
 	defer close(r.done)
 	events := make([]syscall.EpollEvent, 256)
-	woken := make([]*subscriber, 0, 256)
+	woken := make([]reader, 0, 256)
 	for {
 		select {
 		case <-r.stopped:
@@ -151,17 +187,18 @@ func (r *reactor) loop() {
 		}
 		r.mu.Lock()
 		for _, ev := range events[:n] {
-			s := r.subs[ev.Fd]
-			if s == nil {
+			c := r.subs[ev.Fd]
+			if c == nil {
 				continue
 			}
-			if !r.read(s) {
+			b := c.base()
+			if !r.read(c, b) {
 				delete(r.subs, ev.Fd)
-				_ = syscall.EpollCtl(r.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
-				s.closed.Store(true)
+				_ = syscall.EpollCtl(r.epfd, syscall.EPOLL_CTL_DEL, b.fd, nil)
+				b.closed.Store(true)
 			}
-			if s.got {
-				woken = append(woken, s)
+			if b.got {
+				woken = append(woken, c)
 			}
 		}
 		r.mu.Unlock()
@@ -175,7 +212,7 @@ func (r *reactor) loop() {
 
 // read makes one read() of s into the shared buffer (after s's partial frame) and scans it;
 // false when the socket is closed.
-func (r *reactor) read(s *subscriber) bool {
+func (r *reactor) read(c reader, s *rx) bool {
 	n := copy(r.buf, s.pending)
 	if n == len(r.buf) {
 		r.buf = append(r.buf, make([]byte, len(r.buf))...)
@@ -189,11 +226,8 @@ func (r *reactor) read(s *subscriber) bool {
 	}
 	s.bytesRead.Add(uint64(m))
 	n += m
-	used := scan(r.buf[:n], s.onFrame)
+	used := scan(r.buf[:n], c.onFrame)
 	s.pending = append(s.pending[:0], r.buf[used:n]...)
-	if len(s.pubacks) > 0 {
-		s.got = true // the PUBACKs go out in afterRead
-	}
 	return true
 }
 

@@ -212,31 +212,6 @@ func checkConnack(frame []byte) error {
 	return nil
 }
 
-// readLoop reads until the connection closes, handing every frame to onFrame and calling
-// afterRead once per read (where replies for the whole read are written as one buffer).
-func (c *conn) readLoop(bufSize int, onFrame func(header byte, body []byte), afterRead func()) {
-	buf := make([]byte, bufSize)
-	n := copy(buf, c.rest)
-	c.rest = nil
-	for {
-		if n == len(buf) { // one frame larger than the buffer: grow it
-			buf = append(buf, make([]byte, len(buf))...)
-		}
-		m, err := c.c.Read(buf[n:])
-		if m > 0 {
-			c.bytesRead.Add(uint64(m))
-			n += m
-			used := scan(buf[:n], onFrame)
-			n = copy(buf, buf[used:n])
-			afterRead()
-		}
-		if err != nil {
-			c.closed.Store(true)
-			return
-		}
-	}
-}
-
 // stillOpen: the peer has not closed the connection (a non-blocking peek, no bytes consumed).
 func (c *conn) stillOpen() bool {
 	raw, err := c.c.SyscallConn()
