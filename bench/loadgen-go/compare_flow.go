@@ -456,7 +456,7 @@ func (e *engine) measure(latency bool, extra func() map[string]any) map[string]a
 	}
 	close(e.start)
 	time.Sleep(time.Duration(job.WarmupMs) * time.Millisecond)
-	d0, s0, a0, w0 := e.delivered(), e.totalSent(), e.totalAcked(), e.wireBytes()
+	d0, s0, a0, w0, r0 := e.delivered(), e.totalSent(), e.totalAcked(), e.wireBytes(), e.reactor.reads.Load()
 	cpu0 := cpuSeconds()
 	t0 := nowMs()
 	e.recordLatency.Store(latency)
@@ -473,7 +473,7 @@ func (e *engine) measure(latency bool, extra func() map[string]any) map[string]a
 	e.recordLatency.Store(false)
 	seconds := (nowMs() - t0) / 1000
 	cpu := cpuSeconds() - cpu0
-	d1, s1, a1, w1 := e.delivered(), e.totalSent(), e.totalAcked(), e.wireBytes()
+	d1, s1, a1, w1, r1 := e.delivered(), e.totalSent(), e.totalAcked(), e.wireBytes(), e.reactor.reads.Load()
 	emitEvent("window-end", nil)
 	e.publishing.Store(false)
 	close(e.stop)
@@ -527,10 +527,13 @@ func (e *engine) measure(latency bool, extra func() map[string]any) map[string]a
 		// Bytes the counted subscribers read per message delivered to them (MQTT + TCP framing, not TCP/IP headers).
 		"wireBytesPerDelivery": float64(w1-w0) / float64(max(1, d1-d0)),
 		"framesPerDelivery":    nil,
-		"loadgen":              "go",
-		"part":                 job.Part,
-		"parts":                job.Parts,
-		"countedSubscribers":   e.countedSubscribers(),
+		// read() calls (subscribers' and publishers') per delivery over the window: the generator's
+		// main cost per delivery is a read, so fewer messages per read cost it more.
+		"readsPerDelivery":   float64(r1-r0) / float64(max(1, d1-d0)),
+		"loadgen":            "go",
+		"part":               job.Part,
+		"parts":              job.Parts,
+		"countedSubscribers": e.countedSubscribers(),
 	}
 	for k, v := range extra() {
 		result[k] = v

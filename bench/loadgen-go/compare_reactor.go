@@ -144,6 +144,8 @@ type reactor struct {
 	buf     []byte
 	stopped chan struct{}
 	done    chan struct{}
+	// reads: read() calls so far (readsPerDelivery in the result).
+	reads atomic.Uint64
 }
 
 func newReactor() (*reactor, error) {
@@ -217,6 +219,7 @@ func (r *reactor) read(c reader, s *rx) bool {
 	if n == len(r.buf) {
 		r.buf = append(r.buf, make([]byte, len(r.buf))...)
 	}
+	r.reads.Add(1)
 	m, err := syscall.Read(s.fd, r.buf[n:])
 	if err != nil {
 		return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR)
