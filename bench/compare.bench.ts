@@ -56,7 +56,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { BROKERS, BROKER_CORE, FD_LIMIT, MOSQUITTO, coreSeconds, cpuSeconds, cpusAllowed, fdLimitOf, mosquittoConfig, pinSelf, rssKiB, startBroker, type BrokerName, type LoadgenRun, type RunningBroker } from './brokers.js'
-import { GO_MODES, generatorLimited, runGenerators, type GeneratorChoice, type GeneratorFacts } from './generators.js'
+import { COST_LIMIT, GO_MODES, generatorLimit, runGenerators, type LimitedBy, type GeneratorChoice, type GeneratorFacts } from './generators.js'
 import { wsScenarios, type WsPeer, type WsScenario } from './compare-ws.js'
 import type { FaninJob, FanoutJob, FrozenJob, IdleJob, Qos1Job } from './loadgen-scenarios.js'
 
@@ -84,7 +84,7 @@ let generator: GeneratorChoice = { kind: 'go', processes: 1 }
 
 interface IdleResult { connected: number, failed: number, errors: Record<string, number>, seconds: number, connectsPerSecond: number, connectP50ms: number, connectP99ms: number, loadgenCpuPercent: number, stillOpenAtRelease: number }
 /** A flow run with what was measured around it. */
-type FlowRun = FlowResult & GeneratorFacts & { generatorLimited: boolean, cpuMicrosPerOp: CpuPerOp, brokerCpuPercent: number, otherCpuBrokerCore: number, otherCpuLoadgenCore: number, stealPercent: number, brokerCpus: string, brokerFdLimit: string }
+type FlowRun = FlowResult & GeneratorFacts & { generatorLimited: boolean, generatorLimitedBy: LimitedBy, cpuMicrosPerOp: CpuPerOp, brokerCpuPercent: number, otherCpuBrokerCore: number, otherCpuLoadgenCore: number, stealPercent: number, brokerCpus: string, brokerFdLimit: string }
 /** One broker's run of a scenario: its table row, raw data and notes; `primary` picks the median round. */
 interface Measured { row: Row, raw: unknown, notes: string[], primary: number, disturbed: boolean }
 interface Scenario { title: string, ratioColumns: string[], runOnce: (name: BrokerName) => Promise<Measured> }
@@ -107,9 +107,11 @@ const DISTURBED = 10
 const missing = (r: FlowResult): string | number => r.drainComplete ? r.missing : `${r.lost} (drain cut, ${r.missing} pending)`
 
 /** Notes when the load generator is near saturation or other processes took CPU during the window. */
-function checks (name: string, r: { loadgenCpuPercent: number, otherCpuBrokerCore?: number, otherCpuLoadgenCore?: number, generatorLimited?: boolean, brokerCpuPercent?: number }, what = ''): string[] {
+function checks (name: string, r: { loadgenCpuPercent: number, otherCpuBrokerCore?: number, otherCpuLoadgenCore?: number, generatorLimitedBy?: LimitedBy, brokerCpuPercent?: number }, what = ''): string[] {
   const notes: string[] = []
-  if (r.generatorLimited === true) notes.push(`${name}${what}: generator-limited: ratio not valid (load generator at ${r.loadgenCpuPercent.toFixed(0)}% of its core, broker at ${(r.brokerCpuPercent ?? NaN).toFixed(0)}% of its own)`)
+  const cpu = `load generator at ${r.loadgenCpuPercent.toFixed(0)}% of its core, broker at ${(r.brokerCpuPercent ?? NaN).toFixed(0)}% of its own`
+  if (r.generatorLimitedBy === 'cpu') notes.push(`${name}${what}: generator-limited: ratio not valid (${cpu})`)
+  if (r.generatorLimitedBy === 'cost') notes.push(`${name}${what}: generator-limited (cost): ratio not valid (${cpu}: the generator spent at least ${COST_LIMIT * 100}% of the broker's CPU on the same operations, so on equal cores it would be the limit)`)
   if (r.loadgenCpuPercent >= SATURATED) notes.push(`${name}${what}: load generator at ${r.loadgenCpuPercent.toFixed(0)}% of its core: the number may be bounded by the generator`)
   if ((r.otherCpuBrokerCore ?? 0) >= DISTURBED) notes.push(`${name}${what}: other processes used ${r.otherCpuBrokerCore!.toFixed(0)}% of the broker's core during the window: the number is disturbed`)
   if ((r.otherCpuLoadgenCore ?? 0) >= DISTURBED && (r.otherCpuLoadgenCore ?? 0) + r.loadgenCpuPercent >= 90) notes.push(`${name}${what}: other processes used ${r.otherCpuLoadgenCore!.toFixed(0)}% of the load generator's core, which was saturated: the generator may have been slowed`)
@@ -169,7 +171,7 @@ async function flowRun<J extends { timeLimitMs: number }> (name: BrokerName, job
     const brokerCpuPercent = pct(run.brokerCpuSeconds, w)
     return {
       ...run.result,
-      generatorLimited: generatorLimited({ ...run.result, brokerCpuPercent }),
+      ...limited(generatorLimit({ ...run.result, brokerCpuPercent })),
       cpuMicrosPerOp: cpuPerOp(brokerCpuPercent, run.result.loadgenCpuPercent, run.result.deliveredPerSecond),
       brokerCpuPercent,
       otherCpuBrokerCore: c === undefined || run.brokerCpuSeconds === undefined ? NaN : pct(c.brokerCoreBusy - run.brokerCpuSeconds, w),
@@ -183,10 +185,13 @@ async function flowRun<J extends { timeLimitMs: number }> (name: BrokerName, job
 const diag = (r: FlowRun): Row => ({ 'broker CPU %': r.brokerCpuPercent, 'loadgen CPU %': r.loadgenCpuPercent, 'other CPU % b/l': `${r.otherCpuBrokerCore.toFixed(0)}/${r.otherCpuLoadgenCore.toFixed(0)}`, ...genColumns(r) })
 
 /** Which generator ran the row, and the flag that voids its ratios. */
-const genColumns = (r: GeneratorFacts & { generatorLimited: boolean, cpuMicrosPerOp: CpuPerOp }): Row => ({
+/** The JSON fields of the flag: generatorLimited (either rule) and which rule. */
+const limited = (by: LimitedBy): { generatorLimited: boolean, generatorLimitedBy: LimitedBy } => ({ generatorLimited: by !== null, generatorLimitedBy: by })
+
+const genColumns = (r: GeneratorFacts & { generatorLimitedBy: LimitedBy, cpuMicrosPerOp: CpuPerOp }): Row => ({
   'CPU µs/op b/l': `${r.cpuMicrosPerOp.broker.toFixed(2)}/${r.cpuMicrosPerOp.loadgen.toFixed(2)}`,
   loadgen: r.generators > 1 ? `${r.loadgen} x${r.generators}` : r.loadgen,
-  'generator-limited': r.generatorLimited ? 'YES: ratio not valid' : 'no'
+  'generator-limited': r.generatorLimitedBy === null ? 'no' : `YES (${r.generatorLimitedBy}): ratio not valid`
 })
 
 // The flow jobs, shared with their WebSocket variants (bench/compare-ws.ts).
@@ -244,7 +249,7 @@ const scenarios: Record<string, Scenario> = {
           rssBeforeKiB: rssBefore,
           rssAfterKiB: rssAfter,
           rssPerConnKiB: (rssAfter - rssBefore) / run.result.connected,
-          generatorLimited: generatorLimited({ ...run.result, brokerCpuPercent }),
+          ...limited(generatorLimit({ ...run.result, brokerCpuPercent })),
           cpuMicrosPerOp: cpuPerOp(brokerCpuPercent, run.result.loadgenCpuPercent, run.result.connectsPerSecond),
           brokerCpuPercent,
           otherCpuBrokerCore: pct(run.atConnected?.otherConnect, run.result.seconds)
@@ -458,7 +463,7 @@ async function main (): Promise<void> {
   process.stdout.write('\nratios: gateway value / peer value (throughput: >1 gateway faster; latency and RSS: >1 gateway higher).\n' +
     '"other CPU % b/l": CPU used by other processes on the broker / load generator core during the window (from /proc/stat).\n' +
     '"CPU µs/op b/l": CPU microseconds of the broker / load generator per delivery (idle: per connect); robust to other processes on the cores.\n' +
-    '"generator-limited": the load generator was at >= 90% of its core while the broker was under 90% of its own: the broker was not at its limit.\n' +
+    '"generator-limited": (cpu) the load generator was at >= 90% of its core while the broker was under 90% of its own, or (cost) it spent >= 90% of the broker\'s CPU per operation (on equal cores it would be the limit): the broker was not at its limit.\n' +
     `Total ${((Date.now() - started) / 1000).toFixed(0)} s; results in bench/results/compare.json\n`)
 }
 

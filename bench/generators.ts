@@ -218,3 +218,21 @@ export function generatorLimited (r: { loadgenCpuPercent: number, loadgenCpuPerc
   const gen = Math.max(r.loadgenCpuPercent, ...(r.loadgenCpuPercentByProcess ?? []))
   return gen >= GENERATOR_LIMIT && !(r.brokerCpuPercent >= GENERATOR_LIMIT)
 }
+
+/**
+ * Why a row is generator-limited, or null:
+ *  - 'cpu':  generatorLimited above;
+ *  - 'cost': the broker was under 90% of its core and the generator spent at least 90% of the
+ *    broker's CPU on the same operations over the same window, so on equal cores it would be
+ *    saturated first (or together). On a shared machine
+ *    other processes take both cores and neither gets near 90%, but CPU per operation barely moves:
+ *    this catches what the first rule cannot see there.
+ */
+export type LimitedBy = 'cpu' | 'cost' | null
+export const COST_LIMIT = 0.9
+export function generatorLimit (r: { loadgenCpuPercent: number, loadgenCpuPercentByProcess?: number[], brokerCpuPercent: number }): LimitedBy {
+  if (generatorLimited(r)) return 'cpu'
+  // A broker at >= 90% of its core was at its limit, whatever the generator cost.
+  if (r.brokerCpuPercent > 0 && r.brokerCpuPercent < GENERATOR_LIMIT && r.loadgenCpuPercent >= COST_LIMIT * r.brokerCpuPercent) return 'cost'
+  return null
+}

@@ -16,6 +16,12 @@ func init() {
 		run: func(args []string) error {
 			return runFlow(args, func(job *flowJob) (*engine, bool, func() map[string]any, error) {
 				e := newEngine(job, job.Window, 1<<30, job.Batch)
+				// A broker writes each message to the subscribers one after another; read at once,
+				// every socket holds one message, and a read (with the ACK it sends, which on
+				// loopback the reader pays for) cost the generator about as much CPU as the broker
+				// spent on that delivery. Pausing after each batch lets a few messages gather per
+				// socket; the window (hundreds of messages per subscriber) keeps the broker busy.
+				e.reactor.pause = time.Duration(job.ReadPauseUs) * time.Microsecond
 				deadline := time.Now().Add(time.Duration(job.TimeLimitMs/2) * time.Millisecond)
 				started := nowMs()
 				from, to := share(job.Subscribers, job.Part, job.Parts)

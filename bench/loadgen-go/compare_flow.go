@@ -50,6 +50,8 @@ type flowJob struct {
 	// Barrier: after "ready", wait for a "start" line on stdin before publishing, so that the
 	// processes of one split job measure the same seconds.
 	Barrier bool `json:"barrier"`
+	// ReadPauseUs (compare-fanout): pause of the read loop after each batch, in µs; default 500.
+	ReadPauseUs int `json:"readPauseUs"`
 }
 
 func (j *flowJob) defaults() {
@@ -58,6 +60,12 @@ func (j *flowJob) defaults() {
 	}
 	if j.Parts <= 0 {
 		j.Parts = 1
+	}
+	if j.ReadPauseUs == 0 && j.Scenario == "fanout" {
+		j.ReadPauseUs = 500
+	}
+	if j.ReadPauseUs < 0 {
+		j.ReadPauseUs = 0
 	}
 }
 
@@ -434,6 +442,15 @@ func (e *engine) measure(latency bool, extra func() map[string]any) map[string]a
 	for _, p := range e.publishers {
 		go p.pump()
 	}
+	emitEvent("ready", nil)
+	if job.Barrier && !waitLine("start", time.Duration(job.TimeLimitMs)*time.Millisecond) {
+		errorExit("no \"start\" on stdin")
+	}
+	e.publishing.Store(true)
+	// Stalls count from the start of publishing (set before the watchdog goroutine reads them).
+	for _, p := range e.publishers {
+		p.lastProgress = nowMs()
+	}
 	wd := time.NewTicker(100 * time.Millisecond)
 	wdDone := make(chan struct{})
 	go func() {
@@ -446,14 +463,6 @@ func (e *engine) measure(latency bool, extra func() map[string]any) map[string]a
 			}
 		}
 	}()
-	emitEvent("ready", nil)
-	if job.Barrier && !waitLine("start", time.Duration(job.TimeLimitMs)*time.Millisecond) {
-		errorExit("no \"start\" on stdin")
-	}
-	e.publishing.Store(true)
-	for _, p := range e.publishers {
-		p.lastProgress = nowMs()
-	}
 	close(e.start)
 	time.Sleep(time.Duration(job.WarmupMs) * time.Millisecond)
 	d0, s0, a0, w0, r0 := e.delivered(), e.totalSent(), e.totalAcked(), e.wireBytes(), e.reactor.reads.Load()

@@ -146,6 +146,8 @@ type reactor struct {
 	done    chan struct{}
 	// reads: read() calls so far (readsPerDelivery in the result).
 	reads atomic.Uint64
+	// pause after each batch of reads (0: none); see compare_fanout.go.
+	pause time.Duration
 }
 
 func newReactor() (*reactor, error) {
@@ -209,6 +211,9 @@ func (r *reactor) loop() {
 			s.afterRead()
 		}
 		woken = woken[:0]
+		if r.pause > 0 && n > 0 {
+			time.Sleep(r.pause)
+		}
 	}
 }
 

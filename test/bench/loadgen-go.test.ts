@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import type { RunningBroker } from '../../bench/brokers.js'
-import { GO_LOADGEN, generatorLimited, mergedPercentile, runGenerators } from '../../bench/generators.js'
+import { GO_LOADGEN, generatorLimit, generatorLimited, mergedPercentile, runGenerators } from '../../bench/generators.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 
 const execFileAsync = promisify(execFile)
@@ -193,6 +193,16 @@ describe('Go load generator for bench/compare (bench/loadgen-go compare-* modes)
     assert.equal(generatorLimited({ loadgenCpuPercent: 50, loadgenCpuPercentByProcess: [20, 91], brokerCpuPercent: 60 }), true)
     assert.equal(generatorLimited({ loadgenCpuPercent: 89, brokerCpuPercent: 20 }), false)
     assert.equal(generatorLimited({ loadgenCpuPercent: 95, brokerCpuPercent: NaN }), true)
+  })
+
+  it('generator-limited by cost: the generator spent >= 90% of the broker\'s CPU over the same window', () => {
+    assert.equal(generatorLimit({ loadgenCpuPercent: 95, brokerCpuPercent: 60 }), 'cpu')
+    // Both cores shared with other processes: neither near 90%, but the generator costs as much as the broker.
+    assert.equal(generatorLimit({ loadgenCpuPercent: 30, brokerCpuPercent: 32 }), 'cost')
+    assert.equal(generatorLimit({ loadgenCpuPercent: 10, brokerCpuPercent: 32 }), null)
+    // A saturated broker was at its limit.
+    assert.equal(generatorLimit({ loadgenCpuPercent: 95, brokerCpuPercent: 97 }), null)
+    assert.equal(generatorLimit({ loadgenCpuPercent: 50, brokerCpuPercent: 97 }), null)
   })
 
   it('merged percentiles of split latencies weigh each process by its samples', () => {
