@@ -80,6 +80,8 @@ export async function runGenerators<T extends { loadgenCpuPercent: number }> (jo
       const self = process.cpuUsage(c0.self)
       run.cores = { brokerCoreBusy: b.busy - c0.b.busy, loadgenCoreBusy: l.busy - c0.l.busy, orchestrator: (self.user + self.system) / 1e6, steal: b.steal - c0.b.steal + l.steal - c0.l.steal }
     }
+    // Fan-out split: what part 0's publisher sent, for the other parts' drain.
+    if (part === 0 && msg.event === 'sent') for (const c of children.slice(1)) c.stdin!.write(`sent ${String(msg.sentTotal)}\n`)
     if (msg.event === 'connected' && ++connected === parts) {
       if (onConnected === undefined) broadcast('release')
       else onConnected().then((v) => { run.atConnected = v; broadcast('release') }, () => broadcast('release'))

@@ -9,7 +9,8 @@ import (
 // compare-fanout: one QoS 0 publisher -> N subscribers of one topic (bench/compare "fanout").
 // Split among processes, each part connects its share of the subscribers and part 0 also runs
 // the publisher, whose window follows part 0's subscribers only (every subscriber gets the same
-// messages in the same order); the other parts count deliveries and drain until quiet.
+// messages in the same order); the other parts count deliveries and drain until they have what
+// part 0 sent (relayed by the harness as "sent N" on stdin).
 func init() {
 	register("compare-fanout", mode{
 		summary: "bench/compare fan-out: 1 QoS 0 publisher -> N subscribers of one topic (JSON job as argument)",

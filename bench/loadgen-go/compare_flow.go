@@ -281,11 +281,19 @@ func newEngine(job *flowJob, window, inflight, batch int) *engine {
 
 // addSubscriber connects, subscribes (waiting for SUBACK, refused = error) and starts reading.
 func (e *engine) addSubscriber(clientID, topic string, qos byte, publishers int, counted bool) (*subscriber, error) {
-	fd, rest, err := rawDial(e.job.Host, e.job.Port, clientID, 60, 10*time.Second)
+	c, err := dialMQTT(e.job.Host, e.job.Port, clientID, 60, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	s := &subscriber{rx: rx{fd: fd, pending: rest}, engine: e, counted: counted, last: make([]atomic.Uint32, publishers),
+	// The reactor reads a duplicate of the descriptor; closing Go's one takes the socket out of
+	// the runtime's poller (close(), not shutdown(): the duplicate keeps the connection open).
+	var fd int
+	err = dupFd(c, &fd)
+	c.c.Close()
+	if err != nil {
+		return nil, err
+	}
+	s := &subscriber{rx: rx{fd: fd, pending: c.rest}, engine: e, counted: counted, last: make([]atomic.Uint32, publishers),
 		count: make([]atomic.Uint32, publishers), suback: make(chan byte, 1)}
 	e.mu.Lock()
 	e.subscribers = append(e.subscribers, s)
@@ -439,8 +447,10 @@ func percentile(sorted []float64, p float64) float64 {
 // measure runs warm-up, the window and the drain, and returns the Node generator's result fields.
 func (e *engine) measure(latency bool, extra func() map[string]any) map[string]any {
 	job := e.job
+	var pumps sync.WaitGroup
 	for _, p := range e.publishers {
-		go p.pump()
+		pumps.Add(1)
+		go func() { defer pumps.Done(); p.pump() }()
 	}
 	emitEvent("ready", nil)
 	if job.Barrier && !waitLine("start", time.Duration(job.TimeLimitMs)*time.Millisecond) {
@@ -491,20 +501,24 @@ func (e *engine) measure(latency bool, extra func() map[string]any) map[string]a
 	// Drain: wait (bounded) for everything sent to arrive at the counted subscribers.
 	drainStart := nowMs()
 	drainEnd := time.Now().Add(time.Duration(job.DrainMs) * time.Millisecond)
-	if len(e.publishers) > 0 {
-		for e.delivered() < e.expected() && time.Now().Before(drainEnd) {
-			time.Sleep(20 * time.Millisecond)
-		}
-	} else {
-		// A part without publishers (fan-out split) cannot know what was sent: it drains until
-		// nothing arrived for 300 ms; the harness compares the sum with the publisher's part.
-		prev, quietSince := e.delivered(), time.Now()
-		for time.Now().Before(drainEnd) && time.Since(quietSince) < 300*time.Millisecond {
-			time.Sleep(20 * time.Millisecond)
-			if d := e.delivered(); d != prev {
-				prev, quietSince = d, time.Now()
+	drainTarget := e.expected
+	if job.Parts > 1 && job.Scenario == "fanout" {
+		// Fan-out split: part 0's publisher sends to every part's subscribers. Part 0 tells the
+		// harness how many it sent (once its pump stopped), the harness tells the other parts.
+		if len(e.publishers) > 0 {
+			waitTimeout(&pumps, drainEnd)
+			emitEvent("sent", map[string]any{"sentTotal": e.totalSent()})
+		} else {
+			sent, ok := waitSent(drainEnd)
+			drainTarget = func() uint64 { return sent * uint64(e.countedSubscribers()) }
+			if !ok {
+				drainTarget = func() uint64 { return math.MaxUint64 } // unknown: drain to the cap
 			}
 		}
+	}
+	// ... and, at QoS 1, for the PUBACKs of everything sent (the last ones may follow the deliveries).
+	for (e.delivered() < drainTarget() || e.unacked() > 0) && time.Now().Before(drainEnd) {
+		time.Sleep(20 * time.Millisecond)
 	}
 	drainSeconds := (nowMs() - drainStart) / 1000
 	var lat []float64
@@ -565,6 +579,44 @@ func (e *engine) measure(latency bool, extra func() map[string]any) map[string]a
 	}
 	e.close()
 	return result
+}
+
+// waitTimeout waits for wg until deadline (a pump blocked in a write must not hold up the drain).
+func waitTimeout(wg *sync.WaitGroup, deadline time.Time) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Until(deadline)):
+	}
+}
+
+// waitSent waits (until deadline) for the line "sent N" on stdin: what part 0's publisher sent.
+func waitSent(deadline time.Time) (uint64, bool) {
+	for {
+		select {
+		case line, ok := <-stdinLines():
+			if !ok {
+				return 0, false
+			}
+			var n uint64
+			if _, err := fmt.Sscanf(line, "sent %d", &n); err == nil {
+				return n, true
+			}
+		case <-time.After(time.Until(deadline)):
+			return 0, false
+		}
+	}
+}
+
+// unacked is what QoS 1 publishers sent without a PUBACK yet.
+func (e *engine) unacked() (n uint64) {
+	for _, p := range e.publishers {
+		if p.qos > 0 {
+			n += p.sent.Load() - p.acked.Load()
+		}
+	}
+	return
 }
 
 func (e *engine) countedSubscribers() int {
