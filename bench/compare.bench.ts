@@ -19,7 +19,9 @@
  * and result fields. frozen and the WebSocket scenarios always run on the Node generator.
  * A row is flagged "generator-limited: ratio not valid" (table, ratio rows, notes, JSON) when the
  * generator (all its processes together, or any one) was at >= 90% of its core while the broker
- * was under 90% of its own: the broker was not driven to its limit.
+ * was under 90% of its own (cpu), or when the broker was under 90% and the generator spent at least
+ * 90% of the broker's CPU per operation (cost: on equal cores the generator would be the limit;
+ * see bench/generators.ts generatorLimit): the broker was not driven to its limit.
  * Everything is on 127.0.0.1 with free ports. Prints one table per scenario with absolute numbers
  * and the gateway/aedes and gateway/mosquitto ratios, and writes bench/results/compare.json.
  *
