@@ -10,9 +10,13 @@ cd "$(dirname "$0")/.."
 missing=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
 command -v patch >/dev/null 2>&1 || missing="$missing patch"
+# The Go load generator (bench/loadgen-go), built below.
+command -v go >/dev/null 2>&1 || missing="$missing golang-go"
 [ -z "$missing" ] || apt_install $missing
 ensure_node_modules
 build
+# bench/compare drives the brokers with it (--loadgen=go, the default); an incremental build.
+sh scripts/loadgen.sh >/dev/null
 # Flags (--x=y) are passed to the benches; the other arguments name them.
 names=""
 flags=""
