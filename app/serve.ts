@@ -3,9 +3,17 @@ import type { LoadedConfig } from '../src/config/load.js'
 import { Gateway } from '../src/gateway.js'
 import { createLogger } from '../src/log.js'
 
+export interface ServeOptions {
+  /** Fields on every log line (a worker's `worker` index). */
+  logBindings?: Record<string, unknown>
+  /** Called once the gateway is listening (a worker tells its primary). */
+  onStarted?: (gateway: Gateway) => void
+}
+
 /** Runs the gateway until a signal stops it; resolves -1 while it runs, 1 if it failed to start. */
-export async function serve (loaded: LoadedConfig): Promise<number> {
-  const log = createLogger(loaded.config.log.level, undefined, loaded.config.log.format)
+export async function serve (loaded: LoadedConfig, opts: ServeOptions = {}): Promise<number> {
+  const root = createLogger(loaded.config.log.level, undefined, loaded.config.log.format)
+  const log = opts.logBindings ? root.child(opts.logBindings) : root
   process.on('uncaughtException', (err) => {
     log.fatal({ err: err.stack ?? err.message }, 'uncaught exception; exiting')
     process.exit(1)
@@ -24,6 +32,7 @@ export async function serve (loaded: LoadedConfig): Promise<number> {
     log.fatal({ err: (err as Error).message }, 'gateway failed to start')
     return 1
   }
+  opts.onStarted?.(gateway)
 
   const shutdown = (signal: string): void => {
     log.info({ signal }, 'shutdown requested')

@@ -46,7 +46,7 @@ export const FD_LIMIT: number = (() => {
 })()
 
 /** Spawns `cmd args` through sh with the fd limit raised and pinned to `core`; the pid is the command's (exec). */
-function spawnPinned (core: number, cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess {
+export function spawnPinned (core: number, cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess {
   const child = spawn('sh', ['-c', `ulimit -n ${FD_LIMIT} && exec taskset -c ${core} "$@"`, 'sh', cmd, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] })
   live.add(child)
   child.once('exit', () => live.delete(child))

@@ -7,10 +7,21 @@
  *   node dist/bench/compare.bench.js idle --brokers=gateway,mosquitto
  *   node dist/bench/compare.bench.js --rounds=3                each broker run 3 times (interleaved), median reported
  *   node dist/bench/compare.bench.js --retries=0               keep runs disturbed by other processes (default: retry twice)
+ *   node dist/bench/compare.bench.js --loadgen=node            the Node load generator instead of the Go one (default go)
+ *   node dist/bench/compare.bench.js --generators=2            the Go generator as 2 processes sharing each job
  *
  * Each broker is a separate process pinned to core 1 (taskset), started fresh for every scenario
- * run; the load generator (bench/loadgen-scenarios.ts: raw MQTT over net sockets, pre-encoded
- * PUBLISH batches, closed-loop windows) is a separate process pinned to core 0, as is this process.
+ * run; the load generator is a separate process (or several) pinned to core 0, as is this process:
+ * by default the Go generator (bench/loadgen-go, modes compare-fanin, compare-qos1, compare-fanout,
+ * compare-connect, built by scripts/loadgen.sh; bench/generators.ts runs and merges it), which
+ * costs a fraction of the Node one (bench/loadgen-scenarios.ts: raw MQTT over net sockets,
+ * pre-encoded PUBLISH batches, closed-loop windows) per message; both have the same job semantics
+ * and result fields. frozen and the WebSocket scenarios always run on the Node generator.
+ * A row is flagged "generator-limited: ratio not valid" (table, ratio rows, notes, JSON) when the
+ * generator (all its processes together, or any one) was at >= 90% of its core while the broker
+ * was under 90% of its own (cpu), or when the broker was under 90% and the generator spent at least
+ * 90% of the broker's CPU per operation (cost: on equal cores the generator would be the limit;
+ * see bench/generators.ts generatorLimit): the broker was not driven to its limit.
  * Everything is on 127.0.0.1 with free ports. Prints one table per scenario with absolute numbers
  * and the gateway/aedes and gateway/mosquitto ratios, and writes bench/results/compare.json.
  *
@@ -46,7 +57,8 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
-import { BROKERS, BROKER_CORE, FD_LIMIT, MOSQUITTO, coreSeconds, cpuSeconds, cpusAllowed, fdLimitOf, mosquittoConfig, pinSelf, rssKiB, runLoadgen, startBroker, type BrokerName, type LoadgenRun, type RunningBroker } from './brokers.js'
+import { BROKERS, BROKER_CORE, FD_LIMIT, MOSQUITTO, coreSeconds, cpuSeconds, cpusAllowed, fdLimitOf, mosquittoConfig, pinSelf, rssKiB, startBroker, type BrokerName, type LoadgenRun, type RunningBroker } from './brokers.js'
+import { COST_LIMIT, GO_MODES, generatorLimit, runGenerators, type LimitedBy, type GeneratorChoice, type GeneratorFacts } from './generators.js'
 import { wsScenarios, type WsPeer, type WsScenario } from './compare-ws.js'
 import type { FaninJob, FanoutJob, FrozenJob, IdleJob, Qos1Job } from './loadgen-scenarios.js'
 
@@ -59,9 +71,22 @@ interface FlowResult {
   frozenClosedByBrokerAfterMs?: number | null, setupSeconds?: number
   wireBytesPerDelivery?: number, framesPerDelivery?: number | null
 }
+/**
+ * CPU microseconds per operation (delivery; connect in idle) of the broker and of the load
+ * generator. Unlike CPU %, barely moved by other processes taking the cores: where the
+ * generator's cost is well under the broker's, the generator can drive the broker to its limit
+ * on an equal core.
+ */
+interface CpuPerOp { broker: number, loadgen: number }
+const cpuPerOp = (brokerCpuPercent: number, loadgenCpuPercent: number, opsPerSecond: number): CpuPerOp =>
+  ({ broker: brokerCpuPercent / 100 / opsPerSecond * 1e6, loadgen: loadgenCpuPercent / 100 / opsPerSecond * 1e6 })
+
+/** The load generator of this run (--loadgen, --generators). */
+let generator: GeneratorChoice = { kind: 'go', processes: 1 }
+
 interface IdleResult { connected: number, failed: number, errors: Record<string, number>, seconds: number, connectsPerSecond: number, connectP50ms: number, connectP99ms: number, loadgenCpuPercent: number, stillOpenAtRelease: number }
 /** A flow run with what was measured around it. */
-type FlowRun = FlowResult & { brokerCpuPercent: number, otherCpuBrokerCore: number, otherCpuLoadgenCore: number, stealPercent: number, brokerCpus: string, brokerFdLimit: string }
+type FlowRun = FlowResult & GeneratorFacts & { generatorLimited: boolean, generatorLimitedBy: LimitedBy, cpuMicrosPerOp: CpuPerOp, brokerCpuPercent: number, otherCpuBrokerCore: number, otherCpuLoadgenCore: number, stealPercent: number, brokerCpus: string, brokerFdLimit: string }
 /** One broker's run of a scenario: its table row, raw data and notes; `primary` picks the median round. */
 interface Measured { row: Row, raw: unknown, notes: string[], primary: number, disturbed: boolean }
 interface Scenario { title: string, ratioColumns: string[], runOnce: (name: BrokerName) => Promise<Measured> }
@@ -84,8 +109,11 @@ const DISTURBED = 10
 const missing = (r: FlowResult): string | number => r.drainComplete ? r.missing : `${r.lost} (drain cut, ${r.missing} pending)`
 
 /** Notes when the load generator is near saturation or other processes took CPU during the window. */
-function checks (name: string, r: { loadgenCpuPercent: number, otherCpuBrokerCore?: number, otherCpuLoadgenCore?: number }, what = ''): string[] {
+function checks (name: string, r: { loadgenCpuPercent: number, otherCpuBrokerCore?: number, otherCpuLoadgenCore?: number, generatorLimitedBy?: LimitedBy, brokerCpuPercent?: number }, what = ''): string[] {
   const notes: string[] = []
+  const cpu = `load generator at ${r.loadgenCpuPercent.toFixed(0)}% of its core, broker at ${(r.brokerCpuPercent ?? NaN).toFixed(0)}% of its own`
+  if (r.generatorLimitedBy === 'cpu') notes.push(`${name}${what}: generator-limited: ratio not valid (${cpu})`)
+  if (r.generatorLimitedBy === 'cost') notes.push(`${name}${what}: generator-limited (cost): ratio not valid (${cpu}: the generator spent at least ${COST_LIMIT * 100}% of the broker's CPU on the same operations, so on equal cores it would be the limit)`)
   if (r.loadgenCpuPercent >= SATURATED) notes.push(`${name}${what}: load generator at ${r.loadgenCpuPercent.toFixed(0)}% of its core: the number may be bounded by the generator`)
   if ((r.otherCpuBrokerCore ?? 0) >= DISTURBED) notes.push(`${name}${what}: other processes used ${r.otherCpuBrokerCore!.toFixed(0)}% of the broker's core during the window: the number is disturbed`)
   if ((r.otherCpuLoadgenCore ?? 0) >= DISTURBED && (r.otherCpuLoadgenCore ?? 0) + r.loadgenCpuPercent >= 90) notes.push(`${name}${what}: other processes used ${r.otherCpuLoadgenCore!.toFixed(0)}% of the load generator's core, which was saturated: the generator may have been slowed`)
@@ -138,13 +166,16 @@ async function withBroker<T> (name: BrokerName, body: (b: RunningBroker) => Prom
 
 async function flowRun<J extends { timeLimitMs: number }> (name: BrokerName, job: (port: number, broker: RunningBroker) => J): Promise<FlowRun> {
   return withBroker(name, async (broker) => {
-    const run: LoadgenRun<FlowResult> = await runLoadgen<FlowResult>(job(broker.port, broker), broker)
+    const run: LoadgenRun<FlowResult & GeneratorFacts> = await runGenerators<FlowResult>(job(broker.port, broker) as J & { scenario: string }, broker, generator)
     const w = run.windowSeconds
     const c = run.cores
     const loadgenSeconds = run.result.loadgenCpuPercent / 100 * run.result.seconds
+    const brokerCpuPercent = pct(run.brokerCpuSeconds, w)
     return {
       ...run.result,
-      brokerCpuPercent: pct(run.brokerCpuSeconds, w),
+      ...limited(generatorLimit({ ...run.result, brokerCpuPercent })),
+      cpuMicrosPerOp: cpuPerOp(brokerCpuPercent, run.result.loadgenCpuPercent, run.result.deliveredPerSecond),
+      brokerCpuPercent,
       otherCpuBrokerCore: c === undefined || run.brokerCpuSeconds === undefined ? NaN : pct(c.brokerCoreBusy - run.brokerCpuSeconds, w),
       otherCpuLoadgenCore: c === undefined ? NaN : pct(c.loadgenCoreBusy - loadgenSeconds - c.orchestrator, w),
       stealPercent: pct(c?.steal, w)
@@ -153,7 +184,17 @@ async function flowRun<J extends { timeLimitMs: number }> (name: BrokerName, job
 }
 
 /** Columns every flow row ends with. */
-const diag = (r: FlowRun): Row => ({ 'broker CPU %': r.brokerCpuPercent, 'loadgen CPU %': r.loadgenCpuPercent, 'other CPU % b/l': `${r.otherCpuBrokerCore.toFixed(0)}/${r.otherCpuLoadgenCore.toFixed(0)}` })
+const diag = (r: FlowRun): Row => ({ 'broker CPU %': r.brokerCpuPercent, 'loadgen CPU %': r.loadgenCpuPercent, 'other CPU % b/l': `${r.otherCpuBrokerCore.toFixed(0)}/${r.otherCpuLoadgenCore.toFixed(0)}`, ...genColumns(r) })
+
+/** Which generator ran the row, and the flag that voids its ratios. */
+/** The JSON fields of the flag: generatorLimited (either rule) and which rule. */
+const limited = (by: LimitedBy): { generatorLimited: boolean, generatorLimitedBy: LimitedBy } => ({ generatorLimited: by !== null, generatorLimitedBy: by })
+
+const genColumns = (r: GeneratorFacts & { generatorLimitedBy: LimitedBy, cpuMicrosPerOp: CpuPerOp }): Row => ({
+  'CPU µs/op b/l': `${r.cpuMicrosPerOp.broker.toFixed(2)}/${r.cpuMicrosPerOp.loadgen.toFixed(2)}`,
+  loadgen: r.generators > 1 ? `${r.loadgen} x${r.generators}` : r.loadgen,
+  'generator-limited': r.generatorLimitedBy === null ? 'no' : `YES (${r.generatorLimitedBy}): ratio not valid`
+})
 
 // The flow jobs, shared with their WebSocket variants (bench/compare-ws.ts).
 const faninJob = (port: number): FaninJob => ({ scenario: 'fanin', port, publishers: 10, window: 2000, batch: 100, ...FLOW })
@@ -197,19 +238,22 @@ const scenarios: Record<string, Scenario> = {
         const cpuBefore = cpuSeconds(broker.pid)
         const coreBefore = coreSeconds(BROKER_CORE).busy
         const job: IdleJob = { scenario: 'idle', port: broker.port, clients: 10000, concurrency: 100, keepalive: 60, holdMs: 30000, timeLimitMs: 120000 }
-        const run = await runLoadgen<IdleResult>(job, broker, async () => {
+        const run = await runGenerators<IdleResult>(job, broker, generator, async () => {
           const cpuConnect = cpuSeconds(broker.pid) - cpuBefore
           const otherConnect = coreSeconds(BROKER_CORE).busy - coreBefore - cpuConnect
           await sleep(1000) // let the broker settle with every connection open
           return { rssAfter: rssKiB(broker.pid), cpuConnect, otherConnect }
         })
         const rssAfter = run.atConnected?.rssAfter ?? NaN
+        const brokerCpuPercent = pct(run.atConnected?.cpuConnect, run.result.seconds)
         return {
           ...run.result,
           rssBeforeKiB: rssBefore,
           rssAfterKiB: rssAfter,
           rssPerConnKiB: (rssAfter - rssBefore) / run.result.connected,
-          brokerCpuPercent: pct(run.atConnected?.cpuConnect, run.result.seconds),
+          ...limited(generatorLimit({ ...run.result, brokerCpuPercent })),
+          cpuMicrosPerOp: cpuPerOp(brokerCpuPercent, run.result.loadgenCpuPercent, run.result.connectsPerSecond),
+          brokerCpuPercent,
           otherCpuBrokerCore: pct(run.atConnected?.otherConnect, run.result.seconds)
         }
       })
@@ -221,7 +265,7 @@ const scenarios: Record<string, Scenario> = {
         notes,
         primary: r.connectsPerSecond,
         disturbed: disturbed(r),
-        row: { broker: name, connected: r.connected, failed: r.failed, 'connects/s': r.connectsPerSecond, 'connect p99 ms': r.connectP99ms, 'RSS before MiB': r.rssBeforeKiB / 1024, 'RSS after MiB': r.rssAfterKiB / 1024, 'RSS KiB/conn': r.rssPerConnKiB, 'broker CPU %': r.brokerCpuPercent, 'loadgen CPU %': r.loadgenCpuPercent, 'other CPU % b': r.otherCpuBrokerCore }
+        row: { broker: name, connected: r.connected, failed: r.failed, 'connects/s': r.connectsPerSecond, 'connect p99 ms': r.connectP99ms, 'RSS before MiB': r.rssBeforeKiB / 1024, 'RSS after MiB': r.rssAfterKiB / 1024, 'RSS KiB/conn': r.rssPerConnKiB, 'broker CPU %': r.brokerCpuPercent, 'loadgen CPU %': r.loadgenCpuPercent, 'other CPU % b': r.otherCpuBrokerCore, ...genColumns(r) }
       }
     }
   },
@@ -282,6 +326,9 @@ function addRatios (rows: Row[], columns: string[], pairs: ReadonlyArray<readonl
       const b = p[c]
       if (typeof a === 'number' && typeof b === 'number' && b !== 0) row[c] = a / b
     }
+    // A ratio against a row whose broker was not driven to its limit measures the generator.
+    const limited = [gw, p].filter((r) => String(r['generator-limited'] ?? '').startsWith('YES')).map((r) => r.broker)
+    if (limited.length > 0) row['generator-limited'] = `ratio not valid (${limited.join(', ')})`
     out.push(row)
   }
   return out
@@ -318,6 +365,13 @@ async function main (): Promise<void> {
   const roundsArg = args.find((a) => a.startsWith('--rounds='))
   const rounds = roundsArg === undefined ? 1 : Number(roundsArg.slice('--rounds='.length))
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 9) throw new Error('--rounds=N takes 1..9')
+  const loadgenArg = args.find((a) => a.startsWith('--loadgen='))?.slice('--loadgen='.length) ?? 'go'
+  if (loadgenArg !== 'go' && loadgenArg !== 'node') throw new Error('--loadgen= takes go or node')
+  const generatorsArg = args.find((a) => a.startsWith('--generators='))
+  const processes = generatorsArg === undefined ? 1 : Number(generatorsArg.slice('--generators='.length))
+  if (!Number.isInteger(processes) || processes < 1 || processes > 8) throw new Error('--generators=N takes 1..8')
+  if (loadgenArg === 'node' && processes > 1) throw new Error('--generators=N needs --loadgen=go (the Node generator runs as one process)')
+  generator = { kind: loadgenArg, processes }
   const chosen = args.filter((a) => !a.startsWith('--'))
   for (const s of chosen) if (allScenarios[s] === undefined) throw new Error(`unknown scenario ${s}; known: ${Object.keys(allScenarios).join(', ')}`)
   const names = chosen.length > 0 ? chosen : Object.keys(allScenarios)
@@ -336,14 +390,17 @@ async function main (): Promise<void> {
     rounds,
     retriesWhenDisturbed: retries,
     retryBudgetSeconds: RETRY_BUDGET_MS / 1000,
-    loadgen: 'bench/loadgen-scenarios.ts: raw MQTT framing over net sockets (onread into a shared buffer), pre-encoded PUBLISH templates written in batches, closed-loop windows',
+    loadgen: generator.kind === 'go'
+      ? `bench/loadgen-go (${Object.entries(GO_MODES).map(([s, m]) => `${s}: ${m}`).join(', ')}), ${generator.processes} process(es) on the load generator core; frozen and the WebSocket scenarios on bench/loadgen-scenarios.ts (Node)`
+      : 'bench/loadgen-scenarios.ts: raw MQTT framing over net sockets (onread into a shared buffer), pre-encoded PUBLISH templates written in batches, closed-loop windows',
+    generators: generator.processes,
     // What was measured: the build in dist/ comes from this tree (the gateway changes while others work on it).
     gitHead: version('git', ['rev-parse', 'HEAD']),
     gitDirty: spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l !== ''),
     gatewayConfig: readFileSync('config/gateway.yaml', 'utf8'),
     mosquittoConfig: mosquittoConfig(0).replace('listener 0', 'listener PORT')
   }
-  process.stdout.write(`compare: ${names.join(', ')} on ${brokers.join(', ')}${rounds > 1 ? ` (${rounds} rounds, median)` : ''} (broker on core 1, load generator on core 0, fd limit ${FD_LIMIT}; ${env.mosquitto}; aedes ${env.aedes}; node ${env.node}; gateway at ${env.gitHead.slice(0, 7)}${env.gitDirty.length > 0 ? ` + ${env.gitDirty.length} modified files` : ''})\n`)
+  process.stdout.write(`compare: ${names.join(', ')} on ${brokers.join(', ')}${rounds > 1 ? ` (${rounds} rounds, median)` : ''} (broker on core 1, load generator on core 0, fd limit ${FD_LIMIT}; load generator ${generator.kind}${generator.processes > 1 ? ` x${generator.processes}` : ''}; ${env.mosquitto}; aedes ${env.aedes}; node ${env.node}; gateway at ${env.gitHead.slice(0, 7)}${env.gitDirty.length > 0 ? ` + ${env.gitDirty.length} modified files` : ''})\n`)
   const results: Record<string, unknown> = {}
   const save = (): void => {
     mkdirSync('bench/results', { recursive: true })
@@ -407,6 +464,8 @@ async function main (): Promise<void> {
   }
   process.stdout.write('\nratios: gateway value / peer value (throughput: >1 gateway faster; latency and RSS: >1 gateway higher).\n' +
     '"other CPU % b/l": CPU used by other processes on the broker / load generator core during the window (from /proc/stat).\n' +
+    '"CPU µs/op b/l": CPU microseconds of the broker / load generator per delivery (idle: per connect); robust to other processes on the cores.\n' +
+    '"generator-limited": (cpu) the load generator was at >= 90% of its core while the broker was under 90% of its own, or (cost) it spent >= 90% of the broker\'s CPU per operation (on equal cores it would be the limit): the broker was not at its limit.\n' +
     `Total ${((Date.now() - started) / 1000).toFixed(0)} s; results in bench/results/compare.json\n`)
 }
 

@@ -66,6 +66,9 @@ case " $* " in *go-interop*)
   (cd test/interop/go && GOMODCACHE="$root/.cache/go/mod" GOCACHE="$root/.cache/go/build" GOFLAGS=-mod=mod \
     GOTOOLCHAIN="${GOTOOLCHAIN:-local}" go build -o "$root/.cache/go/bin/mqgw-interop" .) ;;
 esac
+# The Go load generator of the benchmarks (scripts/loadgen.sh), for test/bench/loadgen-idle.test.ts
+# and test/bench/loadgen-go.test.ts.
+case " $* " in *loadgen*) echo "setup: Go load generator" >&2; sh scripts/loadgen.sh >/dev/null ;; esac
 
 # One file at a time: tests start servers and measure deliveries; 2 cores are not enough
 # for parallel files to stay out of each other's way.

@@ -107,6 +107,8 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
   let consumer: Consumer<Buffer, Buffer, Buffer, Buffer> | undefined
   let restartTimer: NodeJS.Timeout | undefined
   let stream: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined
+  /** The consumer's commit in flight, if any: close() lets it land before leaving the group. */
+  let pendingCommits: () => Promise<void> | undefined = () => undefined
   return {
     produce: (topic, record) => {
       // One send in flight per topic, later records batched behind it: a client's order is kept.
@@ -164,6 +166,25 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
             const lag = await c.getLag({ topics })
             for (const [topic, parts] of lag) parts.forEach((v, partition) => { if (v >= 0n) onLag(topic, partition, Number(v)) })
           }
+          // Offsets are committed only after their records were delivered (at least once), but
+          // off the delivery path: the next batch is not held back for an OffsetCommit round
+          // trip. One commit is in flight; the newest delivered record of each partition waits
+          // behind it and replaces any older one, so commits stay in order and never go back.
+          const toCommit = new Map<string, Msg>()
+          let committing: Promise<void> | undefined
+          const commitDelivered = (): void => {
+            if (committing || toCommit.size === 0) return
+            const records = [...toCommit.values()]
+            toCommit.clear()
+            committing = Promise.all(records.map((m) => m.commit())).then(() => {
+              committing = undefined
+              commitDelivered()
+            }, (err: Error) => {
+              committing = undefined
+              restart(c, err.message)
+            })
+          }
+          pendingCommits = () => committing
           let batch: Msg[] = []
           let flushing = false
           const flush = async (): Promise<void> => {
@@ -174,11 +195,9 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
                 const records = batch
                 batch = []
                 await deliver(records.map(toConsumed))
-                // Committed only after delivery: at least once. The last record of each partition commits it.
-                const last = new Map<string, Msg>()
-                for (const m of records) last.set(`${m.topic}:${m.partition}`, m)
-                await Promise.all([...last.values()].map((m) => m.commit()))
-                await reportLag().catch(() => {})
+                for (const m of records) toCommit.set(`${m.topic}:${m.partition}`, m)
+                commitDelivered()
+                reportLag().catch(() => {})
               }
             } catch (err) {
               restart(c, (err as Error).message)
@@ -207,6 +226,8 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
       if (probing) clearTimeout(probing)
       if (restartTimer) clearTimeout(restartTimer)
       await stream?.close().catch(() => {})
+      // The stream is closed, so no delivery adds offsets: this ends after at most two commits.
+      for (let p = pendingCommits(); p; p = pendingCommits()) await p
       if (consumer) await closeConsumer(consumer)
       await producer.close().catch(() => {})
     }

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path'
 import { LineCounter, isMap, isScalar, parseDocument, type Document, type Node as YamlNode } from 'yaml'
 import { z } from 'zod'
 import type { GatewayPlugin } from '../plugin.js'
-import { coreConfigShape, type EnvOverride, type GatewayConfig } from './schema.js'
+import { coreConfigShape, coreProblems, type EnvOverride, type GatewayConfig } from './schema.js'
 import { formatZodIssues } from './zod-issues.js'
 
 export type { EnvOverride, GatewayConfig } from './schema.js'
@@ -34,7 +34,8 @@ export const CORE_ENV_OVERRIDES: readonly EnvOverride[] = [
   { env: 'MQGW_ADMIN_API_TOKEN', path: ['listeners', 'admin', 'apiToken'], parse: 'string' },
   { env: 'MQGW_PERSISTENCE_TYPE', path: ['persistence', 'type'], parse: 'string' },
   { env: 'MQGW_REDIS_URL', path: ['persistence', 'redis', 'url'], parse: 'string' },
-  { env: 'MQGW_MAX_UNAUTHENTICATED_PER_ADDRESS', path: ['limits', 'maxUnauthenticatedPerAddress'], parse: 'integer' }
+  { env: 'MQGW_MAX_UNAUTHENTICATED_PER_ADDRESS', path: ['limits', 'maxUnauthenticatedPerAddress'], parse: 'integer' },
+  { env: 'MQGW_WORKERS', path: ['workers', 'count'], parse: 'integer' }
 ]
 
 /** The full schema: core sections plus one optional section per registered plugin. */
@@ -140,7 +141,7 @@ export function parseConfig (text: string, opts: { plugins: readonly GatewayPlug
 
   const result = buildConfigSchema(opts.plugins).safeParse(raw)
   if (result.success) {
-    const problems = crossSectionProblems(result.data, opts.plugins)
+    const problems = [...coreProblems(result.data), ...crossSectionProblems(result.data, opts.plugins)]
     if (problems.length === 0) return result.data
     throw new ConfigError(`${source}: invalid configuration`, problems)
   }

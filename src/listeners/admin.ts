@@ -1,12 +1,14 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { Registry } from 'prom-client'
 import { API_PREFIX, type AdminRouter } from '../admin/router.js'
 import type { Logger } from '../log.js'
 import type { Readiness } from '../readiness.js'
 import { closeServer, listen } from './listeners.js'
 
-export async function openAdminListener (opts: { host: string, port: number, registry: Registry, readiness: Readiness, log: Logger, api?: AdminRouter }): Promise<{ port: number, close: () => Promise<void> }> {
+/** What /metrics needs: a prom-client Registry, or anything that renders one (the workers' primary aggregates its workers'). */
+export interface MetricsSource { metrics: () => Promise<string>, contentType: string }
+
+export async function openAdminListener (opts: { host: string, port: number, registry: MetricsSource, readiness: Readiness, log: Logger, api?: AdminRouter }): Promise<{ port: number, close: () => Promise<void> }> {
   const server: Server = createServer((req, res) => {
     const [path = '/', search = ''] = (req.url ?? '/').split('?', 2)
     // The REST API (src/admin/): its own methods, bearer token, 404 while no token is configured.

@@ -46,6 +46,19 @@ describe('configuration', () => {
     assert.equal(config.log.level, 'info')
     assert.equal(config.log.format, 'auto')
     assert.match(config.node.id, /^[A-Za-z0-9._-]+$/)
+    assert.deepEqual(config.workers, { count: 1, scheduling: 'round-robin', maxStartFailures: 5, restartDelayMs: 100, restartMaxDelayMs: 10000 })
+  })
+
+  it('workers.count > 1 needs Redis persistence and a fixed admin port (rules across core sections)', () => {
+    assert.match(problemsOf(() => parseConfig('workers: { count: 3 }', { plugins: [], env: {} })), /workers\.count: 3 worker processes need persistence\.type: redis/)
+    assert.match(problemsOf(() => parseConfig('', { plugins: [], env: { MQGW_WORKERS: '2' } })), /workers\.count: 2 worker processes need persistence\.type: redis/)
+    const redis = 'persistence: { type: redis }\n'
+    assert.equal(parseConfig(`${redis}workers: { count: 2 }`, { plugins: [], env: {} }).workers.count, 2)
+    assert.match(problemsOf(() => parseConfig(`${redis}workers: { count: 2 }\nlisteners: { admin: { port: 0 } }`, { plugins: [], env: {} })), /listeners\.admin\.port: with workers\.count 2/)
+    assert.match(problemsOf(() => parseConfig(`${redis}workers: { count: 2 }\nlisteners: { admin: { port: 65534 } }`, { plugins: [], env: {} })), /at most 65533/)
+    // Without the admin listener its port does not matter.
+    assert.equal(parseConfig(`${redis}workers: { count: 2 }\nlisteners: { admin: { enabled: false, port: 0 } }`, { plugins: [], env: {} }).workers.count, 2)
+    assert.match(problemsOf(() => parseConfig('workers: { count: 0 }', { plugins: [], env: {} })), /workers\.count/)
   })
 
   it('the shipped config/gateway.yaml is valid: the core defaults plus the flow and sys plugins with their defaults', async () => {
