@@ -100,14 +100,6 @@ type idleGen struct {
 
 func (g *idleGen) now() int64 { return int64(time.Since(g.epoch)) }
 
-func encode(p packets.ControlPacket) []byte {
-	var b bytes.Buffer
-	if err := p.Write(&b); err != nil {
-		panic(err)
-	}
-	return b.Bytes()
-}
-
 func parseAddrs(list string, defPort int) ([]syscall.SockaddrInet4, error) {
 	var out []syscall.SockaddrInet4
 	for _, item := range strings.Split(list, ",") {
