@@ -293,6 +293,8 @@ class Engine {
   publishing = false
   publishingSince = 0
   windowResets = 0
+  /** What each window reset saw (bounded): where the stalled publisher's messages were. */
+  readonly stallDetails: object[] = []
   #pumpScheduled = false
   #pubacks = new Map<Subscriber, number[]>()
   #pubackScheduled = false
@@ -393,6 +395,10 @@ class Engine {
       if (received !== p.lastReceived) { p.lastReceived = received; p.lastProgress = now; continue }
       const seen = p.seenMin()
       if (this.publishing && now - p.lastProgress > stallMs && p.sent - seen >= this.window) {
+        if (this.stallDetails.length < 50) {
+          const s = p.conn.socket
+          this.stallDetails.push({ publisher: p.index, atMs: Math.round(now - this.publishingSince), sent: p.sent, seen, writableLength: s.writableLength, bytesWritten: s.bytesWritten, delivered: this.delivered })
+        }
         p.floor = p.sent
         p.lastProgress = now
         this.windowResets++
@@ -512,6 +518,7 @@ async function measure (engine: Engine, job: Flow, latency: boolean, extra: () =
     drainComplete: engine.delivered >= engine.expected(),
     drainSeconds,
     windowResets: engine.windowResets,
+    stallDetails: engine.stallDetails,
     loadgenCpuPercent: (cpu.user + cpu.system) / 1000 / (seconds * 1000) * 100,
     timelinePerSecond: timeline,
     transport: engine.ws === undefined ? 'tcp' : 'ws',
