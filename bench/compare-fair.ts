@@ -21,6 +21,7 @@ export interface FairFlowRun {
   offeredPerSecond?: number
   latencyMs?: { p50: number, p99: number, max: number }
   maxDeliveryGapMs?: number
+  maxPauseMs?: number
   deliveryGapsOver1s?: number
   windowResets: number
   loadgenCpuPercent: number

@@ -61,6 +61,8 @@ interface FlowResult {
   latencyMs?: { samples: number, p50: number, p99: number, max: number, mean: number }
   /** Longest time in the window a publisher went without a delivery at a counted subscriber. */
   maxDeliveryGapMs?: number, deliveryGapsOver1s?: number, offeredPerSecond?: number
+  /** Longest time in the window without any delivery (a pause of the whole broker or machine). */
+  maxPauseMs?: number
   frozenClosedByBrokerAfterMs?: number | null, setupSeconds?: number
   wireBytesPerDelivery?: number, framesPerDelivery?: number | null
 }
@@ -158,7 +160,7 @@ async function flowRun<J extends { timeLimitMs: number }> (name: BrokerName, job
 }
 
 /** Columns every flow row ends with. */
-const diag = (r: FlowRun): Row => ({ 'max gap ms': r.maxDeliveryGapMs ?? NaN, 'broker CPU %': r.brokerCpuPercent, 'loadgen CPU %': r.loadgenCpuPercent, 'other CPU % b/l': `${r.otherCpuBrokerCore.toFixed(0)}/${r.otherCpuLoadgenCore.toFixed(0)}` })
+const diag = (r: FlowRun): Row => ({ 'max gap ms': r.maxDeliveryGapMs ?? NaN, 'max pause ms': r.maxPauseMs ?? NaN, 'broker CPU %': r.brokerCpuPercent, 'loadgen CPU %': r.loadgenCpuPercent, 'other CPU % b/l': `${r.otherCpuBrokerCore.toFixed(0)}/${r.otherCpuLoadgenCore.toFixed(0)}` })
 
 // The flow jobs, shared with their WebSocket variants (bench/compare-ws.ts).
 const faninJob = (port: number): FaninJob => ({ scenario: 'fanin', port, publishers: 10, window: 2000, batch: 100, ...FLOW })
@@ -256,6 +258,7 @@ const scenarios: Record<string, Scenario> = {
           'stalled s': stalled,
           '1 s stalls': frozen.windowResets,
           'max gap ms': frozen.maxDeliveryGapMs ?? NaN,
+          'max pause ms': frozen.maxPauseMs ?? NaN,
           'first stall at s': firstStall < 0 ? '-' : String(firstStall + 2), // +1 warm-up second, +1 end of the bucket
           'frozen closed at s': closed === null || closed === undefined ? 'open' : (closed / 1000).toFixed(1),
           'p99 ms, none': none.latencyMs?.p99 ?? NaN,

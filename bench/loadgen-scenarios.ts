@@ -326,6 +326,12 @@ class Engine {
   /** Longest time, over the window, that a publisher went without a delivery at a counted subscriber, and gaps of >= 1 s. */
   maxDeliveryGapMs = 0
   deliveryGapsOver1s = 0
+  /**
+   * Longest time in the window without any delivery at all: when it is close to maxDeliveryGapMs
+   * the broker (or the machine) paused as a whole; much shorter, one publisher was starved while others were served.
+   */
+  maxPauseMs = 0
+  lastAnyDeliveryAt = 0
   /** Paced mode: messages per second per publisher (0: closed-loop). */
   ratePerPublisher = 0
 
@@ -334,6 +340,8 @@ class Engine {
     if (!this.recordGaps) return
     const now = performance.now()
     if (this.recordLatency) this.latencies.push(now - buf.readDoubleLE(tsOffset))
+    if (now - this.lastAnyDeliveryAt > this.maxPauseMs) this.maxPauseMs = now - this.lastAnyDeliveryAt
+    this.lastAnyDeliveryAt = now
     if (pub < this.lastDeliveryAt.length) {
       this.#gap(now - this.lastDeliveryAt[pub]!)
       this.lastDeliveryAt[pub] = now
@@ -349,6 +357,7 @@ class Engine {
   recordGaps = false
   startGaps (): void {
     this.lastDeliveryAt = new Float64Array(this.publishers.length).fill(performance.now())
+    this.lastAnyDeliveryAt = performance.now()
     this.recordGaps = true
   }
 
@@ -357,6 +366,7 @@ class Engine {
     this.recordGaps = false
     const now = performance.now()
     for (const at of this.lastDeliveryAt) this.#gap(now - at)
+    if (now - this.lastAnyDeliveryAt > this.maxPauseMs) this.maxPauseMs = now - this.lastAnyDeliveryAt
   }
 
   queuePuback (sub: Subscriber, hi: number, lo: number): void {
@@ -566,6 +576,7 @@ async function measure (engine: Engine, job: Flow, latency: boolean, extra: () =
     windowResets: engine.windowResets,
     maxDeliveryGapMs: engine.maxDeliveryGapMs,
     deliveryGapsOver1s: engine.deliveryGapsOver1s,
+    maxPauseMs: engine.maxPauseMs,
     offeredPerSecond: engine.ratePerPublisher * engine.publishers.length,
     stallDetails: engine.stallDetails,
     loadgenCpuPercent: (cpu.user + cpu.system) / 1000 / (seconds * 1000) * 100,
