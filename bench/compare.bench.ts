@@ -33,6 +33,8 @@
  *  idle    10,000 connected clients (keepalive 60): broker RSS per connection, connects/s
  *  frozen  50 healthy QoS 1 subscribers + 1 that stops reading its socket, one QoS 1 publisher:
  *          healthy deliveries/s with the frozen client vs the same run without it
+ *  fanin-90 the fan-in paced at 90 % of the broker's measured maximum: latency p50/p99/max, longest
+ *          time a publisher went without a delivery (bench/compare-fair.ts)
  *  fanin-ws, qos1-ws, fanout-ws  the same three over WebSocket: gateway ws vs gateway tcp vs plain
  *          Aedes ws, with p99 latency, wire bytes and frames per message (bench/compare-ws.ts)
  *
@@ -59,6 +61,7 @@ import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { BROKERS, BROKER_CORE, FD_LIMIT, MOSQUITTO, coreSeconds, cpuSeconds, cpusAllowed, fdLimitOf, mosquittoConfig, pinSelf, rssKiB, startBroker, type BrokerName, type LoadgenRun, type RunningBroker } from './brokers.js'
 import { COST_LIMIT, GO_MODES, generatorLimit, runGenerators, type LimitedBy, type GeneratorChoice, type GeneratorFacts } from './generators.js'
+import { fairScenarios } from './compare-fair.js'
 import { wsScenarios, type WsPeer, type WsScenario } from './compare-ws.js'
 import type { FaninJob, FanoutJob, FrozenJob, IdleJob, Qos1Job } from './loadgen-scenarios.js'
 
@@ -68,6 +71,10 @@ interface FlowResult {
   sentTotal: number, deliveredTotal: number, expectedTotal: number, missing: number, lost: number, drainComplete: boolean, drainSeconds: number, windowResets: number
   loadgenCpuPercent: number, timelinePerSecond: number[]
   latencyMs?: { samples: number, p50: number, p99: number, max: number, mean: number }
+  /** Longest time in the window a publisher went without a delivery at a counted subscriber. */
+  maxDeliveryGapMs?: number, deliveryGapsOver1s?: number, offeredPerSecond?: number
+  /** Longest time in the window without any delivery (a pause of the whole broker or machine). */
+  maxPauseMs?: number
   frozenClosedByBrokerAfterMs?: number | null, setupSeconds?: number
   wireBytesPerDelivery?: number, framesPerDelivery?: number | null
 }
@@ -184,7 +191,7 @@ async function flowRun<J extends { timeLimitMs: number }> (name: BrokerName, job
 }
 
 /** Columns every flow row ends with. */
-const diag = (r: FlowRun): Row => ({ 'broker CPU %': r.brokerCpuPercent, 'loadgen CPU %': r.loadgenCpuPercent, 'other CPU % b/l': `${r.otherCpuBrokerCore.toFixed(0)}/${r.otherCpuLoadgenCore.toFixed(0)}`, ...genColumns(r) })
+const diag = (r: FlowRun): Row => ({ 'max gap ms': r.maxDeliveryGapMs ?? NaN, 'max pause ms': r.maxPauseMs ?? NaN, 'broker CPU %': r.brokerCpuPercent, 'loadgen CPU %': r.loadgenCpuPercent, 'other CPU % b/l': `${r.otherCpuBrokerCore.toFixed(0)}/${r.otherCpuLoadgenCore.toFixed(0)}`, ...genColumns(r) })
 
 /** Which generator ran the row, and the flag that voids its ratios. */
 /** The JSON fields of the flag: generatorLimited (either rule) and which rule. */
@@ -215,7 +222,7 @@ const scenarios: Record<string, Scenario> = {
     ratioColumns: ['msgs/s', 'p50 ms', 'p99 ms'],
     runOnce: async (name) => {
       const r = await flowRun(name, qos1Job)
-      return { raw: r, notes: checks(name, r), primary: r.deliveredPerSecond, disturbed: disturbed(r), row: { broker: name, 'msgs/s': r.deliveredPerSecond, 'p50 ms': r.latencyMs?.p50 ?? NaN, 'p99 ms': r.latencyMs?.p99 ?? NaN, 'max ms': r.latencyMs?.max ?? NaN, missing: missing(r), ...diag(r) } }
+      return { raw: r, notes: checks(name, r), primary: r.deliveredPerSecond, disturbed: disturbed(r), row: { broker: name, 'msgs/s': r.deliveredPerSecond, 'p50 ms': r.latencyMs?.p50 ?? NaN, 'p99 ms': r.latencyMs?.p99 ?? NaN, 'max ms': r.latencyMs?.max ?? NaN, missing: missing(r), '1 s stalls': r.windowResets, ...diag(r) } }
     }
   },
   fanout: {
@@ -293,6 +300,9 @@ const scenarios: Record<string, Scenario> = {
           'healthy deliv/s, frozen': frozen.deliveredPerSecond,
           'frozen/none': frozen.deliveredPerSecond / none.deliveredPerSecond,
           'stalled s': stalled,
+          '1 s stalls': frozen.windowResets,
+          'max gap ms': frozen.maxDeliveryGapMs ?? NaN,
+          'max pause ms': frozen.maxPauseMs ?? NaN,
           'first stall at s': firstStall < 0 ? '-' : String(firstStall + 2), // +1 warm-up second, +1 end of the bucket
           'frozen closed at s': closed === null || closed === undefined ? 'open' : (closed / 1000).toFixed(1),
           'p99 ms, none': none.latencyMs?.p99 ?? NaN,
@@ -309,6 +319,7 @@ const scenarios: Record<string, Scenario> = {
 
 const allScenarios: Record<string, Scenario | WsScenario> = {
   ...scenarios,
+  ...fairScenarios({ flowRun, checks, disturbed, diag, missing }, faninJob, scenarios.fanin!.title),
   ...wsScenarios({ flowRun, checks, disturbed, diag, missing }, { fanin: faninJob, qos1: qos1Job, fanout: fanoutJob },
     { fanin: scenarios.fanin!.title, qos1: scenarios.qos1!.title, fanout: scenarios.fanout!.title })
 }

@@ -27,12 +27,12 @@ export const GO_MODES: Readonly<Record<string, string>> = { fanin: 'compare-fani
 /** What a run adds to the generator's own result: which generator, and each process's CPU. */
 export interface GeneratorFacts { loadgen: LoadgenKind, generators: number, loadgenCpuPercentByProcess: number[] }
 
-interface Job { scenario: string, timeLimitMs: number, ws?: string }
+interface Job { scenario: string, timeLimitMs: number, ws?: string, rate?: number }
 type Result = Record<string, unknown> & { loadgenCpuPercent: number }
 
-/** The generator a job runs on: Node when the Go generator has no mode for it. */
+/** The generator a job runs on: Node when the Go generator has no mode for it, or no pacing (`rate`, fanin-90's paced run). */
 export function generatorFor (job: Job, choice: GeneratorChoice): GeneratorChoice {
-  if (choice.kind === 'node' || job.ws !== undefined || GO_MODES[job.scenario] === undefined) return { kind: 'node', processes: 1 }
+  if (choice.kind === 'node' || job.ws !== undefined || job.rate !== undefined || GO_MODES[job.scenario] === undefined) return { kind: 'node', processes: 1 }
   return choice
 }
 

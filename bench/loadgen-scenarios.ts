@@ -42,6 +42,11 @@ interface Flow {
   warmupMs: number, windowMs: number, drainMs: number, payloadBytes: number
   /** Record end-to-end latency (qos1 and frozen always do). */
   latency?: boolean
+  /**
+   * Paced instead of closed-loop: the publishers together offer this many messages per second
+   * (evenly split, sent every few ms; the window still caps each publisher). Fan-in only.
+   */
+  rate?: number
 }
 export interface FaninJob extends Common, Flow { scenario: 'fanin', publishers: number, window: number, batch: number }
 export interface Qos1Job extends Common, Flow { scenario: 'qos1', pairs: number, inflight: number }
@@ -247,7 +252,7 @@ class Subscriber {
           if (seq > this.last[pub]!) this.last[pub] = seq
           this.count[pub] = (this.count[pub] ?? 0) + 1
         }
-        if (this.counted) this.engine.onDelivery(buf, p + 6)
+        if (this.counted) this.engine.onDelivery(buf, p + 6, pub)
       }
       this.received++
       this.engine.schedulePump()
@@ -293,6 +298,8 @@ class Engine {
   publishing = false
   publishingSince = 0
   windowResets = 0
+  /** What each window reset saw (bounded): where the stalled publisher's messages were. */
+  readonly stallDetails: object[] = []
   #pumpScheduled = false
   #pubacks = new Map<Subscriber, number[]>()
   #pubackScheduled = false
@@ -314,9 +321,52 @@ class Engine {
     return { bytes, frames }
   }
 
-  onDelivery (buf: Buffer, tsOffset: number): void {
+  /** Per publisher index: when a counted subscriber last got one of its messages (during the window). */
+  lastDeliveryAt = new Float64Array(0)
+  /** Longest time, over the window, that a publisher went without a delivery at a counted subscriber, and gaps of >= 1 s. */
+  maxDeliveryGapMs = 0
+  deliveryGapsOver1s = 0
+  /**
+   * Longest time in the window without any delivery at all: when it is close to maxDeliveryGapMs
+   * the broker (or the machine) paused as a whole; much shorter, one publisher was starved while others were served.
+   */
+  maxPauseMs = 0
+  lastAnyDeliveryAt = 0
+  /** Paced mode: messages per second per publisher (0: closed-loop). */
+  ratePerPublisher = 0
+
+  onDelivery (buf: Buffer, tsOffset: number, pub: number): void {
     this.delivered++
-    if (this.recordLatency) this.latencies.push(performance.now() - buf.readDoubleLE(tsOffset))
+    if (!this.recordGaps) return
+    const now = performance.now()
+    if (this.recordLatency) this.latencies.push(now - buf.readDoubleLE(tsOffset))
+    if (now - this.lastAnyDeliveryAt > this.maxPauseMs) this.maxPauseMs = now - this.lastAnyDeliveryAt
+    this.lastAnyDeliveryAt = now
+    if (pub < this.lastDeliveryAt.length) {
+      this.#gap(now - this.lastDeliveryAt[pub]!)
+      this.lastDeliveryAt[pub] = now
+    }
+  }
+
+  #gap (ms: number): void {
+    if (ms > this.maxDeliveryGapMs) this.maxDeliveryGapMs = ms
+    if (ms >= 1000) this.deliveryGapsOver1s++
+  }
+
+  /** Gap tracking runs over the measurement window only. */
+  recordGaps = false
+  startGaps (): void {
+    this.lastDeliveryAt = new Float64Array(this.publishers.length).fill(performance.now())
+    this.lastAnyDeliveryAt = performance.now()
+    this.recordGaps = true
+  }
+
+  /** Ends gap tracking: a publisher still waiting at the end counts its open gap too. */
+  endGaps (): void {
+    this.recordGaps = false
+    const now = performance.now()
+    for (const at of this.lastDeliveryAt) this.#gap(now - at)
+    if (now - this.lastAnyDeliveryAt > this.maxPauseMs) this.maxPauseMs = now - this.lastAnyDeliveryAt
   }
 
   queuePuback (sub: Subscriber, hi: number, lo: number): void {
@@ -359,6 +409,7 @@ class Engine {
     for (;;) {
       let credit = this.window - (p.sent - seen)
       if (p.qos > 0) credit = Math.min(credit, this.inflight - (p.sent - p.acked))
+      if (this.ratePerPublisher > 0) credit = Math.min(credit, Math.floor((performance.now() - this.publishingSince) * this.ratePerPublisher / 1000) - p.sent)
       if (credit <= 0 || socket.writableLength > 65536) return
       const n = Math.min(credit, this.batch)
       const t = p.template
@@ -393,6 +444,10 @@ class Engine {
       if (received !== p.lastReceived) { p.lastReceived = received; p.lastProgress = now; continue }
       const seen = p.seenMin()
       if (this.publishing && now - p.lastProgress > stallMs && p.sent - seen >= this.window) {
+        if (this.stallDetails.length < 50) {
+          const s = p.conn.socket
+          this.stallDetails.push({ publisher: p.index, atMs: Math.round(now - this.publishingSince), sent: p.sent, seen, writableLength: s.writableLength, bytesWritten: s.bytesWritten, delivered: this.delivered })
+        }
         p.floor = p.sent
         p.lastProgress = now
         this.windowResets++
@@ -463,6 +518,10 @@ async function measure (engine: Engine, job: Flow, latency: boolean, extra: () =
   emit({ event: 'ready' })
   engine.publishing = true
   engine.publishingSince = performance.now()
+  // The watchdog measures a stall from here, not from the process start.
+  for (const p of engine.publishers) p.lastProgress = engine.publishingSince
+  // Paced: the timer sends what is due (deliveries and drains do not add credit beyond it).
+  const pacer = engine.ratePerPublisher > 0 ? setInterval(() => engine.pumpAll(), 2) : undefined
   engine.pumpAll()
   await sleep(job.warmupMs)
   const d0 = engine.delivered
@@ -472,6 +531,7 @@ async function measure (engine: Engine, job: Flow, latency: boolean, extra: () =
   const cpu0 = process.cpuUsage()
   const t0 = performance.now()
   engine.recordLatency = latency
+  engine.startGaps()
   emit({ event: 'window-start' })
   // Deliveries per second of the window (the last bucket may be shorter if windowMs is not whole seconds).
   const timeline: number[] = []
@@ -482,6 +542,7 @@ async function measure (engine: Engine, job: Flow, latency: boolean, extra: () =
     last = engine.delivered
   }
   engine.recordLatency = false
+  engine.endGaps()
   const seconds = (performance.now() - t0) / 1000
   const cpu = process.cpuUsage(cpu0)
   const d1 = engine.delivered
@@ -491,6 +552,7 @@ async function measure (engine: Engine, job: Flow, latency: boolean, extra: () =
   emit({ event: 'window-end' })
   engine.publishing = false
   clearInterval(watchdog)
+  clearInterval(pacer)
   // Drain: wait (bounded) for everything sent to arrive at the counted subscribers.
   const drainStart = performance.now()
   const drainEnd = Date.now() + job.drainMs
@@ -512,6 +574,11 @@ async function measure (engine: Engine, job: Flow, latency: boolean, extra: () =
     drainComplete: engine.delivered >= engine.expected(),
     drainSeconds,
     windowResets: engine.windowResets,
+    maxDeliveryGapMs: engine.maxDeliveryGapMs,
+    deliveryGapsOver1s: engine.deliveryGapsOver1s,
+    maxPauseMs: engine.maxPauseMs,
+    offeredPerSecond: engine.ratePerPublisher * engine.publishers.length,
+    stallDetails: engine.stallDetails,
     loadgenCpuPercent: (cpu.user + cpu.system) / 1000 / (seconds * 1000) * 100,
     timelinePerSecond: timeline,
     transport: engine.ws === undefined ? 'tcp' : 'ws',
@@ -549,6 +616,7 @@ function tcpState (localPort: number, remotePort: number): string {
 async function fanin (job: FaninJob): Promise<object> {
   const engine = new Engine(job.window, Infinity, job.batch)
   engine.ws = job.ws
+  if (job.rate !== undefined) engine.ratePerPublisher = job.rate / job.publishers
   const sub = await engine.addSubscriber(job.port, 'fanin-sub', 'bench/fanin/#', 0, job.publishers, true)
   for (let i = 0; i < job.publishers; i++) {
     const p = await engine.addPublisher(job.port, `fanin-pub-${i}`, i, `bench/fanin/${i}`, 0, job.payloadBytes)

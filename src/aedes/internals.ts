@@ -12,6 +12,7 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | one subscription save per SUBSCRIBE      | patch: lib/handlers/subscribe.js      |
  * | packet size and UTF-8 guards in the parser | packet-guard.ts (parser methods)    |
  * | one socket write per turn (TCP/TLS; WS: one frame per turn, listeners/ws-duplex.ts) | write-batching.ts |
+ * | at most 4 full socket reads per turn, then the other sockets (TCP/TLS) | read-fairness.ts |
  * | message id counter of a Redis node       | internals.ts `continuePacketCounter`  |
  * | mqemitter-redis' local matcher           | internals.ts `replaceLocalMatcher`    |
  * | packets received and sent ($SYS)         | patch: lib/client.js, lib/write.js; internals.ts `packetCounters` |

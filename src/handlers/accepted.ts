@@ -3,6 +3,7 @@ import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Aedes } from 'aedes'
 import { guardParser } from '../aedes/packet-guard.js'
+import { readOncePerTurn } from '../aedes/read-fairness.js'
 import { batchWritesPerTurn } from '../aedes/write-batching.js'
 import type { MqttListenerName } from '../listeners/listeners.js'
 import type { Peer } from '../listeners/proxy-protocol.js'
@@ -27,7 +28,11 @@ export class AcceptedHandler {
     const ctx = this.#ctx
     // TCP and TLS. A WebSocket stream (src/listeners/ws-duplex.ts) batches its own writes the
     // same way, into one frame per turn; its TCP socket is written once per frame and is left alone.
-    if (stream === socket) batchWritesPerTurn(stream)
+    // Reads: one per socket per turn (TCP and TLS), so that no publisher's socket monopolises the loop.
+    if (stream === socket) {
+      batchWritesPerTurn(stream)
+      readOncePerTurn(socket)
+    }
     const client = this.#broker.handle(stream, req)
     const limits = ctx.config.limits
     guardParser(client, limits.maxPacketSize, limits.maxConnectPacketSize)

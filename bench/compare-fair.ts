@@ -1,0 +1,81 @@
+/**
+ * Fan-in at 90 % load for bench/compare.bench.ts (issue #14, "no starved publisher"): the
+ * closed-loop fan-in finds the broker's maximum (each broker its own), then the same 10
+ * publishers -> 1 subscriber run paced at 90 % of it (open loop: the load generator offers the
+ * rate whatever the broker does, the window only caps a publisher the broker stops serving), and
+ * the row reports what a user sees at a load the broker can carry: delivered rate, publisher to
+ * subscriber latency (timestamp in the payload) p50/p99/max, the longest time one publisher went
+ * without a delivery, and 1 s stalls (windows reopened by the watchdog).
+ *
+ *   node dist/bench/compare.bench.js fanin-90 --brokers=gateway,aedes --rounds=3
+ *   FANIN90_RATE=120000 node dist/bench/compare.bench.js fanin-90     a fixed offered rate, no maximum run
+ */
+import type { BrokerName, RunningBroker } from './brokers.js'
+import type { FaninJob } from './loadgen-scenarios.js'
+
+type Row = Record<string, string | number>
+
+/** What this scenario reads of a flow run (compare.bench.ts' FlowRun). */
+export interface FairFlowRun {
+  deliveredPerSecond: number
+  offeredPerSecond?: number
+  latencyMs?: { p50: number, p99: number, max: number }
+  maxDeliveryGapMs?: number
+  maxPauseMs?: number
+  deliveryGapsOver1s?: number
+  windowResets: number
+  loadgenCpuPercent: number
+}
+
+export interface FairMeasured { row: Row, raw: unknown, notes: string[], primary: number, disturbed: boolean }
+
+/** The harness functions of compare.bench.ts the scenario runs on. */
+export interface FairHarness<R extends FairFlowRun> {
+  flowRun: (name: BrokerName, job: (port: number, broker: RunningBroker) => object & { timeLimitMs: number }) => Promise<R>
+  checks: (name: string, r: R) => string[]
+  disturbed: (r: R) => boolean
+  diag: (r: R) => Row
+  missing: (r: R) => string | number
+}
+
+export interface FairScenario { title: string, ratioColumns: string[], runOnce: (name: BrokerName) => Promise<FairMeasured> }
+
+export const LOAD_FRACTION = 0.9
+
+export function fairScenarios<R extends FairFlowRun> (h: FairHarness<R>, fanin: (port: number) => FaninJob, faninTitle: string): Record<string, FairScenario> {
+  const fixed = process.env.FANIN90_RATE === undefined ? undefined : Number(process.env.FANIN90_RATE)
+  if (fixed !== undefined && !(fixed > 0 && fixed <= 10_000_000)) throw new Error('FANIN90_RATE takes a rate in msgs/s (1..10000000)')
+  return {
+    'fanin-90': {
+      title: `${faninTitle}; paced at ${LOAD_FRACTION * 100} % of the broker's closed-loop maximum (measured first, same broker)`,
+      ratioColumns: ['max msgs/s', 'delivered msgs/s', 'p50 ms', 'p99 ms'],
+      runOnce: async (name) => {
+        const max = fixed === undefined ? await h.flowRun(name, (port) => fanin(port)) : undefined
+        const rate = fixed ?? Math.round(LOAD_FRACTION * max!.deliveredPerSecond)
+        const r = await h.flowRun(name, (port) => ({ ...fanin(port), rate, latency: true }))
+        const notes = [...(max === undefined ? [] : h.checks(name, max).map((n) => `${n} (maximum run)`)), ...h.checks(name, r)]
+        if (r.deliveredPerSecond < 0.97 * rate) notes.push(`${name}: delivered ${r.deliveredPerSecond.toFixed(0)} msgs/s of ${rate} offered: the broker (or the generator) did not keep up`)
+        return {
+          raw: { max, paced: r },
+          notes,
+          // The median round is the one with the median p99.
+          primary: r.latencyMs?.p99 ?? NaN,
+          disturbed: (max !== undefined && h.disturbed(max)) || h.disturbed(r),
+          row: {
+            broker: name,
+            'max msgs/s': max?.deliveredPerSecond ?? '-',
+            'offered msgs/s': rate,
+            'delivered msgs/s': r.deliveredPerSecond,
+            'p50 ms': r.latencyMs?.p50 ?? NaN,
+            'p99 ms': r.latencyMs?.p99 ?? NaN,
+            'max ms': r.latencyMs?.max ?? NaN,
+            'max gap ms': r.maxDeliveryGapMs ?? NaN,
+            '1 s stalls (max run / paced)': `${max?.windowResets ?? '-'} / ${r.windowResets}`,
+            missing: h.missing(r),
+            ...h.diag(r)
+          }
+        }
+      }
+    }
+  }
+}
