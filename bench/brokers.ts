@@ -315,7 +315,8 @@ export function runLoadgen<T> (job: object & { timeLimitMs: number }, broker: Ru
         if (msg.event === 'result') { const { event: _e, ...rest } = msg; result = rest as T }
       }
     })
-    child.once('exit', (code, signal) => {
+    // 'close', not 'exit': 'exit' may come before the last stdout data (the result) was read.
+    child.once('close', (code, signal) => {
       clearTimeout(timer)
       if (code !== 0 || result === undefined) reject(new Error(`loadgen ${JSON.stringify(job)} exited ${code ?? signal}: ${err}`))
       else resolve({ ...run, result })

@@ -101,7 +101,9 @@ export async function runGenerators<T extends { loadgenCpuPercent: number }> (jo
         try { onEvent(part, JSON.parse(line) as Record<string, unknown>) } catch (e) { err += `\nbad line ${line.slice(0, 200)}: ${String(e)}` }
       }
     })
-    child.once('exit', (code, signal) => {
+    // 'close', not 'exit': 'exit' may come before the last stdout data was read, which lost the
+    // result line (seen in CI: "exited 0" with no result).
+    child.once('close', (code, signal) => {
       if (code !== 0 || results[part] === undefined) reject(new Error(`Go loadgen ${mode} part ${part}/${parts} ${JSON.stringify(job)} exited ${code ?? signal}: ${err}`))
       else resolve()
     })
