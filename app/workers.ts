@@ -91,6 +91,9 @@ export async function runPrimary (loaded: LoadedConfig): Promise<number> {
         slot.report = { ready: message.report.ready, reason: failing.join('; '), at: Date.now() }
       }
     })
+    // A send() racing the worker's exit fails with ERR_IPC_CHANNEL_CLOSED as an 'error' event;
+    // unhandled it would end the primary and with it every worker. The exit handler restarts it.
+    worker.on('error', (err: Error) => { log.warn({ worker: slot.index, err: err.message }, 'worker IPC error') })
     worker.on('exit', (code, signal) => onExit(slot, worker, code, signal))
   }
 

@@ -48,9 +48,28 @@ export const FD_LIMIT: number = (() => {
 /** Spawns `cmd args` through sh with the fd limit raised and pinned to `core`; the pid is the command's (exec). */
 export function spawnPinned (core: number, cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess {
   const child = spawn('sh', ['-c', `ulimit -n ${FD_LIMIT} && exec taskset -c ${core} "$@"`, 'sh', cmd, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] })
+  track(child)
+  return child
+}
+
+/** Kills `child` (SIGKILL) if this process exits or is interrupted while it still runs. */
+export function track (child: ChildProcess): void {
   live.add(child)
   child.once('exit', () => live.delete(child))
-  return child
+}
+
+/** Calls `onLine` with each complete line `stream` delivers (the generators' JSON-lines protocol). */
+export function onLines (stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
+  let buf = ''
+  stream.on('data', (c: Buffer) => {
+    buf += c.toString()
+    let nl: number
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl)
+      buf = buf.slice(nl + 1)
+      onLine(line)
+    }
+  })
 }
 
 /** Pins this (orchestrating) process to the load generator core, off the broker's core. */
@@ -276,7 +295,6 @@ export interface LoadgenRun<T> {
 export function runLoadgen<T> (job: object & { timeLimitMs: number }, broker: RunningBroker, onConnected?: () => Promise<Record<string, number>>): Promise<LoadgenRun<T>> {
   return new Promise((resolve, reject) => {
     const child = spawnPinned(LOADGEN_CORE, process.execPath, [join(process.cwd(), 'dist/bench/loadgen-scenarios.js'), JSON.stringify(job)])
-    let buf = ''
     let err = ''
     let result: T | undefined
     const run: Partial<LoadgenRun<T>> = {}
@@ -285,12 +303,7 @@ export function runLoadgen<T> (job: object & { timeLimitMs: number }, broker: Ru
     let c0 = { b: coreSeconds(BROKER_CORE), l: coreSeconds(LOADGEN_CORE), self: process.cpuUsage() }
     const timer = setTimeout(() => { if (child.pid !== undefined) try { process.kill(child.pid, 'SIGKILL') } catch { /* gone */ } }, job.timeLimitMs + 5000)
     child.stderr!.on('data', (c: Buffer) => { err = (err + c.toString()).slice(-20000) })
-    child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString()
-      let nl: number
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl)
-        buf = buf.slice(nl + 1)
+    onLines(child.stdout!, (line) => {
         const msg = JSON.parse(line) as { event: string } & Record<string, unknown>
         try {
           if (msg.event === 'window-start') {
@@ -313,7 +326,6 @@ export function runLoadgen<T> (job: object & { timeLimitMs: number }, broker: Ru
           else onConnected().then((v) => { run.atConnected = v; release() }, (e: unknown) => { err += String(e); release() })
         }
         if (msg.event === 'result') { const { event: _e, ...rest } = msg; result = rest as T }
-      }
     })
     // 'close', not 'exit': 'exit' may come before the last stdout data (the result) was read.
     child.once('close', (code, signal) => {

@@ -10,22 +10,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawnGateway, type GatewayProcess } from '../test/helpers/process.js'
 import { TestRedis } from '../test/helpers/redis.js'
-import { startBroker, type RunningBroker } from './brokers.js'
+import { startBroker, track, type RunningBroker } from './brokers.js'
 
-const live = new Set<ChildProcess>()
-function killAll (): void {
-  for (const child of live) {
-    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
-      try { process.kill(child.pid, 'SIGKILL') } catch { /* already gone */ }
-    }
-  }
-}
-process.on('exit', killAll)
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => { killAll(); process.exit(130) })
-function track (child: ChildProcess): void {
-  live.add(child)
-  child.once('exit', () => live.delete(child))
-}
 
 // ---- /proc readers -------------------------------------------------------------------------
 

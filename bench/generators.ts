@@ -15,7 +15,7 @@
  */
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { BROKER_CORE, LOADGEN_CORE, coreSeconds, cpuSeconds, runLoadgen, spawnPinned, type LoadgenRun, type RunningBroker } from './brokers.js'
+import { BROKER_CORE, LOADGEN_CORE, coreSeconds, cpuSeconds, onLines, runLoadgen, spawnPinned, type LoadgenRun, type RunningBroker } from './brokers.js'
 
 export type LoadgenKind = 'go' | 'node'
 export interface GeneratorChoice { kind: LoadgenKind, processes: number }
@@ -89,17 +89,10 @@ export async function runGenerators<T extends { loadgenCpuPercent: number }> (jo
     if (msg.event === 'result') { const { event: _e, ...rest } = msg; results[part] = rest as Result }
   }
   const exits = children.map((child, part) => new Promise<void>((resolve, reject) => {
-    let buf = ''
     let err = ''
     child.stderr!.on('data', (c: Buffer) => { err = (err + c.toString()).slice(-20000) })
-    child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString()
-      let nl: number
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl)
-        buf = buf.slice(nl + 1)
-        try { onEvent(part, JSON.parse(line) as Record<string, unknown>) } catch (e) { err += `\nbad line ${line.slice(0, 200)}: ${String(e)}` }
-      }
+    onLines(child.stdout!, (line) => {
+      try { onEvent(part, JSON.parse(line) as Record<string, unknown>) } catch (e) { err += `\nbad line ${line.slice(0, 200)}: ${String(e)}` }
     })
     // 'close', not 'exit': 'exit' may come before the last stdout data was read, which lost the
     // result line (seen in CI: "exited 0" with no result).
