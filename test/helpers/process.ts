@@ -7,14 +7,14 @@ export const CLI = join(process.cwd(), 'dist/app/cli.js')
 
 /**
  * A port that was free a moment ago on 127.0.0.1, below the kernel's ephemeral range
- * (net.ipv4.ip_local_port_range, 32768-60999 here). A port from listen(0) is an ephemeral
+ * (net.ipv4.ip_local_port_range, 32768-60999 here), and low enough that a Redis Cluster node's bus port (port + 10000) is below it too. A port from listen(0) is an ephemeral
  * one, which any outgoing connection of another test may take as its source port before the
  * gateway binds it (CI saw EADDRINUSE that way); ports below the range are never handed out
  * as source ports.
  */
 export async function freePort (): Promise<number> {
   for (let attempt = 0; attempt < 100; attempt++) {
-    const port = 20000 + Math.floor(Math.random() * 12000)
+    const port = 10000 + Math.floor(Math.random() * 10000)
     const free = await new Promise<boolean>((resolve) => {
       const server = createServer()
       server.once('error', () => resolve(false))
@@ -22,7 +22,7 @@ export async function freePort (): Promise<number> {
     })
     if (free) return port
   }
-  throw new Error('no free port in 20000-31999 on 127.0.0.1 after 100 tries')
+  throw new Error('no free port in 10000-19999 on 127.0.0.1 after 100 tries')
 }
 
 export interface GatewayProcess {
