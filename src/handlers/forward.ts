@@ -7,13 +7,12 @@ import type { HandlerContext } from './context.js'
  */
 export class ForwardHandler {
   readonly #ctx: HandlerContext
-  /** Label children resolved once: this runs for every delivery. */
-  readonly #outByQos: ReadonlyArray<{ inc: () => void }>
+  /** Plain counts by QoS (GatewayMetrics.messagesOutByQos): this runs for every delivery. */
+  readonly #outByQos: number[]
 
   constructor (ctx: HandlerContext) {
     this.#ctx = ctx
-    const out = ctx.metrics.messagesOut
-    this.#outByQos = [out.labels('0'), out.labels('1'), out.labels('2')]
+    this.#outByQos = ctx.metrics.messagesOutByQos
   }
 
   authorizeForward (client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
@@ -22,7 +21,7 @@ export class ForwardHandler {
       this.#ctx.metrics.messagesDropped.inc({ reason: 'forward_denied' })
       return null
     }
-    this.#outByQos[packet.qos]?.inc()
+    if (packet.qos <= 2) this.#outByQos[packet.qos]!++
     return packet
   }
 }

@@ -11,9 +11,9 @@ import type { SubscribeHandler } from './subscribe.js'
  */
 export function observeBroker (broker: Aedes, ctx: HandlerContext, handlers: { connect: ConnectHandler, subscribe: SubscribeHandler }): void {
   const { connections, hooks, metrics, log } = ctx
-  const inByQos = [metrics.messagesIn.labels('0'), metrics.messagesIn.labels('1'), metrics.messagesIn.labels('2')]
+  const inByQos = metrics.messagesInByQos
   broker.on('publish', (packet, client) => {
-    if (client) inByQos[packet.qos]?.inc()
+    if (client && packet.qos <= 2) inByQos[packet.qos]!++
   })
   // Aedes emits errors of its background work here (the sweep that publishes dead nodes'
   // wills, reading them from Redis): without a listener one would end the process.

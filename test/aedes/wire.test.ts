@@ -1,0 +1,148 @@
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { pathToFileURL } from 'node:url'
+import mqttPacket, { type Packet } from 'mqtt-packet'
+import { flowPlugin } from '../../plugins/flow/plugin.js'
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { pollUntil } from '../helpers/mqtt.js'
+import { RawClient } from '../helpers/raw-client.js'
+import { seededInt } from '../helpers/seeded-random.js'
+
+/**
+ * patches/aedes+1.2.0.patch lib/wire.js: Aedes' PUBLISH and acknowledgements encoded into one
+ * buffer (one write() per packet instead of mqtt-packet's three to six). The bytes must be
+ * mqtt-packet's own: compared on random packets, and on the wire of a real gateway.
+ */
+type EncodePacket = (packet: Record<string, unknown>) => Buffer | null
+// The module is not in Aedes' package exports; imported by its file, as the broker loads it.
+const wire = await import(pathToFileURL(join(process.cwd(), 'node_modules/aedes/lib/wire.js')).href) as { encodePacket: EncodePacket }
+
+const reference = (packet: Record<string, unknown>): Buffer => mqttPacket.generate(packet as unknown as Packet)
+
+describe('Aedes wire encoding (patch lib/wire.js)', () => {
+  it('PUBLISH of every QoS, flag and remaining-length width matches mqtt-packet byte for byte (seeded)', () => {
+    const int = seededInt(0xa3de5)
+    const alphabet = ['a', 'b', '/', 'é', '中', '😀', ' ', '$', 'Z', '0']
+    const sizes = [0, 1, 100, 121, 122, 123, 124, 125, 126, 127, 128, 16380, 16383, 16384, 70000, 2097148, 2097152]
+    for (let i = 0; i < 800; i++) {
+      let topic = ''
+      const topicLength = 1 + int(i % 7 === 0 ? 200 : 40)
+      for (let c = 0; c < topicLength; c++) topic += alphabet[i % 3 === 0 ? int(2) : int(alphabet.length)]
+      const size = i < sizes.length ? sizes[i]! : int(3000)
+      const bytes = Buffer.alloc(size)
+      for (let b = 0; b < Math.min(size, 64); b++) bytes[b] = int(256)
+      const qos = int(3)
+      const payload = int(5) === 0 ? bytes.toString('latin1') : bytes
+      const packet = { cmd: 'publish', topic, payload, qos, retain: int(2) === 1, dup: int(2) === 1, ...(qos > 0 ? { messageId: int(65536) } : {}) }
+      assert.deepEqual(wire.encodePacket(packet), reference(packet), `topic ${JSON.stringify(topic)} payload ${size} qos ${qos}`)
+    }
+  })
+
+  it('PUBACK, PUBREC, PUBREL and PUBCOMP match mqtt-packet for every id width', () => {
+    for (const cmd of ['puback', 'pubrec', 'pubrel', 'pubcomp']) {
+      for (const messageId of [0, 1, 255, 256, 4660, 65535]) {
+        for (const dup of [false, true]) {
+          const packet = { cmd, messageId, dup }
+          if (cmd === 'pubrel' && dup) {
+            // mqtt-packet throws on it (no header for it); left to mqtt-packet, which still does.
+            assert.equal(wire.encodePacket(packet), null)
+            assert.throws(() => reference(packet))
+            continue
+          }
+          assert.deepEqual(wire.encodePacket(packet), reference(packet), `${cmd} ${messageId} dup ${dup}`)
+        }
+      }
+    }
+  })
+
+  it('leaves to mqtt-packet what it does not encode or what mqtt-packet would refuse', () => {
+    const leftOver: Array<Record<string, unknown>> = [
+      { cmd: 'publish', topic: Buffer.from('t'), payload: Buffer.alloc(1), qos: 0 },
+      { cmd: 'publish', topic: 't', payload: Buffer.alloc(1), qos: 1 },
+      { cmd: 'publish', topic: 't', payload: Buffer.alloc(1), qos: 1, messageId: 65536 },
+      { cmd: 'publish', topic: 't', payload: Buffer.alloc(1), qos: 1, messageId: 1.5 },
+      { cmd: 'publish', topic: 't', payload: 42, qos: 0 },
+      { cmd: 'publish', topic: 'x'.repeat(65536), payload: Buffer.alloc(0), qos: 0 },
+      { cmd: 'publish', topic: 't', payload: Buffer.alloc(0), qos: 0, properties: { contentType: 'x' } },
+      { cmd: 'puback' },
+      { cmd: 'suback', messageId: 1, granted: [0] },
+      { cmd: 'pingresp' }
+    ]
+    for (const packet of leftOver) assert.equal(wire.encodePacket(packet), null, JSON.stringify(packet).slice(0, 80))
+  })
+
+  for (const withFlow of [true, false]) {
+    describe(`on a real gateway, ${withFlow ? 'with' : 'without'} the flow window`, () => {
+      let gw: TestGateway
+      before(async () => {
+        gw = withFlow
+          ? await startTestGateway('flow: { inflightWindow: 8 }', { plugins: [flowPlugin] })
+          : await startTestGateway()
+      })
+      after(async () => { await gw.stop() })
+
+      it('every byte a publisher and a subscriber receive is mqtt-packet framing of the packets they parse, in order', async () => {
+        const port = gw.gateway.ports.mqtt!
+        const sub = await RawClient.connect(port, `wire-sub-${String(withFlow)}`)
+        const pub = await RawClient.connect(port, `wire-pub-${String(withFlow)}`)
+        try {
+          await sub.subscribe('wire/#', 2)
+          const received = { sub: [] as Buffer[], pub: [] as Buffer[] }
+          sub.socket.on('data', (chunk: Buffer) => received.sub.push(chunk))
+          pub.socket.on('data', (chunk: Buffer) => received.pub.push(chunk))
+          const subBefore = sub.packets.length
+          const pubBefore = pub.packets.length
+          const payloads = [Buffer.alloc(0), Buffer.from('é中'), Buffer.alloc(200, 7), Buffer.alloc(20000, 9)]
+          let id = 1
+          for (const qos of [1, 2, 1] as const) {
+            for (const payload of payloads) {
+              pub.send({ cmd: 'publish', topic: `wire/${qos}/é/${payload.length}`, payload, qos, messageId: id++, retain: false })
+            }
+          }
+          const total = id - 1
+          // The subscriber acknowledges what it gets (QoS 1 PUBACK; QoS 2 PUBREC then PUBCOMP on PUBREL),
+          // the publisher completes its QoS 2 flows (PUBREL on PUBREC).
+          const answered = new Set<string>()
+          const answer = (): number => {
+            for (const p of sub.packets.slice(subBefore)) {
+              const key = `${p.cmd}:${String((p as { messageId?: number }).messageId)}`
+              if (answered.has(key)) continue
+              answered.add(key)
+              if (p.cmd === 'publish' && p.qos === 1) sub.send({ cmd: 'puback', messageId: p.messageId })
+              if (p.cmd === 'publish' && p.qos === 2) sub.send({ cmd: 'pubrec', messageId: p.messageId })
+              if (p.cmd === 'pubrel') sub.send({ cmd: 'pubcomp', messageId: p.messageId })
+            }
+            for (const p of pub.packets.slice(pubBefore)) {
+              if (p.cmd === 'pubrec' && !answered.has(`pub-pubrec:${String(p.messageId)}`)) {
+                answered.add(`pub-pubrec:${String(p.messageId)}`)
+                pub.send({ cmd: 'pubrel', messageId: p.messageId })
+              }
+            }
+            return sub.publishes().length
+          }
+          await pollUntil(async () => {
+            answer()
+            const acks = pub.packets.slice(pubBefore).filter((p) => p.cmd === 'puback' || p.cmd === 'pubcomp').length
+            const pubrels = sub.packets.slice(subBefore).filter((p) => p.cmd === 'pubrel').length
+            return sub.publishes().length === total && acks === total && pubrels === payloads.length
+          }, (done) => done, 10_000, 5)
+          const subPackets = sub.packets.slice(subBefore)
+          const pubPackets = pub.packets.slice(pubBefore)
+          assert.equal(sub.publishes().length, total, 'every message delivered')
+          assert.equal(pubPackets.filter((p) => p.cmd === 'puback').length, 2 * payloads.length, 'every QoS 1 PUBLISH acknowledged')
+          assert.equal(pubPackets.filter((p) => p.cmd === 'pubcomp').length, payloads.length, 'every QoS 2 flow completed')
+          // Order and content as sent.
+          assert.deepEqual(sub.publishes().map((p) => [p.topic, Buffer.from(p.payload).length]),
+            [1, 2, 1].flatMap((qos) => payloads.map((b) => [`wire/${qos}/é/${b.length}`, b.length])))
+          // The exact bytes: what was received is mqtt-packet's encoding of what was parsed, packet after packet.
+          assert.deepEqual(Buffer.concat(received.sub), Buffer.concat(subPackets.map((p) => reference(p as unknown as Record<string, unknown>))))
+          assert.deepEqual(Buffer.concat(received.pub), Buffer.concat(pubPackets.map((p) => reference(p as unknown as Record<string, unknown>))))
+        } finally {
+          sub.destroy()
+          pub.destroy()
+        }
+      })
+    })
+  }
+})
