@@ -172,25 +172,33 @@ async function stopChild (child: ChildProcess, graceMs = 5000): Promise<void> {
 }
 
 const AEDES_PATCH = 'patches/aedes+1.2.0.patch'
+/** Packages plain Aedes loads that the project patches: plain Aedes gets them unpatched. */
+const PATCHED_PACKAGES = [{ name: 'aedes', patch: AEDES_PATCH }, { name: 'mqtt-packet', patch: 'patches/mqtt-packet+9.0.2.patch' }, { name: 'aedes-persistence', patch: 'patches/aedes-persistence+11.0.0.patch' }]
 const PRISTINE_ROOT = '.cache/bench/pristine-aedes'
 
 /**
- * The entry file of an unpatched Aedes 1.2.0: node_modules/aedes with this project's patch
- * reversed (Debian's `patch`), rebuilt when the patch changes. Its dependencies resolve from
- * the project's node_modules. Refuses to return a copy that still carries a patch marker.
+ * The entry file of an unpatched Aedes 1.2.0: node_modules/aedes, mqtt-packet and
+ * aedes-persistence with this project's patches reversed (Debian's `patch`), rebuilt when a patch changes. Its
+ * other dependencies resolve from the project's node_modules. Refuses to return a copy that
+ * still carries a patch marker.
  */
 export function pristineAedes (): string {
-  const stamp = createHash('sha256').update(readFileSync(AEDES_PATCH)).update(readFileSync('node_modules/aedes/package.json')).digest('hex')
+  const hash = createHash('sha256')
+  for (const { name, patch } of PATCHED_PACKAGES) hash.update(readFileSync(patch)).update(readFileSync(`node_modules/${name}/package.json`))
+  const stamp = hash.digest('hex')
   const dir = join(PRISTINE_ROOT, 'node_modules', 'aedes')
   const stampFile = join(PRISTINE_ROOT, '.stamp')
   if (!existsSync(stampFile) || readFileSync(stampFile, 'utf8') !== stamp) {
     rmSync(PRISTINE_ROOT, { recursive: true, force: true })
     mkdirSync(join(PRISTINE_ROOT, 'node_modules'), { recursive: true })
-    cpSync('node_modules/aedes', dir, { recursive: true })
-    const reversed = spawnSync('patch', ['-R', '-p1', '-s', '-d', PRISTINE_ROOT, '-i', join(process.cwd(), AEDES_PATCH)], { encoding: 'utf8' })
-    if (reversed.error || reversed.status !== 0) throw new Error(`cannot reverse ${AEDES_PATCH} for the plain Aedes peer (is Debian's "patch" installed?): ${reversed.error?.message ?? reversed.stderr}`)
-    const marked = spawnSync('grep', ['-rl', 'mqtt-gateway patch', dir], { encoding: 'utf8' })
-    if (marked.stdout.trim() !== '') throw new Error(`reversing ${AEDES_PATCH} left patched files: ${marked.stdout.trim()}`)
+    for (const { name, patch } of PATCHED_PACKAGES) {
+      const copy = join(PRISTINE_ROOT, 'node_modules', name)
+      cpSync(`node_modules/${name}`, copy, { recursive: true })
+      const reversed = spawnSync('patch', ['-R', '-p1', '-s', '-d', PRISTINE_ROOT, '-i', join(process.cwd(), patch)], { encoding: 'utf8' })
+      if (reversed.error || reversed.status !== 0) throw new Error(`cannot reverse ${patch} for the plain Aedes peer (is Debian's "patch" installed?): ${reversed.error?.message ?? reversed.stderr}`)
+      const marked = spawnSync('grep', ['-rl', 'mqtt-gateway patch', copy], { encoding: 'utf8' })
+      if (marked.stdout.trim() !== '') throw new Error(`reversing ${patch} left patched files: ${marked.stdout.trim()}`)
+    }
     writeFileSync(stampFile, stamp)
   }
   return join(process.cwd(), dir, 'aedes.js')
