@@ -20,6 +20,13 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | one keepalive timer wheel for all clients (100 ms resolution) | patch: lib/keepalive-wheel.js, handlers/connect.js, handlers/index.js |
  * | a failed delete of the previous will at CONNECT handled, not an unhandled rejection (which ends the CLI) | patch: handlers/connect.js storeWill; aedes-persistence-redis putWill/delWill await every command |
  * | CONNECT's stored-queue replay reads the store's own stream (one Readable less) | patch: lib/handlers/connect.js emptyQueue |
+ * | PUBLISH and PUB* acks encoded into one buffer, one write() each (bytes as mqtt-packet's) | patch: lib/wire.js, lib/write.js |
+ * | parser input read in place (no Buffer view per read or consume) | patch: lib/lean-list.js, lib/client.js LeanParser |
+ * | keepalive deadline from the time of the socket read (one Date.now() per read, not per packet) | patch: lib/keepalive-wheel.js readArrived, lib/client.js |
+ * | flow-window writes defer no completion callback; no bound writeCallback per QoSPacket | patch: lib/client.js sendQueuedQoS, lib/write.js, lib/qos-packet.js |
+ * | no store call for a QoS 1/2 message with no offline subscriber | patch: aedes.js DoEnqueues |
+ * | memory store: no trie walk while it holds no offline subscription | patches/aedes-persistence+11.0.0.patch |
+ * | mqtt-packet's debug() a no-op unless DEBUG enables it at start | patches/mqtt-packet+9.0.2.patch |
  *
  * Lean idle client: what an idle connection keeps, measured with `npm run bench -- memory`
  * (`--heap`: heap snapshots by constructor, 10,000 idle connections, bytes per connection

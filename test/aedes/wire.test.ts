@@ -146,3 +146,70 @@ describe('Aedes wire encoding (patch lib/wire.js)', () => {
     })
   }
 })
+
+/** patches/aedes+1.2.0.patch lib/lean-list.js: the parser's input list must answer as bl's BufferList. */
+interface ByteList {
+  length: number
+  append: (b: Buffer) => unknown
+  consume: (n: number) => unknown
+  readUInt8: (o?: number) => number
+  readUInt16BE: (o?: number) => number
+  readUInt32BE: (o?: number) => number
+  slice: (s?: number, e?: number) => Buffer
+  toString: (enc: BufferEncoding, s?: number, e?: number) => string
+}
+const { LeanList } = await import(pathToFileURL(join(process.cwd(), 'node_modules/aedes/lib/lean-list.js')).href) as { LeanList: new () => ByteList }
+const { BufferList } = await import('bl') as unknown as { BufferList: new () => ByteList }
+
+describe('LeanList (patch lib/lean-list.js)', () => {
+  it('answers every read, slice and consume as bl BufferList does, over random chunkings (seeded)', () => {
+    const int = seededInt(0x11571)
+    for (let round = 0; round < 300; round++) {
+      const lean = new LeanList()
+      const reference = new BufferList()
+      for (let step = 0; step < 60; step++) {
+        const op = int(10)
+        if (op < 3 || reference.length < 8) {
+          const chunk = Buffer.alloc(int(4) === 0 ? 0 : 1 + int(40))
+          for (let i = 0; i < chunk.length; i++) chunk[i] = int(256)
+          lean.append(chunk)
+          reference.append(chunk)
+        } else if (op < 5) {
+          const n = int(reference.length + 3)
+          lean.consume(n)
+          reference.consume(n)
+        } else {
+          const len = reference.length
+          const at = int(len)
+          const end = at + int(len - at + 1)
+          const where = `round ${round} step ${step} at ${at} end ${end} length ${len}`
+          assert.equal(lean.readUInt8(at), reference.readUInt8(at), where)
+          if (at + 2 <= len) assert.equal(lean.readUInt16BE(at), reference.readUInt16BE(at), where)
+          if (at + 4 <= len) assert.equal(lean.readUInt32BE(at), reference.readUInt32BE(at), where)
+          assert.deepEqual(lean.slice(at, end), reference.slice(at, end), where)
+          const fromEnd = -int(len + 1)
+          assert.deepEqual(lean.slice(fromEnd), reference.slice(fromEnd), where)
+          assert.equal(lean.toString('latin1', at, end), reference.toString('latin1', at, end), where)
+          assert.deepEqual(lean.slice(), reference.slice(), where)
+        }
+        assert.equal(lean.length, reference.length)
+      }
+    }
+  })
+
+  it('a slice inside one chunk is a view of it (no copy), across chunks a copy', () => {
+    const a = Buffer.from([1, 2, 3, 4])
+    const b = Buffer.from([5, 6, 7, 8])
+    const lean = new LeanList()
+    lean.append(a)
+    lean.append(b)
+    lean.consume(1)
+    const view = lean.slice(0, 2)
+    assert.deepEqual(view, Buffer.from([2, 3]))
+    assert.equal(view.buffer, a.buffer)
+    assert.equal(view.byteOffset, a.byteOffset + 1)
+    assert.deepEqual(lean.slice(2, 5), Buffer.from([4, 5, 6]))
+    assert.equal(lean.readUInt16BE(2), 0x0405)
+    assert.throws(() => lean.readUInt8(7), RangeError)
+  })
+})
