@@ -24,6 +24,7 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | parser input read in place (no Buffer view per read or consume) | patch: lib/lean-list.js, lib/client.js LeanParser |
  * | keepalive deadline from the time of the socket read (one Date.now() per read, not per packet) | patch: lib/keepalive-wheel.js readArrived, lib/client.js |
  * | flow-window writes defer no completion callback; no bound writeCallback per QoSPacket | patch: lib/client.js sendQueuedQoS, lib/write.js, lib/qos-packet.js |
+ * | write completions of one turn run from one setImmediate, in order (not one Immediate each) | patch: lib/write.js deferCompletion |
  * | no store call for a QoS 1/2 message with no offline subscriber | patch: aedes.js DoEnqueues |
  * | memory store: no trie walk while it holds no offline subscription | patches/aedes-persistence+11.0.0.patch |
  * | mqtt-packet's debug() a no-op unless DEBUG enables it at start | patches/mqtt-packet+9.0.2.patch |
