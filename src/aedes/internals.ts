@@ -20,6 +20,7 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | one keepalive timer wheel for all clients (100 ms resolution) | patch: lib/keepalive-wheel.js, handlers/connect.js, handlers/index.js |
  * | a failed delete of the previous will at CONNECT handled, not an unhandled rejection (which ends the CLI) | patch: handlers/connect.js storeWill; aedes-persistence-redis putWill/delWill await every command |
  * | CONNECT's stored-queue replay reads the store's own stream (one Readable less) | patch: lib/handlers/connect.js emptyQueue |
+ * | how other nodes learn of a new client: `announceClient` (Aedes: broadcast on $SYS/<id>/new/clients), `closeTakenOverClient` callable | patch: aedes.js; Redis mode: persistence/client-registry.ts |
  *
  * Lean idle client: what an idle connection keeps, measured with `npm run bench -- memory`
  * (`--heap`: heap snapshots by constructor, 10,000 idle connections, bytes per connection
@@ -58,6 +59,19 @@ export type ConnectedClient = Client & {
 /** Aedes' map of this node's connected clients by client id. */
 export function connectedClients (broker: Aedes): Readonly<Record<string, ConnectedClient>> {
   return (broker as unknown as { clients: Record<string, ConnectedClient> }).clients
+}
+
+/**
+ * Replaces how this node tells the other nodes that `client` connected (patch: Aedes'
+ * `announceClient`, by default a broadcast on `$SYS/<node>/new/clients` to every node).
+ */
+export function replaceClientAnnouncement (broker: Aedes, announce: (client: Client) => void): void {
+  (broker as unknown as { announceClient: (client: Client) => void }).announceClient = announce
+}
+
+/** Closes this node's connection of `clientId` because another node took the id over (patch: Aedes' closeSameClients as a method). */
+export function closeTakenOverClient (broker: Aedes, clientId: string, done: () => void): void {
+  (broker as unknown as { closeTakenOverClient: (clientId: string, done: () => void) => void }).closeTakenOverClient(clientId, done)
 }
 
 /** The keepalive a connected client asked for, seconds (Aedes keeps only its timer interval). */
