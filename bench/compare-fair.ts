@@ -4,8 +4,13 @@
  * publishers -> 1 subscriber run paced at 90 % of it (open loop: the load generator offers the
  * rate whatever the broker does, the window only caps a publisher the broker stops serving), and
  * the row reports what a user sees at a load the broker can carry: delivered rate, publisher to
- * subscriber latency (timestamp in the payload) p50/p99/max, the longest time one publisher went
- * without a delivery, and 1 s stalls (windows reopened by the watchdog).
+ * subscriber latency p50/p99/max (from each message's DUE time on the pacing schedule, carried in
+ * the payload, so a send held back by the broker or the generator is counted: no coordinated
+ * omission), the longest time one publisher went without a delivery, and 1 s stalls (windows
+ * reopened by the watchdog). Both runs use the Go generator by default (compare-fanin paces,
+ * bench/loadgen-go/compare_pace.go); its result also has latency per second and the peak per
+ * 100 ms with the window's wall-clock start (to lay beside the broker's GC trace) and the
+ * generator's own send lag ("gen lag p99 ms").
  *
  *   node dist/bench/compare.bench.js fanin-90 --brokers=gateway,aedes --rounds=3
  *   FANIN90_RATE=120000 node dist/bench/compare.bench.js fanin-90     a fixed offered rate, no maximum run
@@ -23,6 +28,8 @@ export interface FairFlowRun {
   maxDeliveryGapMs?: number
   maxPauseMs?: number
   deliveryGapsOver1s?: number
+  /** Go generator, paced: how late batches left the generator (due time to write). */
+  sendLagMs?: { p99: number, max: number }
   windowResets: number
   loadgenCpuPercent: number
 }
@@ -70,6 +77,7 @@ export function fairScenarios<R extends FairFlowRun> (h: FairHarness<R>, fanin: 
             'p99 ms': r.latencyMs?.p99 ?? NaN,
             'max ms': r.latencyMs?.max ?? NaN,
             'max gap ms': r.maxDeliveryGapMs ?? NaN,
+            'gen lag p99 ms': r.sendLagMs?.p99 ?? '-',
             '1 s stalls (max run / paced)': `${max?.windowResets ?? '-'} / ${r.windowResets}`,
             missing: h.missing(r),
             ...h.diag(r)
