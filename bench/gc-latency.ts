@@ -11,6 +11,7 @@
 import { readFileSync } from 'node:fs'
 
 interface Gc { pid: number, start: number, duration: number, kind: number }
+interface Heap { start: number, kind: 'heap', newSpaceBytes: number, oldUsedBytes: number, rssBytes: number }
 interface Run {
   windowStartUnixMs: number, latencyPeakPer100ms: number[]
   latencyPerSecond: Array<{ n: number, p50: number, p99: number, max: number }>
@@ -23,7 +24,9 @@ if (args[0] === undefined || !(over > 0)) {
   process.stderr.write('usage: node dist/bench/gc-latency.js GC_LOG [compare.json] [--over=MS]\n')
   process.exit(2)
 }
-const gcs: Gc[] = readFileSync(args[0], 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Gc).sort((a, b) => a.start - b.start)
+const lines = readFileSync(args[0], 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Gc | Heap)
+const gcs = lines.filter((l): l is Gc => l.kind !== 'heap').sort((a, b) => a.start - b.start)
+const heaps = lines.filter((l): l is Heap => l.kind === 'heap')
 const runs: Run[] = []
 const collect = (v: unknown): void => {
   if (typeof v !== 'object' || v === null) return
@@ -57,6 +60,8 @@ for (const r of runs) {
     const d = inWin.filter((g) => g.kind === k).map((g) => g.duration).sort((a, b) => a - b)
     out.push(`GC ${KIND[k] ?? k}: ${d.length} (${f(d.length / secs)}/s), pause p50 ${f(pct(d, 50))} p99 ${f(pct(d, 99))} max ${f(d[d.length - 1] ?? 0)} ms, ${f(d.reduce((a, b) => a + b, 0) / secs / 10)} % of the time`)
   }
+  const h = heaps.filter((x) => x.start >= t0 && x.start < t1)
+  if (h.length > 0) out.push(`heap over the window: new space ${f(Math.max(...h.map((x) => x.newSpaceBytes)) / 2 ** 20)} MiB, old space used up to ${f(Math.max(...h.map((x) => x.oldUsedBytes)) / 2 ** 20)} MiB, RSS up to ${f(Math.max(...h.map((x) => x.rssBytes)) / 2 ** 20)} MiB`)
   out.push('second  n        p99 ms   max ms  | GC n  GC ms  longest ms')
   r.latencyPerSecond.forEach((s, i) => {
     const g = gcIn(t0 + i * 1000, t0 + (i + 1) * 1000)
@@ -69,7 +74,7 @@ for (const r of runs) {
     const end = t0 + (i + 1) * 100
     const g = gcIn(end - peak, end)
     if (g.ms >= peak / 4) explained++
-    out.push(`  slice ${(i / 10).toFixed(1)} s: peak ${f(peak)} ms; GC in its wait: ${g.n} pauses, ${f(g.ms)} ms, longest ${f(g.longest)} ms`)
+    if (spikes.length <= 12 || peak === Math.max(...spikes.map((x) => x.peak))) out.push(`  slice ${(i / 10).toFixed(1)} s: peak ${f(peak)} ms; GC in its wait: ${g.n} pauses, ${f(g.ms)} ms, longest ${f(g.longest)} ms`)
   }
   // Baseline: GC share of any 100 ms slice, to compare with the spikes'.
   const base = r.latencyPeakPer100ms.map((_, i) => gcIn(t0 + i * 100, t0 + (i + 1) * 100).ms)
