@@ -61,6 +61,9 @@ export function fairScenarios<R extends FairFlowRun> (h: FairHarness<R>, fanin: 
         const rate = fixed ?? Math.round(LOAD_FRACTION * max!.deliveredPerSecond)
         const r = await h.flowRun(name, (port) => ({ ...fanin(port), rate, latency: true }))
         const notes = [...(max === undefined ? [] : h.checks(name, max).map((n) => `${n} (maximum run)`)), ...h.checks(name, r)]
+        // Latency counts from the due time, so a generator that sends late adds its own delay.
+        const lag = r.sendLagMs?.p99 ?? 0
+        if (lag > Math.max(5, 0.25 * (r.latencyMs?.p99 ?? 0))) notes.push(`${name}: the generator sent late (send lag p99 ${lag.toFixed(1)} ms): the latency is the generator's as much as the broker's`)
         if (r.deliveredPerSecond < 0.97 * rate) notes.push(`${name}: delivered ${r.deliveredPerSecond.toFixed(0)} msgs/s of ${rate} offered: the broker (or the generator) did not keep up`)
         return {
           raw: { max, paced: r },

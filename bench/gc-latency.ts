@@ -30,7 +30,8 @@ const heaps = lines.filter((l): l is Heap => l.kind === 'heap')
 const runs: Run[] = []
 const collect = (v: unknown): void => {
   if (typeof v !== 'object' || v === null) return
-  if ('windowStartUnixMs' in v && 'latencyPeakPer100ms' in v) runs.push(v as Run)
+  // The median round appears twice in a result file (median and all): once here.
+  if ('windowStartUnixMs' in v && 'latencyPeakPer100ms' in v && !runs.some((r) => r.windowStartUnixMs === (v as Run).windowStartUnixMs)) runs.push(v as Run)
   for (const x of Object.values(v)) collect(x)
 }
 collect(JSON.parse(readFileSync(args[1] ?? 'bench/results/compare.json', 'utf8')))
