@@ -9,8 +9,9 @@
  * omission), the longest time one publisher went without a delivery, and 1 s stalls (windows
  * reopened by the watchdog). Both runs use the Go generator by default (compare-fanin paces,
  * bench/loadgen-go/compare_pace.go); its result also has latency per second and the peak per
- * 100 ms with the window's wall-clock start (to lay beside the broker's GC trace) and the
- * generator's own send lag ("gen lag p99 ms").
+ * 100 ms with the window's wall-clock start (to lay beside the broker's GC trace) and the send
+ * lag ("gen lag p99 ms": due time to write call; a starved generator or a broker that stopped
+ * reading makes it grow).
  *
  *   node dist/bench/compare.bench.js fanin-90 --brokers=gateway,aedes --rounds=3
  *   FANIN90_RATE=120000 node dist/bench/compare.bench.js fanin-90     a fixed offered rate, no maximum run
@@ -61,9 +62,10 @@ export function fairScenarios<R extends FairFlowRun> (h: FairHarness<R>, fanin: 
         const rate = fixed ?? Math.round(LOAD_FRACTION * max!.deliveredPerSecond)
         const r = await h.flowRun(name, (port) => ({ ...fanin(port), rate, latency: true }))
         const notes = [...(max === undefined ? [] : h.checks(name, max).map((n) => `${n} (maximum run)`)), ...h.checks(name, r)]
-        // Latency counts from the due time, so a generator that sends late adds its own delay.
+        // Latency counts from the due time, so messages written late carry that wait: either the
+        // generator was short of CPU or the broker stopped reading (full socket buffers).
         const lag = r.sendLagMs?.p99 ?? 0
-        if (lag > Math.max(5, 0.25 * (r.latencyMs?.p99 ?? 0))) notes.push(`${name}: the generator sent late (send lag p99 ${lag.toFixed(1)} ms): the latency is the generator's as much as the broker's`)
+        if (lag > Math.max(5, 0.25 * (r.latencyMs?.p99 ?? 0))) notes.push(`${name}: messages were written late (send lag p99 ${lag.toFixed(1)} ms): a generator short of CPU (other CPU on its core) or a broker that stopped reading (full socket buffers)`)
         if (r.deliveredPerSecond < 0.97 * rate) notes.push(`${name}: delivered ${r.deliveredPerSecond.toFixed(0)} msgs/s of ${rate} offered: the broker (or the generator) did not keep up`)
         return {
           raw: { max, paced: r },

@@ -174,8 +174,10 @@ func (e *engine) windowFacts(result map[string]any, t0 float64) {
 		if len(lag) > 0 {
 			maxLag = lag[len(lag)-1]
 		}
-		// How late paced batches left the generator (due time of the first message to the write
-		// call): the generator's own share of the latency, plus any wait for a full send buffer.
+		// How late paced batches were written (due time of the first message to the write call).
+		// It grows when the generator is short of CPU (see the harness's other-CPU column for its
+		// core) and when the broker stops reading: a write blocked on a full socket buffer delays
+		// the publisher's next batches. Either way the wait is inside the measured latency.
 		result["sendLagMs"] = map[string]any{"batches": len(lag), "p50": percentile(lag, 50), "p99": percentile(lag, 99), "max": maxLag}
 	}
 }
