@@ -21,6 +21,7 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | a failed delete of the previous will at CONNECT handled, not an unhandled rejection (which ends the CLI) | patch: handlers/connect.js storeWill; aedes-persistence-redis putWill/delWill await every command |
  * | CONNECT's stored-queue replay reads the store's own stream (one Readable less) | patch: lib/handlers/connect.js emptyQueue |
  * | how other nodes learn of a new client: `announceClient` (Aedes: broadcast on $SYS/<id>/new/clients), `closeTakenOverClient` callable | patch: aedes.js; Redis mode: persistence/client-registry.ts |
+ * | parser allocation (issue #14 fan-in): mqtt-packet's debug() calls only when enabled; bl reads numbers in place | patches/mqtt-packet+9.0.2.patch, patches/bl+6.1.6.patch |
  *
  * Lean idle client: what an idle connection keeps, measured with `npm run bench -- memory`
  * (`--heap`: heap snapshots by constructor, 10,000 idle connections, bytes per connection
