@@ -20,20 +20,21 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | one keepalive timer wheel for all clients (100 ms resolution) | patch: lib/keepalive-wheel.js, handlers/connect.js, handlers/index.js |
  * | a failed delete of the previous will at CONNECT handled, not an unhandled rejection (which ends the CLI) | patch: handlers/connect.js storeWill; aedes-persistence-redis putWill/delWill await every command |
  * | CONNECT's stored-queue replay reads the store's own stream (one Readable less) | patch: lib/handlers/connect.js emptyQueue |
+ * | how other nodes learn of a new client: `announceClient` (Aedes: broadcast on $SYS/<id>/new/clients), `closeTakenOverClient` callable | patch: aedes.js; Redis mode: persistence/client-registry.ts |
+ * | parser allocation (issue #14 fan-in): mqtt-packet's debug() calls only when enabled; bl reads numbers in place | patches/mqtt-packet+9.0.2.patch, patches/bl+6.1.6.patch |
  * | PUBLISH and PUB* acks encoded into one buffer, one write() each (bytes as mqtt-packet's) | patch: lib/wire.js, lib/write.js |
- * | parser input read in place (no Buffer view per read or consume) | patch: lib/lean-list.js, lib/client.js LeanParser |
+ * | parser input read in place (no Buffer view per read or consume; the gateway's parser no longer reads through bl) | patch: lib/lean-list.js, lib/client.js LeanParser |
  * | keepalive deadline from the time of the socket read (one Date.now() per read, not per packet) | patch: lib/keepalive-wheel.js readArrived, lib/client.js |
  * | flow-window writes defer no completion callback; no bound writeCallback per QoSPacket | patch: lib/client.js sendQueuedQoS, lib/write.js, lib/qos-packet.js |
  * | write completions of one turn run from one setImmediate, in order (not one Immediate each) | patch: lib/write.js deferCompletion |
  * | no store call for a QoS 1/2 message with no offline subscriber | patch: aedes.js DoEnqueues |
  * | memory store: no trie walk while it holds no offline subscription | patches/aedes-persistence+11.0.0.patch |
- * | mqtt-packet's debug() a no-op unless DEBUG enables it at start | patches/mqtt-packet+9.0.2.patch |
  *
  * CPU per QoS 1 message (issue #14), `compare qos1` (10 pairs, 32 in flight, Go generator),
  * broker CPU µs per message, before -> after these rows, from profiles of the gateway process
  * (`BENCH_GATEWAY_NODE_ARGS="--cpu-prof ..."`): ~15 -> ~5. The parts removed, in % of the
  * broker's busy time before: mqtt-packet's disabled debug() ~5-7 (rest arguments and a getter per
- * call, ~15 calls per packet); bl's Buffer views per parser read/consume ~15; six or three
+ * call, ~15 calls per packet; the guard in patches/mqtt-packet+9.0.2.patch, from the fan-in work); bl's Buffer views per parser read/consume ~15; six or three
  * write() calls per packet plus a cork and a nextTick each ~8; prom-client's labelled inc() ~2;
  * the store's empty subscriptionsByTopic (promise, topic split, trie walk) ~4; Date.now() per
  * packet ~2-3. What remains is flat: writev syscalls ~11, GC ~7, mqtt-packet's parse loop ~4,
@@ -76,6 +77,19 @@ export type ConnectedClient = Client & {
 /** Aedes' map of this node's connected clients by client id. */
 export function connectedClients (broker: Aedes): Readonly<Record<string, ConnectedClient>> {
   return (broker as unknown as { clients: Record<string, ConnectedClient> }).clients
+}
+
+/**
+ * Replaces how this node tells the other nodes that `client` connected (patch: Aedes'
+ * `announceClient`, by default a broadcast on `$SYS/<node>/new/clients` to every node).
+ */
+export function replaceClientAnnouncement (broker: Aedes, announce: (client: Client) => void): void {
+  (broker as unknown as { announceClient: (client: Client) => void }).announceClient = announce
+}
+
+/** Closes this node's connection of `clientId` because another node took the id over (patch: Aedes' closeSameClients as a method). */
+export function closeTakenOverClient (broker: Aedes, clientId: string, done: () => void): void {
+  (broker as unknown as { closeTakenOverClient: (clientId: string, done: () => void) => void }).closeTakenOverClient(clientId, done)
 }
 
 /** The keepalive a connected client asked for, seconds (Aedes keeps only its timer interval). */
