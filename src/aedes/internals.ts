@@ -20,6 +20,7 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | one keepalive timer wheel for all clients (100 ms resolution) | patch: lib/keepalive-wheel.js, handlers/connect.js, handlers/index.js |
  * | a failed delete of the previous will at CONNECT handled, not an unhandled rejection (which ends the CLI) | patch: handlers/connect.js storeWill; aedes-persistence-redis putWill/delWill await every command |
  * | CONNECT's stored-queue replay reads the store's own stream (one Readable less) | patch: lib/handlers/connect.js emptyQueue |
+ * | $SYS/<id>/new/clients and disconnect/clients published only when someone besides Aedes' own takeover check can hear them (a LocalOnlyBus; always over Redis) | patch: aedes.js announced(); bus/local-bus.ts |
  *
  * Lean idle client: what an idle connection keeps, measured with `npm run bench -- memory`
  * (`--heap`: heap snapshots by constructor, 10,000 idle connections, bytes per connection
@@ -174,6 +175,17 @@ export function asOutboundClient (client: Client): OutboundClient {
  */
 export interface SyncDoneBus {
   readonly toleratesSyncDone: true
+}
+
+/**
+ * Declared by a bus (Aedes' `mq`) that reaches this process's listeners only and can list
+ * the listeners a topic reaches: the patch then publishes a client's $SYS/<id>/new/clients
+ * and disconnect/clients announcement only when something besides Aedes' own takeover
+ * check (which ignores this node's announcements) would hear it.
+ */
+export interface LocalOnlyBus {
+  readonly localOnly: true
+  listenersOf: (topic: string) => readonly unknown[]
 }
 
 /**

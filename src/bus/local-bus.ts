@@ -19,7 +19,7 @@
  *    everything completes synchronously) go to a later turn after a bounded depth.
  */
 import type { AedesPublishPacket } from 'aedes'
-import type { SyncDoneBus } from '../aedes/internals.js'
+import type { LocalOnlyBus, SyncDoneBus } from '../aedes/internals.js'
 import { noop } from '../noop.js'
 import { SubscriptionIndex } from './subscription-index.js'
 
@@ -75,13 +75,19 @@ class Delivery {
   }
 }
 
-export class LocalBus<P extends { topic: string } = AedesPublishPacket> implements SyncDoneBus {
+export class LocalBus<P extends { topic: string } = AedesPublishPacket> implements SyncDoneBus, LocalOnlyBus {
   /**
    * Read by patches/aedes+1.2.0.patch (SyncDoneBus): listeners may call `done` before they return. Safe
    * here (completion callbacks are depth-bounded, see `complete`); mqemitter recurses once
    * per queued message on synchronous completion, so Aedes defers `done` for other buses.
    */
   readonly toleratesSyncDone = true
+  /**
+   * Read by the Aedes patch (LocalOnlyBus): an emit reaches this process only, so Aedes skips
+   * its $SYS/<id>/new/clients and disconnect/clients announcements when `listenersOf` shows
+   * nobody but its own takeover check listening.
+   */
+  readonly localOnly = true
   private readonly index: SubscriptionIndex<BusListener<P>>
   private closed = false
   private readonly onListenerError: (err: unknown) => void
@@ -139,6 +145,11 @@ export class LocalBus<P extends { topic: string } = AedesPublishPacket> implemen
     // `done` (where the catch below would swallow what cb throws).
     delivery.release()
     return this
+  }
+
+  /** The listeners an emit of `topic` would call now (once per matching registration). */
+  listenersOf (topic: string): ReadonlyArray<BusListener<P>> {
+    return this.index.match(topic)
   }
 
   /** Refuses further emits (they call back with Error('bus closed')); `cb` runs on a later turn. */
