@@ -20,6 +20,8 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | one keepalive timer wheel for all clients (100 ms resolution) | patch: lib/keepalive-wheel.js, handlers/connect.js, handlers/index.js |
  * | a failed delete of the previous will at CONNECT handled, not an unhandled rejection (which ends the CLI) | patch: handlers/connect.js storeWill; aedes-persistence-redis putWill/delWill await every command |
  * | CONNECT's stored-queue replay reads the store's own stream (one Readable less) | patch: lib/handlers/connect.js emptyQueue |
+ * | a field for the gateway's connection record on every client (was a WeakMap entry) | patch: lib/client.js `mqgwRecord`; internals.ts `clientRecordOf` |
+ * | the memory store's empty queue replayed without a stream (almost every CONNECT) | patch: aedes-persistence outgoingStream, lib/handlers/connect.js emptyQueue |
  * | $SYS/<id>/new/clients and disconnect/clients published only when someone besides Aedes' own takeover check can hear them (a LocalOnlyBus; always over Redis) | patch: aedes.js announced(); bus/local-bus.ts |
  *
  * Lean idle client: what an idle connection keeps, measured with `npm run bench -- memory`
@@ -59,6 +61,19 @@ export type ConnectedClient = Client & {
 /** Aedes' map of this node's connected clients by client id. */
 export function connectedClients (broker: Aedes): Readonly<Record<string, ConnectedClient>> {
   return (broker as unknown as { clients: Record<string, ConnectedClient> }).clients
+}
+
+/**
+ * The embedding application's record of a connection, in a field the patch declares on every
+ * Aedes client (`mqgwRecord`): one in-object slot instead of a WeakMap entry, which cost a set
+ * and several hashed lookups per CONNECT (and an ephemeron table entry per connection).
+ */
+export function clientRecordOf<R extends object> (client: Client): R | undefined {
+  return ((client as unknown as { mqgwRecord?: R | null }).mqgwRecord) ?? undefined
+}
+
+export function setClientRecord (client: Client, record: object): void {
+  ;(client as unknown as { mqgwRecord: object }).mqgwRecord = record
 }
 
 /** The keepalive a connected client asked for, seconds (Aedes keeps only its timer interval). */
