@@ -89,6 +89,10 @@ export class LocalBus<P extends { topic: string } = AedesPublishPacket> implemen
    */
   readonly localOnly = true
   private readonly index: SubscriptionIndex<BusListener<P>>
+  /** Bumped by every on/removeListener: a listenersOf answer is reused only while it is unchanged. */
+  private version = 0
+  /** listenersOf answers by topic at `version` (Aedes asks for two topics; bounded anyway). */
+  private readonly listenersOfCache = new Map<string, { version: number, listeners: ReadonlyArray<BusListener<P>> }>()
   private closed = false
   private readonly onListenerError: (err: unknown) => void
 
@@ -110,6 +114,7 @@ export class LocalBus<P extends { topic: string } = AedesPublishPacket> implemen
   on (filter: string, listener: BusListener<P>, cb?: () => void): this {
     if (typeof listener !== 'function') throw new TypeError('listener must be a function')
     this.index.add(filter, listener)
+    this.version++
     if (cb !== undefined) setImmediate(cb)
     return this
   }
@@ -117,6 +122,7 @@ export class LocalBus<P extends { topic: string } = AedesPublishPacket> implemen
   /** Removes one registration of `listener` under `filter` now; `cb` runs on a later turn. */
   removeListener (filter: string, listener: BusListener<P>, cb?: () => void): this {
     this.index.remove(filter, listener)
+    this.version++
     if (cb !== undefined) setImmediate(cb)
     return this
   }
@@ -149,7 +155,14 @@ export class LocalBus<P extends { topic: string } = AedesPublishPacket> implemen
 
   /** The listeners an emit of `topic` would call now (once per matching registration). */
   listenersOf (topic: string): ReadonlyArray<BusListener<P>> {
-    return this.index.match(topic)
+    // Aedes asks for the same two topics at every CONNECT and disconnect; between subscription
+    // changes the answer is the same (clients that only publish never change it).
+    const cached = this.listenersOfCache.get(topic)
+    if (cached !== undefined && cached.version === this.version) return cached.listeners
+    const listeners = this.index.match(topic)
+    if (this.listenersOfCache.size >= 8) this.listenersOfCache.clear()
+    this.listenersOfCache.set(topic, { version: this.version, listeners })
+    return listeners
   }
 
   /** Refuses further emits (they call back with Error('bus closed')); `cb` runs on a later turn. */
