@@ -4,8 +4,14 @@
  * publishers -> 1 subscriber run paced at 90 % of it (open loop: the load generator offers the
  * rate whatever the broker does, the window only caps a publisher the broker stops serving), and
  * the row reports what a user sees at a load the broker can carry: delivered rate, publisher to
- * subscriber latency (timestamp in the payload) p50/p99/max, the longest time one publisher went
- * without a delivery, and 1 s stalls (windows reopened by the watchdog).
+ * subscriber latency p50/p99/max (from each message's DUE time on the pacing schedule, carried in
+ * the payload, so a send held back by the broker or the generator is counted: no coordinated
+ * omission), the longest time one publisher went without a delivery, and 1 s stalls (windows
+ * reopened by the watchdog). Both runs use the Go generator by default (compare-fanin paces,
+ * bench/loadgen-go/compare_pace.go); its result also has latency per second and the peak per
+ * 100 ms with the window's wall-clock start (to lay beside the broker's GC trace) and the send
+ * lag ("gen lag p99 ms": due time to write call; a starved generator or a broker that stopped
+ * reading makes it grow).
  *
  *   node dist/bench/compare.bench.js fanin-90 --brokers=gateway,aedes --rounds=3
  *   FANIN90_RATE=120000 node dist/bench/compare.bench.js fanin-90     a fixed offered rate, no maximum run
@@ -23,6 +29,8 @@ export interface FairFlowRun {
   maxDeliveryGapMs?: number
   maxPauseMs?: number
   deliveryGapsOver1s?: number
+  /** Go generator, paced: how late batches left the generator (due time to write). */
+  sendLagMs?: { p99: number, max: number }
   windowResets: number
   loadgenCpuPercent: number
 }
@@ -54,6 +62,10 @@ export function fairScenarios<R extends FairFlowRun> (h: FairHarness<R>, fanin: 
         const rate = fixed ?? Math.round(LOAD_FRACTION * max!.deliveredPerSecond)
         const r = await h.flowRun(name, (port) => ({ ...fanin(port), rate, latency: true }))
         const notes = [...(max === undefined ? [] : h.checks(name, max).map((n) => `${n} (maximum run)`)), ...h.checks(name, r)]
+        // Latency counts from the due time, so messages written late carry that wait: either the
+        // generator was short of CPU or the broker stopped reading (full socket buffers).
+        const lag = r.sendLagMs?.p99 ?? 0
+        if (lag > Math.max(5, 0.25 * (r.latencyMs?.p99 ?? 0))) notes.push(`${name}: messages were written late (send lag p99 ${lag.toFixed(1)} ms): a generator short of CPU (other CPU on its core) or a broker that stopped reading (full socket buffers)`)
         if (r.deliveredPerSecond < 0.97 * rate) notes.push(`${name}: delivered ${r.deliveredPerSecond.toFixed(0)} msgs/s of ${rate} offered: the broker (or the generator) did not keep up`)
         return {
           raw: { max, paced: r },
@@ -70,6 +82,7 @@ export function fairScenarios<R extends FairFlowRun> (h: FairHarness<R>, fanin: 
             'p99 ms': r.latencyMs?.p99 ?? NaN,
             'max ms': r.latencyMs?.max ?? NaN,
             'max gap ms': r.maxDeliveryGapMs ?? NaN,
+            'gen lag p99 ms': r.sendLagMs?.p99 ?? '-',
             '1 s stalls (max run / paced)': `${max?.windowResets ?? '-'} / ${r.windowResets}`,
             missing: h.missing(r),
             ...h.diag(r)

@@ -30,9 +30,12 @@ export interface GeneratorFacts { loadgen: LoadgenKind, generators: number, load
 interface Job { scenario: string, timeLimitMs: number, ws?: string, rate?: number }
 type Result = Record<string, unknown> & { loadgenCpuPercent: number }
 
-/** The generator a job runs on: Node when the Go generator has no mode for it, or no pacing (`rate`, fanin-90's paced run). */
+/**
+ * The generator a job runs on: Node when the Go generator has no mode for it (WebSocket, frozen),
+ * or no pacing (`rate`: only compare-fanin paces, fanin-90's paced run).
+ */
 export function generatorFor (job: Job, choice: GeneratorChoice): GeneratorChoice {
-  if (choice.kind === 'node' || job.ws !== undefined || job.rate !== undefined || GO_MODES[job.scenario] === undefined) return { kind: 'node', processes: 1 }
+  if (choice.kind === 'node' || job.ws !== undefined || (job.rate !== undefined && job.scenario !== 'fanin') || GO_MODES[job.scenario] === undefined) return { kind: 'node', processes: 1 }
   return choice
 }
 
@@ -159,6 +162,10 @@ export function mergeFlow (scenario: string, rs: Result[]): Record<string, unkno
     drainComplete: delivered >= expected,
     drainSeconds: maxOf(rs, 'drainSeconds'),
     windowResets: sum(rs, 'windowResets'),
+    // Paced fan-in: each part offers its publishers' share. Gaps and pauses: the worst part
+    // (latencyPerSecond, latencyPeakPer100ms and sendLagMs stay part 0's).
+    ...(rs[0]!.offeredPerSecond === undefined ? {} : { offeredPerSecond: sum(rs, 'offeredPerSecond') }),
+    ...(rs[0]!.maxDeliveryGapMs === undefined ? {} : { maxDeliveryGapMs: maxOf(rs, 'maxDeliveryGapMs'), deliveryGapsOver1s: sum(rs, 'deliveryGapsOver1s'), maxPauseMs: maxOf(rs, 'maxPauseMs') }),
     // The processes share one core: their sum is how busy the generator core was.
     loadgenCpuPercent: sum(rs, 'loadgenCpuPercent'),
     timelinePerSecond: Array.from({ length: Math.max(...timelines.map((t) => t.length)) }, (_, i) => timelines.reduce((a, t) => a + (t[i] ?? 0), 0)),

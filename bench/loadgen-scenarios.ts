@@ -44,7 +44,8 @@ interface Flow {
   latency?: boolean
   /**
    * Paced instead of closed-loop: the publishers together offer this many messages per second
-   * (evenly split, sent every few ms; the window still caps each publisher). Fan-in only.
+   * (evenly split, sent every few ms; the window still caps each publisher); latency is measured
+   * from each message's due time, not from when it left. Fan-in only.
    */
   rate?: number
 }
@@ -426,7 +427,9 @@ class Engine {
         p.sent++
         out.writeUInt16LE(p.index, o + t.payloadOffset)
         out.writeUInt32LE(p.sent, o + t.payloadOffset + 2)
-        out.writeDoubleLE(now, o + t.payloadOffset + 6)
+        // Paced: the message's due time (credit above), so a send held back by the broker, a full
+        // socket or the generator's own pauses counts in its latency (no coordinated omission).
+        out.writeDoubleLE(this.ratePerPublisher > 0 ? this.publishingSince + p.sent * 1000 / this.ratePerPublisher : now, o + t.payloadOffset + 6)
       }
       if (!p.conn.send(out)) return // 'drain' pumps again
     }

@@ -47,6 +47,10 @@ type flowJob struct {
 	Barrier bool `json:"barrier"`
 	// ReadPauseUs (compare-fanout): pause of the read loop after each batch, in µs; default 500.
 	ReadPauseUs int `json:"readPauseUs"`
+	// Rate (compare-fanin only): paced, open loop, at this many messages per second over all
+	// publishers of the job (every part's), latency from each message's due time
+	// (compare_pace.go). 0: closed loop.
+	Rate float64 `json:"rate"`
 }
 
 func (j *flowJob) defaults() {
@@ -81,7 +85,7 @@ type subscriber struct {
 	notify []*publisher
 	suback chan byte
 	latMu  sync.Mutex
-	lat    []float64
+	rec    windowRecord
 }
 
 func (s *subscriber) onFrame(h byte, body []byte) {
@@ -111,8 +115,9 @@ func (s *subscriber) onFrame(h byte, body []byte) {
 				s.delivered.Add(1)
 				if s.engine.recordLatency.Load() {
 					ts := math.Float64frombits(binary.LittleEndian.Uint64(body[p+6:]))
+					now := nowMs()
 					s.latMu.Lock()
-					s.lat = append(s.lat, nowMs()-ts)
+					s.rec.delivery(pub, now, now-ts)
 					s.latMu.Unlock()
 				}
 			}
@@ -208,6 +213,13 @@ func (p *publisher) pump() {
 	size := len(t.buf)
 	out := make([]byte, e.batch*size)
 	mid := uint16(0)
+	var pc *pacer
+	var timer *time.Timer
+	if e.paced() {
+		pc = &pacer{perMs: e.perMs, since: e.since, offset: float64(p.index) / float64(e.job.Publishers)}
+		timer = time.NewTimer(time.Hour)
+		defer timer.Stop()
+	}
 	for {
 		select {
 		case <-e.stop:
@@ -227,8 +239,21 @@ func (p *publisher) pump() {
 			}
 			continue
 		}
+		stamp := nowMs()
+		if pc != nil {
+			if due := int64(pc.due(stamp)) - int64(sent); due < credit {
+				credit = due
+			}
+			if credit <= 0 {
+				if !p.pace(pc, sent, timer) {
+					return
+				}
+				continue
+			}
+			e.lagSample(stamp - pc.at(sent+1))
+		}
 		n := int(min(credit, int64(e.batch)))
-		now := math.Float64bits(nowMs())
+		now := math.Float64bits(stamp)
 		for k, o := 0, 0; k < n; k, o = k+1, o+size {
 			copy(out[o:o+size], t.buf)
 			if p.qos > 0 {
@@ -242,6 +267,9 @@ func (p *publisher) pump() {
 			sent++
 			binary.LittleEndian.PutUint16(out[o+t.payloadOff:], uint16(p.index))
 			binary.LittleEndian.PutUint32(out[o+t.payloadOff+2:], uint32(sent))
+			if pc != nil {
+				now = math.Float64bits(pc.at(sent)) // the due time: see compare_pace.go
+			}
 			binary.LittleEndian.PutUint64(out[o+t.payloadOff+6:], now)
 		}
 		p.sent.Store(sent)
@@ -261,6 +289,11 @@ type engine struct {
 	start, stop             chan struct{}
 	publishing              atomic.Bool
 	reactor                 *reactor
+	// Paced (job.rate > 0): messages per ms per publisher, and nowMs() when publishing started
+	// (set before start is closed); lag: send lag of paced batches over the window.
+	perMs, since float64
+	lagMu        sync.Mutex
+	lag          []float64
 	// mu guards the slices while connections are added concurrently (fan-out setup).
 	mu sync.Mutex
 }
@@ -270,9 +303,15 @@ func newEngine(job *flowJob, window, inflight, batch int) *engine {
 	if err != nil {
 		errorExit("epoll: " + err.Error())
 	}
-	return &engine{job: job, window: window, inflight: inflight, batch: batch,
+	e := &engine{job: job, window: window, inflight: inflight, batch: batch,
 		start: make(chan struct{}), stop: make(chan struct{}), reactor: r}
+	if job.Rate > 0 && job.Publishers > 0 {
+		e.perMs = job.Rate / float64(job.Publishers) / 1000
+	}
+	return e
 }
+
+func (e *engine) paced() bool { return e.perMs > 0 }
 
 // addSubscriber connects, subscribes (waiting for SUBACK, refused = error) and starts reading.
 func (e *engine) addSubscriber(clientID, topic string, qos byte, publishers int, counted bool) (*subscriber, error) {

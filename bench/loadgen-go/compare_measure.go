@@ -149,11 +149,17 @@ func (e *engine) measure(latency bool, extra func() map[string]any) map[string]a
 			}
 		}
 	}()
+	e.since = nowMs()
 	close(e.start)
 	time.Sleep(time.Duration(job.WarmupMs) * time.Millisecond)
 	d0, s0, a0, w0, r0 := e.delivered(), e.totalSent(), e.totalAcked(), e.wireBytes(), e.reactor.reads.Load()
 	cpu0 := cpuSeconds()
 	t0 := nowMs()
+	if latency {
+		for _, s := range e.subscribers {
+			s.startWindow(t0)
+		}
+	}
 	e.recordLatency.Store(latency)
 	emitEvent("window-start", nil)
 	// Deliveries per second of the window (the last bucket may be shorter if windowMs is not whole seconds).
@@ -166,6 +172,11 @@ func (e *engine) measure(latency bool, extra func() map[string]any) map[string]a
 		last = d
 	}
 	e.recordLatency.Store(false)
+	if latency {
+		for _, s := range e.subscribers {
+			s.endWindow(nowMs())
+		}
+	}
 	seconds := (nowMs() - t0) / 1000
 	cpu := cpuSeconds() - cpu0
 	d1, s1, a1, w1, r1 := e.delivered(), e.totalSent(), e.totalAcked(), e.wireBytes(), e.reactor.reads.Load()
@@ -200,7 +211,7 @@ func (e *engine) measure(latency bool, extra func() map[string]any) map[string]a
 	var lat []float64
 	for _, s := range e.subscribers {
 		s.latMu.Lock()
-		lat = append(lat, s.lat...)
+		lat = append(lat, s.rec.lat...)
 		s.latMu.Unlock()
 	}
 	sort.Float64s(lat)
@@ -237,6 +248,9 @@ func (e *engine) measure(latency bool, extra func() map[string]any) map[string]a
 	for k, v := range extra() {
 		result[k] = v
 	}
+	if e.paced() {
+		result["offeredPerSecond"] = e.perMs * 1000 * float64(len(e.publishers))
+	}
 	if latency {
 		sum := 0.0
 		for _, v := range lat {
@@ -246,7 +260,10 @@ func (e *engine) measure(latency bool, extra func() map[string]any) map[string]a
 		if len(lat) > 0 {
 			maxLat = lat[len(lat)-1]
 		}
+		e.windowFacts(result, t0)
 		result["latencyMs"] = map[string]any{
+			// Paced: from each message's due time (compare_pace.go); else from when it was sent.
+			"from":    map[bool]string{true: "due", false: "sent"}[e.paced()],
 			"samples": len(lat), "p50": percentile(lat, 50), "p99": percentile(lat, 99), "max": maxLat,
 			"mean": sum / float64(max(1, len(lat))),
 			// 1,001 evenly spaced quantiles, so the harness can merge the latencies of split jobs.
@@ -351,6 +368,9 @@ func runFlow(args []string, setup func(job *flowJob) (*engine, bool, func() map[
 	job.defaults()
 	if job.Part < 0 || job.Part >= job.Parts {
 		return errorf("part %d of %d", job.Part, job.Parts)
+	}
+	if job.Rate < 0 || math.IsInf(job.Rate, 0) || (job.Rate > 0 && job.Scenario != "fanin") {
+		return errorf("rate %v: only compare-fanin paces, at a rate > 0 msgs/s", job.Rate)
 	}
 	hardLimit(job.TimeLimitMs)
 	// Two Ps on the one core the harness gives: the reactor goroutine blocks in epoll_wait, and the

@@ -2,6 +2,7 @@ import type { PublishPacket } from 'aedes'
 import type { Metric } from 'prom-client'
 import { connectedClients, packetCounters, publishAsBroker } from '../../src/aedes/internals.js'
 import { definePlugin } from '../../src/plugin.js'
+import { takeoverTopic } from '../../src/persistence/client-registry.js'
 import { LoadAverage } from './load-average.js'
 import { OfflineSessions } from './offline-sessions.js'
 import { prefixProblems, resolvePrefix, sysConfigSchema } from './schema.js'
@@ -49,22 +50,18 @@ export const sysPlugin = definePlugin({
       // A takeover on this node: the id is connected again already (Aedes' clients map).
       if (connectedClients(broker)[client.id] === undefined) offline.disconnected(client.id)
     })
-    // Every node announces its new clients on $SYS/<node>/new/clients (Aedes' takeover
-    // message): a persistent session that comes back on another node is no longer offline here.
-    // Only with other nodes (Redis mode): alone, every announcement is this node's own.
-    // This node's own announcements are skipped (as Aedes does): over the Redis bus they can
-    // arrive after the client already left again; local connects are seen by clientConnected.
-    const onNewClient = (packet: { topic: string, payload: Buffer | string }, cb: () => void): void => {
-      if (packet.topic.split('/')[1] !== ctx.gatewayConfig.node.id) {
-        const clientId = packet.payload.toString()
-        offline.connected(clientId)
-        // Aedes closes the local connection of that id (asynchronously) on this same message.
-        const local = connectedClients(broker)[clientId]
-        if (local) takenOver.add(local)
-      }
+    // In Redis mode a node is told when a client id it held connects on another node
+    // (src/persistence/client-registry.ts): a persistent session that comes back elsewhere is
+    // no longer offline here. Alone (memory mode), every connect is local: clientConnected.
+    const onTakenOver = (packet: { payload: Buffer | string }, cb: () => void): void => {
+      const clientId = packet.payload.toString()
+      offline.connected(clientId)
+      // The core closes the local connection of that id (asynchronously) on this same message.
+      const local = connectedClients(broker)[clientId]
+      if (local) takenOver.add(local)
       cb()
     }
-    if (persistence.type === 'redis') broker.subscribe('$SYS/+/new/clients', onNewClient, () => {})
+    if (persistence.type === 'redis') broker.subscribe(takeoverTopic(ctx.gatewayConfig.node.id), onTakenOver, () => {})
 
     const loads = {
       'messages/received': new LoadAverage(),
@@ -155,7 +152,7 @@ export const sysPlugin = definePlugin({
     log.info({ prefix, intervalS: ctx.config.intervalS }, '$SYS statistics enabled')
 
     return {
-      // No unsubscribe from $SYS/+/new/clients: plugins close after the broker, whose bus
+      // No unsubscribe from the takeover topic: plugins close after the broker, whose bus
       // is closed by then (with Redis, an UNSUBSCRIBE on the closed connection would reject).
       close: async () => {
         clearInterval(timer)

@@ -23,6 +23,8 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | a field for the gateway's connection record on every client (was a WeakMap entry) | patch: lib/client.js `mqgwRecord`; internals.ts `clientRecordOf` |
  * | the memory store's empty queue replayed without a stream (almost every CONNECT) | patch: aedes-persistence outgoingStream, lib/handlers/connect.js emptyQueue |
  * | $SYS/<id>/new/clients and disconnect/clients published only when someone besides Aedes' own takeover check can hear them (a LocalOnlyBus; always over Redis) | patch: aedes.js announced(); bus/local-bus.ts |
+ * | how other nodes learn of a new client: `announceClient` (Aedes: broadcast on $SYS/<id>/new/clients), `closeTakenOverClient` callable | patch: aedes.js; Redis mode: persistence/client-registry.ts |
+ * | parser allocation (issue #14 fan-in): mqtt-packet's debug() calls only when enabled; bl reads numbers in place | patches/mqtt-packet+9.0.2.patch, patches/bl+6.1.6.patch |
  *
  * Lean idle client: what an idle connection keeps, measured with `npm run bench -- memory`
  * (`--heap`: heap snapshots by constructor, 10,000 idle connections, bytes per connection
@@ -74,6 +76,19 @@ export function clientRecordOf<R extends object> (client: Client): R | undefined
 
 export function setClientRecord (client: Client, record: object): void {
   ;(client as unknown as { mqgwRecord: object }).mqgwRecord = record
+}
+
+/**
+ * Replaces how this node tells the other nodes that `client` connected (patch: Aedes'
+ * `announceClient`, by default a broadcast on `$SYS/<node>/new/clients` to every node).
+ */
+export function replaceClientAnnouncement (broker: Aedes, announce: (client: Client) => void): void {
+  (broker as unknown as { announceClient: (client: Client) => void }).announceClient = announce
+}
+
+/** Closes this node's connection of `clientId` because another node took the id over (patch: Aedes' closeSameClients as a method). */
+export function closeTakenOverClient (broker: Aedes, clientId: string, done: () => void): void {
+  (broker as unknown as { closeTakenOverClient: (clientId: string, done: () => void) => void }).closeTakenOverClient(clientId, done)
 }
 
 /** The keepalive a connected client asked for, seconds (Aedes keeps only its timer interval). */

@@ -103,3 +103,32 @@ redis.call('HINCRBY', KEYS[2], 'bytes', -tonumber(string.sub(prev, 1, sep - 1)))
 if redis.call('HINCRBY', KEYS[3], owner, -1) <= 0 then redis.call('HDEL', KEYS[3], owner) end
 return 1
 `
+
+/**
+ * KEYS[1] client registry hash (clientId -> node id); ARGV: clientId, node id.
+ * Records that the client is now on this node; returns the node that had it before (or nil).
+ */
+export const CLAIM_CLIENT = `
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+if previous ~= ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return previous
+`
+
+/**
+ * KEYS[1] client registry hash; ARGV: clientId, node id.
+ * Removes the entry only if it still names that node (a takeover elsewhere must stay on record).
+ */
+export const RELEASE_CLIENT = `
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+`
+
+/**
+ * KEYS[1] client registry hash, KEYS[2] online hash; ARGV: clientId.
+ * Removes an expired session's entry unless the client is online again (it reconnected
+ * after the expiry sweep read the online hash).
+ */
+export const FORGET_EXPIRED_CLIENT = `
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+`

@@ -6,6 +6,7 @@ import mqemitterRedis from 'mqemitter-redis'
 import { Counter } from 'prom-client'
 import { busStateOf, connectedClients, continuePacketCounter, declareSyncDone, replaceLocalMatcher } from '../aedes/internals.js'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
+import { ClientRegistry } from './client-registry.js'
 import type { PersistenceBackend, PersistenceDeps } from './backend.js'
 import { createBusConnection, createRedisConnection, isReady } from './redis-connection.js'
 import type { RetainedAdmission, RetainedLedger, RetainedLimits, SessionOwners } from './ledgers.js'
@@ -59,6 +60,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   conn.defineCommand('mqgwMarkOnline', { numberOfKeys: 2, lua: MARK_ONLINE })
   conn.defineCommand('mqgwRetainedAdmit', { numberOfKeys: 3, lua: RETAINED_ADMIT })
   conn.defineCommand('mqgwRetainedRelease', { numberOfKeys: 3, lua: RETAINED_RELEASE })
+  const registry = new ClientRegistry(conn, nodeId, log)
   const pubConn = createBusConnection(cfg.redis, 'bus-pub')
   const subConn = createBusConnection(cfg.redis, 'bus-sub')
 
@@ -137,23 +139,29 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
    * id) would never expire: mark them offline once that node's heartbeat key has lapsed. A
    * bounded slice of the online hash per sweep; the cursor carries over to the next sweep.
    */
-  const adoptSessionsOfGoneNodes = async (): Promise<void> => {
+  const adoptSessionsOfGoneNodes = async (isAlive: (node: string) => Promise<boolean>): Promise<void> => {
     const [next, entries] = await conn.hscan(ONLINE_KEY, adoptCursor, 'COUNT', ADOPT_SCAN_COUNT)
     adoptCursor = next
-    const alive = new Map<string, boolean>([[nodeId, true]])
     let adopted = 0
     for (let i = 0; i + 1 < entries.length; i += 2) {
       const clientId = entries[i]!
       const token = entries[i + 1]!
-      const owner = nodeOfToken(token)
-      let ownerAlive = alive.get(owner)
-      if (ownerAlive === undefined) {
-        ownerAlive = await conn.exists(NODE_KEY_PREFIX + owner) === 1
-        alive.set(owner, ownerAlive)
-      }
-      if (!ownerAlive) adopted += await conn.mqgwMarkOffline(ONLINE_KEY, OFFLINE_KEY, clientId, token, Date.now())
+      if (!await isAlive(nodeOfToken(token))) adopted += await conn.mqgwMarkOffline(ONLINE_KEY, OFFLINE_KEY, clientId, token, Date.now())
     }
     if (adopted > 0) log.info({ sessions: adopted }, 'sessions left online by nodes that are gone marked offline')
+  }
+
+  /** Whether a node runs (its heartbeat key is there), asked once per node per sweep. */
+  const nodeAliveCache = (): (node: string) => Promise<boolean> => {
+    const alive = new Map<string, boolean>([[nodeId, true]])
+    return async (node) => {
+      let known = alive.get(node)
+      if (known === undefined) {
+        known = await conn.exists(NODE_KEY_PREFIX + node) === 1
+        alive.set(node, known)
+      }
+      return known
+    }
   }
 
   /** Defect 4 (expiry): remove sessions offline for longer than sessionExpiryS; every node may run it, ZREM decides who does. */
@@ -162,13 +170,16 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     sweeping = true
     try {
       await heartbeat()
-      await adoptSessionsOfGoneNodes()
+      const isAlive = nodeAliveCache()
+      await adoptSessionsOfGoneNodes(isAlive)
+      await registry.sweepGoneNodes(isAlive)
       const cutoff = Date.now() - cfg.sessionExpiryS * 1000
       const expired = await conn.zrangebyscore(OFFLINE_KEY, '-inf', cutoff, 'LIMIT', 0, 500)
       for (const clientId of expired) {
         if (await conn.zrem(OFFLINE_KEY, clientId) !== 1) continue
         if (await conn.hexists(ONLINE_KEY, clientId)) continue
         const dropped = await removeSessionData(inspectDeps, clientId)
+        await registry.forgetExpired(clientId, ONLINE_KEY)
         sessionsExpired.inc()
         log.info({ clientId, droppedMessages: dropped }, 'persistent session expired')
       }
@@ -230,6 +241,8 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     start: async (broker: Aedes) => {
       // Defect 3: continue counting from a value this node id cannot have used before.
       continuePacketCounter(broker, Date.now() * 1000)
+      // A CONNECT tells only the node that held the client id, not every node (client-registry.ts).
+      registry.install(broker)
       broker.on('client', (client) => {
         if (client.clean) return
         const t = token()

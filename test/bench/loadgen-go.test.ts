@@ -4,8 +4,9 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import type { RunningBroker } from '../../bench/brokers.js'
-import { GO_LOADGEN, generatorLimit, generatorLimited, mergedPercentile, runGenerators } from '../../bench/generators.js'
+import { GO_LOADGEN, generatorFor, generatorLimit, generatorLimited, mergedPercentile, runGenerators } from '../../bench/generators.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { pollUntil } from '../helpers/mqtt.js'
 
 const execFileAsync = promisify(execFile)
 const BIN = join(process.cwd(), GO_LOADGEN)
@@ -92,6 +93,43 @@ describe('Go load generator for bench/compare (bench/loadgen-go compare-* modes)
     assert.equal(r.result.ackedTotal, 0)
   })
 
+  it('compare-fanin paced (rate): every message delivered once, no more sent than the schedule allows, latency from the due time', async () => {
+    const rate = 2000
+    const publishers = 4
+    const t0 = performance.now()
+    const r = await runMode('compare-fanin', { scenario: 'fanin', port, publishers, window: 200, batch: 20, latency: true, rate, ...FLOW })
+    const wallMs = performance.now() - t0
+    assert.equal(r.code, 0, r.stderr)
+    assertSelfConsistent(r.result, 1)
+    assertLatency(r.result)
+    assert.equal(r.result.offeredPerSecond, rate)
+    // Open loop at `rate`: at most what fell due while the process ran (plus each publisher's
+    // first message). A slow machine sends less, never more; a closed loop sends far more
+    // (an idle gateway takes 2,000 msgs/s in a few ms).
+    assert.ok((r.result.sentTotal as number) <= rate * wallMs / 1000 + publishers, `sent ${String(r.result.sentTotal)} in ${wallMs.toFixed(0)} ms at ${rate}/s`)
+    const l = r.result.latencyMs as { from: string, samples: number }
+    assert.equal(l.from, 'due')
+    // Per second of the window and per 100 ms: every recorded delivery is in the timeline.
+    const perSecond = r.result.latencyPerSecond as Array<{ n: number, p50: number, p99: number, max: number }>
+    assert.equal(perSecond.length, 1)
+    assert.equal(perSecond[0]!.n, l.samples)
+    assert.ok(perSecond[0]!.p99 <= perSecond[0]!.max)
+    assert.equal((r.result.latencyPeakPer100ms as number[]).length, 10)
+    assert.ok(Math.max(...(r.result.latencyPeakPer100ms as number[])) === perSecond[0]!.max)
+    assert.ok((r.result.windowStartUnixMs as number) > Date.now() - 60000 && (r.result.windowStartUnixMs as number) < Date.now())
+    const lag = r.result.sendLagMs as { batches: number, p50: number, p99: number, max: number }
+    assert.ok(lag.batches > 0 && lag.p50 >= 0 && lag.p50 <= lag.p99 && lag.p99 <= lag.max, JSON.stringify(lag))
+    assert.equal(r.result.deliveryGapsOver1s, 0)
+    assert.ok((r.result.maxDeliveryGapMs as number) > 0 && (r.result.maxPauseMs as number) <= (r.result.maxDeliveryGapMs as number))
+  })
+
+  it('paced jobs go to the Go generator only where it paces (fan-in over TCP)', () => {
+    const go = { kind: 'go' as const, processes: 2 }
+    assert.deepEqual(generatorFor({ scenario: 'fanin', timeLimitMs: 1, rate: 1000 }, go), go)
+    assert.deepEqual(generatorFor({ scenario: 'qos1', timeLimitMs: 1, rate: 1000 }, go), { kind: 'node', processes: 1 })
+    assert.deepEqual(generatorFor({ scenario: 'fanin', timeLimitMs: 1, rate: 1000, ws: '/mqtt' }, go), { kind: 'node', processes: 1 })
+  })
+
   it('compare-qos1: every publish acknowledged and delivered, latency from the payload', async () => {
     const r = await runMode('compare-qos1', { scenario: 'qos1', port, pairs: 3, inflight: 8, ...FLOW })
     assert.equal(r.code, 0, r.stderr)
@@ -119,9 +157,8 @@ describe('Go load generator for bench/compare (bench/loadgen-go compare-* modes)
     assert.equal(r.result.stillOpenAtRelease, 60)
     assert.ok((r.result.connectP50ms as number) > 0 && (r.result.connectP50ms as number) <= (r.result.connectP99ms as number))
     assert.ok((r.result.connectsPerSecond as number) > 0)
-    const t0 = Date.now()
-    while (gw.gateway.broker.connectedClients > 0 && Date.now() - t0 < 5000) await new Promise((resolve) => setTimeout(resolve, 50))
-    assert.equal(gw.gateway.broker.connectedClients, 0, 'the generator closed its connections')
+    const left = await pollUntil(async () => gw.gateway.broker.connectedClients, (n) => n === 0, 5000)
+    assert.equal(left, 0, 'the generator closed its connections')
   })
 
   it('compare-connect counts a refused CONNECT as failed, with the reason', async () => {
@@ -149,6 +186,14 @@ describe('Go load generator for bench/compare (bench/loadgen-go compare-* modes)
     assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr)
     assert.match(bad.stderr, /job: .*publishers/)
     assert.deepEqual(bad.events, [])
+    // Only fan-in paces; a rate elsewhere (or a negative one) is refused before connecting.
+    for (const job of [{ scenario: 'qos1', port, pairs: 1, inflight: 1, rate: 100, ...FLOW }, { scenario: 'fanin', port, publishers: 1, window: 10, batch: 1, ...FLOW, rate: -5 }]) {
+      const refused = await runMode(job.scenario === 'qos1' ? 'compare-qos1' : 'compare-fanin', job)
+      assert.equal(refused.code, 1)
+      assert.equal(refused.stderr.trim().split('\n').length, 1, refused.stderr)
+      assert.match(refused.stderr, /rate -?\d+: only compare-fanin paces/)
+      assert.deepEqual(refused.events, [])
+    }
   })
 
   describe('split among generator processes (bench/generators.ts runGenerators, --generators=N)', () => {
@@ -166,6 +211,17 @@ describe('Go load generator for bench/compare (bench/loadgen-go compare-* modes)
       assert.equal(r.ackedTotal, r.sentTotal)
       assertLatency(r)
       assert.ok(run.windowSeconds !== undefined && run.brokerCpuSeconds !== undefined, 'broker CPU sampled at part 0\'s window')
+    })
+
+    it('paced fanin over 2 processes: each part offers its publishers\' share, every message delivered once', async () => {
+      const run = await runGenerators<{ loadgenCpuPercent: number } & Record<string, unknown>>({ scenario: 'fanin', port, publishers: 4, window: 200, batch: 20, latency: true, rate: 2000, ...FLOW } as never, broker(), { kind: 'go', processes: 2 })
+      assert.equal(run.result.loadgen, 'go')
+      assert.equal(run.result.generators, 2)
+      assert.equal(run.result.offeredPerSecond, 2000)
+      assert.equal(run.result.countedSubscribers, 2)
+      assertSelfConsistent(run.result, 1)
+      assertLatency(run.result)
+      assert.equal(run.result.deliveryGapsOver1s, 0)
     })
 
     it('fanout over 2 processes: part 0 publishes to both parts\' subscribers', async () => {

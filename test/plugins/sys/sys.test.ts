@@ -248,7 +248,7 @@ sys: { intervalS: 1, prefix: "$SYS/brokers/\${node}" }
     const device = await connectClient(b.mqttUrl, { clientId: 'roaming-1', clean: false })
     await endClient(device)
     assert.equal(await pollUntil(disconnected, (n) => n === before + 1, 10000), before + 1, 'offline on node b')
-    // Back on node a: node b hears of it through Aedes' $SYS/<node>/new/clients message.
+    // Back on node a: node b, which held the id, is told (src/persistence/client-registry.ts).
     const back = await connectClient(a.mqttUrl, { clientId: 'roaming-1', clean: false })
     assert.equal(await pollUntil(disconnected, (n) => n === before, 10000), before, 'no longer offline on node b')
     // A takeover from node a of a session connected on node b: b's connection closes, and
