@@ -5,7 +5,7 @@ import { publishAsBroker } from '../../src/aedes/internals.js'
 import { HANDLED, PASS, type MessageVerdict } from '../../src/hooks/types.js'
 import { definePlugin } from '../../src/plugin.js'
 import { covers, exceedsTopicLimits } from '../../src/topic.js'
-import { createPlatformaticClient, type BridgeKafkaClient, type ConsumedRecord } from './kafka-client.js'
+import type { BridgeKafkaClient, ConsumedRecord } from './kafka-client.js'
 import { kafkaConfigSchema } from './schema.js'
 
 /**
@@ -39,6 +39,9 @@ export const kafkaPlugin = definePlugin({
     let buffered = 0
     new Gauge({ name: 'mqgw_kafka_qos0_buffered', help: 'Routed QoS 0 messages waiting for Kafka', registers, collect () { this.set(buffered) } }) // eslint-disable-line no-new
 
+    // Loaded only when the bridge is configured: @platformatic/kafka adds ~35 MB of RSS to every
+    // gateway process (measured: 73 -> 108 MB at import), which a node without Kafka should not pay.
+    const { createPlatformaticClient } = await import('./kafka-client.js')
     const client: BridgeKafkaClient = createPlatformaticClient({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs }, log)
     ctx.readiness.register('kafka', () => {
       if (!client.producerConnected()) return { ready: false, reason: 'Kafka producer not connected' }
