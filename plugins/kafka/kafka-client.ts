@@ -109,6 +109,8 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
   let stream: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined
   /** The consumer's commit in flight, if any: close() lets it land before leaving the group. */
   let pendingCommits: () => Promise<void> | undefined = () => undefined
+  /** The delivery in progress, if any: close() lets it finish (bounded) so that its offsets are committed. */
+  let pendingDelivery: () => Promise<void> | undefined = () => undefined
   return {
     produce: (topic, record) => {
       // One send in flight per topic, later records batched behind it: a client's order is kept.
@@ -186,12 +188,13 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
           }
           pendingCommits = () => committing
           let batch: Msg[] = []
-          let flushing = false
+          let flushing: Promise<void> | undefined
+          pendingDelivery = () => flushing
           const flush = async (): Promise<void> => {
-            flushing = true
             s.pause()
             try {
-              while (batch.length > 0) {
+              // Once close() began, no new batch is started: what is not delivered is not committed.
+              while (batch.length > 0 && !closed) {
                 const records = batch
                 batch = []
                 await deliver(records.map(toConsumed))
@@ -203,14 +206,14 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
               restart(c, (err as Error).message)
               return
             } finally {
-              flushing = false
+              flushing = undefined
             }
-            if (!s.destroyed) s.resume()
+            if (!s.destroyed && !closed) s.resume()
           }
           s.on('data', (m: Msg) => {
             batch.push(m)
             // Records of one turn are delivered together.
-            if (!flushing && batch.length === 1) setImmediate(() => { void flush() })
+            if (!flushing && batch.length === 1) flushing = new Promise((resolve) => setImmediate(() => { void flush().then(resolve) }))
           })
           s.on('error', (err: Error) => restart(c, err.message))
         } catch (err) {
@@ -226,6 +229,11 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
       if (probing) clearTimeout(probing)
       if (restartTimer) clearTimeout(restartTimer)
       await stream?.close().catch(() => {})
+      // A batch being delivered is let finish, so that its offsets are committed below and the
+      // next consumer of the group does not deliver it again. Bounded: a delivery stuck on a
+      // dead store is given up, and its records are then consumed again (at least once).
+      const delivering = pendingDelivery()
+      if (delivering) await withTimeout(delivering, opts.produceTimeoutMs, 'Kafka delivery at close').catch(() => {})
       // The stream is closed, so no delivery adds offsets: this ends after at most two commits.
       for (let p = pendingCommits(); p; p = pendingCommits()) await p
       if (consumer) await closeConsumer(consumer)
