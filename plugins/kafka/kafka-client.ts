@@ -19,7 +19,14 @@ export interface ConsumedRecord {
   offset: string
   value: Buffer | null
   headers: Record<string, Buffer | undefined>
+  /** The record's Kafka timestamp (ms since the epoch; the producer's clock when it was sent). */
+  timestamp: number
+  /** When this process received the record from a fetch (ms since the epoch, fractional). */
+  fetchedAt: number
 }
+
+/** Where a produced record's time went, per record, in seconds (see mqgw_kafka_stage_seconds). */
+export type ProduceStage = 'queued' | 'request'
 
 export interface BridgeKafkaClient {
   /** Resolves when Kafka acknowledged the record (acks = all). */
@@ -40,7 +47,8 @@ type Msg = Message<Buffer, Buffer, Buffer, Buffer>
  * BridgeKafkaClient on @platformatic/kafka (maintained; bench/kafka-client.bench.ts: 3-4x
  * kafkajs' acks = all produce throughput at a quarter of its latency).
  */
-export function createPlatformaticClient (opts: { brokers: string[], clientId: string, connectionTimeoutMs: number, produceTimeoutMs: number }, log: Logger): BridgeKafkaClient {
+export function createPlatformaticClient (opts: { brokers: string[], clientId: string, connectionTimeoutMs: number, produceTimeoutMs: number, observe?: (stage: ProduceStage, seconds: number) => void }, log: Logger): BridgeKafkaClient {
+  const observe = opts.observe ?? noop
   const base = { bootstrapBrokers: opts.brokers, connectTimeout: opts.connectionTimeoutMs, timeout: opts.produceTimeoutMs, retries: 3, retryDelay: 200, autocreateTopics: true }
   const producer = new Producer<Buffer, Buffer, Buffer, Buffer>({ ...base, clientId: opts.clientId, acks: ProduceAcks.ALL })
   let producerConnected = false
@@ -65,7 +73,7 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
     probe()
   })
 
-  interface Pending { record: BridgeRecord, deadline: number, resolve: () => void, reject: (err: Error) => void }
+  interface Pending { record: BridgeRecord, handedAt: number, deadline: number, resolve: () => void, reject: (err: Error) => void }
   const lanes = new Map<string, { queue: Pending[], sending: boolean }>()
   const sendLane = async (topic: string, lane: { queue: Pending[], sending: boolean }): Promise<void> => {
     lane.sending = true
@@ -82,6 +90,8 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
       }
       if (batch.length === 0) continue
       const budget = batch[0]!.deadline - now
+      const sentAt = performance.now()
+      for (const p of batch) observe('queued', (sentAt - p.handedAt) / 1000)
       const sending = producer.send({
           messages: batch.map((p) => ({
             topic,
@@ -93,7 +103,8 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
       try {
         await withTimeout(sending, budget, 'Kafka produce')
         producerConnected = true
-        for (const p of batch) p.resolve()
+        const took = (performance.now() - sentAt) / 1000
+        for (const p of batch) { observe('request', took); p.resolve() }
       } catch (err) {
         for (const p of batch) p.reject(err as Error)
         // A send whose time ran out may still be retried by the client and land: the next
@@ -116,7 +127,7 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
       // One send in flight per topic, later records batched behind it: a client's order is kept.
       let lane = lanes.get(topic)
       if (!lane) lanes.set(topic, lane = { queue: [], sending: false })
-      const entry: Pending = { record, deadline: Date.now() + opts.produceTimeoutMs, resolve: noop, reject: noop }
+      const entry: Pending = { record, handedAt: performance.now(), deadline: Date.now() + opts.produceTimeoutMs, resolve: noop, reject: noop }
       const promise = new Promise<void>((resolve, reject) => { entry.resolve = resolve; entry.reject = reject })
       lane.queue.push(entry)
       // An idle lane starts sending after this turn (setImmediate), so every record handed over
@@ -188,6 +199,7 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
           }
           pendingCommits = () => committing
           let batch: Msg[] = []
+          let batchAt: number[] = []
           let flushing: Promise<void> | undefined
           pendingDelivery = () => flushing
           const flush = async (): Promise<void> => {
@@ -196,8 +208,10 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
               // Once close() began, no new batch is started: what is not delivered is not committed.
               while (batch.length > 0 && !closed) {
                 const records = batch
+                const at = batchAt
                 batch = []
-                await deliver(records.map(toConsumed))
+                batchAt = []
+                await deliver(records.map((m, i) => toConsumed(m, at[i] ?? 0)))
                 for (const m of records) toCommit.set(`${m.topic}:${m.partition}`, m)
                 commitDelivered()
                 reportLag().catch(() => {})
@@ -211,6 +225,8 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
             if (!s.destroyed && !closed) s.resume()
           }
           s.on('data', (m: Msg) => {
+            // When the record came out of the stream, for mqgw_kafka_stage_seconds.
+            batchAt.push(performance.timeOrigin + performance.now())
             batch.push(m)
             // Records of one turn are delivered together.
             if (!flushing && batch.length === 1) flushing = new Promise((resolve) => setImmediate(() => { void flush().then(resolve) }))
@@ -247,10 +263,10 @@ function closeConsumer (c: Consumer<Buffer, Buffer, Buffer, Buffer>): Promise<vo
   return new Promise((resolve) => { c.close(true, () => { resolve() }) })
 }
 
-function toConsumed (m: Msg): ConsumedRecord {
+function toConsumed (m: Msg, fetchedAt: number): ConsumedRecord {
   const headers: Record<string, Buffer | undefined> = {}
   for (const [k, v] of m.headers) headers[k.toString()] = v
-  return { topic: m.topic, partition: m.partition, offset: m.offset.toString(), value: m.value, headers }
+  return { topic: m.topic, partition: m.partition, offset: m.offset.toString(), value: m.value, headers, timestamp: Number(m.timestamp), fetchedAt }
 }
 
 function withTimeout<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
