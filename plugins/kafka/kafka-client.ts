@@ -43,6 +43,9 @@ export interface BridgeKafkaClient {
 
 type Msg = Message<Buffer, Buffer, Buffer, Buffer>
 
+/** Consumed records waiting for delivery beyond which fetching pauses (memory bound). */
+const MAX_BATCHED = 2000
+
 /**
  * BridgeKafkaClient on @platformatic/kafka (maintained; bench/kafka-client.bench.ts: 3-4x
  * kafkajs' acks = all produce throughput at a quarter of its latency).
@@ -201,9 +204,13 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
           let batch: Msg[] = []
           let batchAt: number[] = []
           let flushing: Promise<void> | undefined
+          // The stream keeps fetching while a batch is delivered (a fetch is one round trip plus
+          // Kafka's wait for new records; waiting for the delivery first added both to every
+          // record's latency). Records fetched meanwhile are delivered next, in order; beyond
+          // MAX_BATCHED waiting ones the stream is paused until a batch is taken.
+          let heldBack = false
           pendingDelivery = () => flushing
           const flush = async (): Promise<void> => {
-            s.pause()
             try {
               // Once close() began, no new batch is started: what is not delivered is not committed.
               while (batch.length > 0 && !closed) {
@@ -211,6 +218,10 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
                 const at = batchAt
                 batch = []
                 batchAt = []
+                if (heldBack) {
+                  heldBack = false
+                  if (!s.destroyed) s.resume()
+                }
                 await deliver(records.map((m, i) => toConsumed(m, at[i] ?? 0)))
                 for (const m of records) toCommit.set(`${m.topic}:${m.partition}`, m)
                 commitDelivered()
@@ -222,12 +233,15 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
             } finally {
               flushing = undefined
             }
-            if (!s.destroyed && !closed) s.resume()
           }
           s.on('data', (m: Msg) => {
             // When the record came out of the stream, for mqgw_kafka_stage_seconds.
             batchAt.push(performance.timeOrigin + performance.now())
             batch.push(m)
+            if (batch.length >= MAX_BATCHED && !heldBack) {
+              heldBack = true
+              s.pause()
+            }
             // Records of one turn are delivered together.
             if (!flushing && batch.length === 1) flushing = new Promise((resolve) => setImmediate(() => { void flush().then(resolve) }))
           })
