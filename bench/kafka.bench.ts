@@ -3,13 +3,22 @@
  * (client → Kafka → subscriber) against a direct topic on the same gateway process, side by
  * side. Starts its own Kafka (scripts/kafka/kafka.sh); load generator in its own process.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TestKafka } from '../test/helpers/kafka.js'
 import { loadgen, report, spawnGateway, stopGateway } from './lib.js'
 
 interface PubSubResult { messagesPerSecond: number, p50ms: number, p99ms: number, received: number }
+
+/** CPU seconds (user + system) a process has used so far, from /proc (clock ticks of 10 ms). */
+function cpuSeconds (pid: number | undefined): number {
+  if (pid === undefined) return NaN
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / 100
+  } catch { return NaN }
+}
 
 /** mqgw_kafka_stage_seconds from /metrics: per stage, cumulative bucket counts by upper bound, sum and count. */
 type Stages = Map<string, { buckets: Map<number, number>, sum: number, count: number }>
@@ -73,10 +82,14 @@ kafka:
     let breakdown: Array<Record<string, string | number>> = []
     for (const [name, topic] of [['direct topic (no Kafka)', 'direct/room'], ['pattern 2: client → Kafka → subscriber', 'chat/room']] as const) {
       const before = await readStages(admin)
+      const kafkaPid = Number(readFileSync(join(kafka.dir, 'kafka.pid'), 'utf8'))
+      const cpu0 = [cpuSeconds(gw.child.pid), cpuSeconds(kafkaPid)]
       const r = await loadgen<PubSubResult>({ mode: 'pubsub', url, publishUrl: url, topic, qos: 1, count: 10000, inflight: 100, payloadBytes: 100, timeLimitMs: 60000 })
       if (topic === 'chat/room') breakdown = stageRows(before, await readStages(admin))
       raw[name] = r
-      rows.push({ path: name, 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms, received: r.received })
+      // CPU per delivered message: the gateway's and Kafka's (the JVM), µs; 10 ms clock ticks.
+      const perMessage = (i: number, now: number): number => (now - cpu0[i]!) / Math.max(1, r.received) * 1e6
+      rows.push({ path: name, 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)) })
     }
     const base = rows[0]!['msgs/s'] as number
     for (const row of rows) row['ratio to direct'] = (row['msgs/s'] as number) / base

@@ -48,7 +48,7 @@ export const kafkaPlugin = definePlugin({
     let buffered = 0
     new Gauge({ name: 'mqgw_kafka_qos0_buffered', help: 'Routed QoS 0 messages waiting for Kafka', registers, collect () { this.set(buffered) } }) // eslint-disable-line no-new
 
-    const client: BridgeKafkaClient = createPlatformaticClient({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs, observe: (s, seconds) => stage[s]?.observe(seconds) }, log)
+    const client: BridgeKafkaClient = createPlatformaticClient({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs, commitIntervalMs: config.commitIntervalMs, observe: (s, seconds) => stage[s]?.observe(seconds) }, log)
     ctx.readiness.register('kafka', () => {
       if (!client.producerConnected()) return { ready: false, reason: 'Kafka producer not connected' }
       if (config.consume.length > 0 && !client.consumerRunning()) return { ready: false, reason: 'Kafka consumer not running' }
