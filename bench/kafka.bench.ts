@@ -2,6 +2,8 @@
  * Kafka bridge (issue: Kafka bridge): end-to-end QoS 1 msgs/s and latency for pattern 2
  * (client → Kafka → subscriber) against a direct topic on the same gateway process, side by
  * side. Starts its own Kafka (scripts/kafka/kafka.sh); load generator in its own process.
+ * Prints the gateway's and Kafka's CPU per message and pattern 2's time per stage
+ * (mqgw_kafka_stage_seconds). Options: --no-jvm-warmup, --commit-interval=MS.
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -54,6 +56,9 @@ function stageRows (before: Stages, after: Stages): Array<Record<string, string 
   return rows
 }
 
+// --commit-interval=N: the bridge's commitIntervalMs (default: the plugin's), to compare commit rates.
+const commitInterval = process.argv.find((a) => a.startsWith('--commit-interval='))?.split('=')[1]
+if (commitInterval !== undefined && !/^\d+$/.test(commitInterval)) throw new Error(`--commit-interval=${commitInterval}: not a whole number of ms`)
 const kafka = new TestKafka()
 await kafka.start()
 try {
@@ -67,7 +72,7 @@ kafka:
   groupId: bench-bridge
   routes: [ { mqtt: "chat/#", kafkaTopic: chat } ]
   consume: [ { kafkaTopic: chat } ]
-`)
+${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}`)
   const gw = await spawnGateway(['--config', file], {}, 'readyz', 120000)
   try {
     const url = `mqtt://127.0.0.1:${gw.ports.mqtt}`
