@@ -3,6 +3,7 @@
  *  1. QoS 1 end to end, publisher on node B and subscriber on node A (Redis sessions +
  *     Redis bus), side by side with one node in memory mode: msgs/s, p50/p99 latency.
  *  2. Time to ready for a node starting with 100k persistent sessions in Redis.
+ *  3. CONNECT cost (`connect`): gateway CPU per clean-session CONNECT, Redis mode vs memory.
  * Needs redis-server (Debian package); starts its own on a free 127.0.0.1 port.
  */
 import { createRequire } from 'node:module'
@@ -10,6 +11,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TestRedis } from '../test/helpers/redis.js'
+import { cpuSeconds } from './brokers.js'
 import { loadgen, report, spawnGateway, stopGateway } from './lib.js'
 
 const require = createRequire(import.meta.url)
@@ -87,14 +89,47 @@ async function timeToReady (redis: TestRedis, sessions: number): Promise<void> {
   report(`Time to ready with ${sessions} persistent sessions in Redis`, [{ sessions, 'seconds to /readyz 200': seconds, 'RSS MB after load': rss, 'target s': 2 }], { sessions, seconds, rssMB: rss })
 }
 
-// `node dist/bench/redis.bench.js [throughput|ready] [sessions]`: both parts by default.
+interface ConnectResult { connected: number, refused: number, connectsPerSecond: number, p50ms: number, p99ms: number }
+
+/**
+ * CONNECT cost, one Redis-mode node vs one memory node: 3,000 clean-session CONNECTs, 100 in
+ * flight (bench/loadgen.ts connect mode), and the gateway process's CPU per CONNECT, which the
+ * machine's other load does not change as it changes connects/s. A Redis-mode CONNECT waits
+ * for its session owner, subscriptions, previous will and QoS 2 state in Redis.
+ */
+async function connectCost (redis: TestRedis): Promise<void> {
+  const rows: Array<Record<string, string | number>> = []
+  const raw: Record<string, unknown> = {}
+  const setups: Array<[string, string]> = [
+    ['one node, memory', 'node: { id: bench-conn-mem }'],
+    ['one node, Redis', `node: { id: bench-conn-redis }\npersistence: { type: redis, redis: { url: "${redis.url}" } }`]
+  ]
+  for (const [setup, body] of setups) {
+    const gw = await spawnGateway(['--config', configFile(setup.replace(/\W+/g, '-'), `${body}\nlimits: { maxUnauthenticatedPerAddress: 0 }`)])
+    try {
+      const job = { mode: 'connect', url: `mqtt://127.0.0.1:${gw.ports.mqtt}`, count: 3000, concurrency: 100, clientPrefix: 'bench-conn', timeLimitMs: 60000 }
+      await loadgen({ ...job, count: 300 }) // warm-up
+      const cpu0 = cpuSeconds(gw.child.pid!)
+      const r = await loadgen<ConnectResult>(job)
+      const cpu = cpuSeconds(gw.child.pid!) - cpu0
+      raw[setup] = { ...r, gatewayCpuSeconds: cpu }
+      rows.push({ setup, 'connects/s': r.connectsPerSecond, 'p99 ms': r.p99ms, 'gateway CPU µs/connect': 1e6 * cpu / r.connected, refused: r.refused })
+    } finally {
+      await stopGateway(gw)
+    }
+  }
+  report('CONNECT cost: 3,000 clean-session CONNECTs, 100 in flight (CPU includes the clients\' disconnects)', rows, raw)
+}
+
+// `node dist/bench/redis.bench.js [throughput|ready|connect] [sessions]`: every part by default.
 const args = process.argv.slice(2)
-const parts = args.filter((a) => a === 'throughput' || a === 'ready')
+const parts = args.filter((a) => a === 'throughput' || a === 'ready' || a === 'connect')
 const sessionsArg = args.find((a) => /^\d+$/.test(a))
 const redis = new TestRedis()
 await redis.start()
 try {
   if (parts.length === 0 || parts.includes('throughput')) await throughput(redis)
+  if (parts.length === 0 || parts.includes('connect')) await connectCost(redis)
   if (parts.length === 0 || parts.includes('ready')) await timeToReady(redis, Number(sessionsArg ?? 100000))
 } finally {
   await redis.stop()

@@ -19,7 +19,14 @@ export interface ConsumedRecord {
   offset: string
   value: Buffer | null
   headers: Record<string, Buffer | undefined>
+  /** The record's Kafka timestamp (ms since the epoch; the producer's clock when it was sent). */
+  timestamp: number
+  /** When this process received the record from a fetch (ms since the epoch, fractional). */
+  fetchedAt: number
 }
+
+/** Where a produced record's time went, per record, in seconds (see mqgw_kafka_stage_seconds). */
+export type ProduceStage = 'queued' | 'request'
 
 export interface BridgeKafkaClient {
   /** Resolves when Kafka acknowledged the record (acks = all). */
@@ -36,11 +43,16 @@ export interface BridgeKafkaClient {
 
 type Msg = Message<Buffer, Buffer, Buffer, Buffer>
 
+/** Consumed records waiting for delivery beyond which fetching pauses (memory bound). */
+const MAX_BATCHED = 2000
+
 /**
  * BridgeKafkaClient on @platformatic/kafka (maintained; bench/kafka-client.bench.ts: 3-4x
  * kafkajs' acks = all produce throughput at a quarter of its latency).
  */
-export function createPlatformaticClient (opts: { brokers: string[], clientId: string, connectionTimeoutMs: number, produceTimeoutMs: number }, log: Logger): BridgeKafkaClient {
+export function createPlatformaticClient (opts: { brokers: string[], clientId: string, connectionTimeoutMs: number, produceTimeoutMs: number, commitIntervalMs?: number, observe?: (stage: ProduceStage, seconds: number) => void }, log: Logger): BridgeKafkaClient {
+  const commitIntervalMs = opts.commitIntervalMs ?? 100
+  const observe = opts.observe ?? noop
   const base = { bootstrapBrokers: opts.brokers, connectTimeout: opts.connectionTimeoutMs, timeout: opts.produceTimeoutMs, retries: 3, retryDelay: 200, autocreateTopics: true }
   const producer = new Producer<Buffer, Buffer, Buffer, Buffer>({ ...base, clientId: opts.clientId, acks: ProduceAcks.ALL })
   let producerConnected = false
@@ -65,7 +77,7 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
     probe()
   })
 
-  interface Pending { record: BridgeRecord, deadline: number, resolve: () => void, reject: (err: Error) => void }
+  interface Pending { record: BridgeRecord, handedAt: number, deadline: number, resolve: () => void, reject: (err: Error) => void }
   const lanes = new Map<string, { queue: Pending[], sending: boolean }>()
   const sendLane = async (topic: string, lane: { queue: Pending[], sending: boolean }): Promise<void> => {
     lane.sending = true
@@ -82,6 +94,8 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
       }
       if (batch.length === 0) continue
       const budget = batch[0]!.deadline - now
+      const sentAt = performance.now()
+      for (const p of batch) observe('queued', (sentAt - p.handedAt) / 1000)
       const sending = producer.send({
           messages: batch.map((p) => ({
             topic,
@@ -93,7 +107,8 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
       try {
         await withTimeout(sending, budget, 'Kafka produce')
         producerConnected = true
-        for (const p of batch) p.resolve()
+        const took = (performance.now() - sentAt) / 1000
+        for (const p of batch) { observe('request', took); p.resolve() }
       } catch (err) {
         for (const p of batch) p.reject(err as Error)
         // A send whose time ran out may still be retried by the client and land: the next
@@ -109,12 +124,16 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
   let stream: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined
   /** The consumer's commit in flight, if any: close() lets it land before leaving the group. */
   let pendingCommits: () => Promise<void> | undefined = () => undefined
+  /** Sends the delivered offsets not yet committed now, without waiting for the commit interval (close()). */
+  let commitNow: () => void = noop
+  /** The delivery in progress, if any: close() lets it finish (bounded) so that its offsets are committed. */
+  let pendingDelivery: () => Promise<void> | undefined = () => undefined
   return {
     produce: (topic, record) => {
       // One send in flight per topic, later records batched behind it: a client's order is kept.
       let lane = lanes.get(topic)
       if (!lane) lanes.set(topic, lane = { queue: [], sending: false })
-      const entry: Pending = { record, deadline: Date.now() + opts.produceTimeoutMs, resolve: noop, reject: noop }
+      const entry: Pending = { record, handedAt: performance.now(), deadline: Date.now() + opts.produceTimeoutMs, resolve: noop, reject: noop }
       const promise = new Promise<void>((resolve, reject) => { entry.resolve = resolve; entry.reject = reject })
       lane.queue.push(entry)
       // An idle lane starts sending after this turn (setImmediate), so every record handed over
@@ -170,10 +189,23 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
           // off the delivery path: the next batch is not held back for an OffsetCommit round
           // trip. One commit is in flight; the newest delivered record of each partition waits
           // behind it and replaces any older one, so commits stay in order and never go back.
+          // A commit starts at most every commitIntervalMs: an OffsetCommit is an append to
+          // __consumer_offsets, and one per delivered batch made Kafka do about as many commits
+          // as produce requests (bench/kafka: 304 commits beside 335 produces). The price: a
+          // node that dies redelivers up to that interval's records (at least once anyway).
           const toCommit = new Map<string, Msg>()
           let committing: Promise<void> | undefined
+          let commitTimer: NodeJS.Timeout | undefined
+          let lastCommitAt = 0
           const commitDelivered = (): void => {
-            if (committing || toCommit.size === 0) return
+            if (committing || commitTimer || toCommit.size === 0) return
+            const wait = lastCommitAt + commitIntervalMs - Date.now()
+            if (wait > 0 && !closed) {
+              commitTimer = setTimeout(() => { commitTimer = undefined; commitDelivered() }, wait)
+              commitTimer.unref()
+              return
+            }
+            lastCommitAt = Date.now()
             const records = [...toCommit.values()]
             toCommit.clear()
             committing = Promise.all(records.map((m) => m.commit())).then(() => {
@@ -185,16 +217,33 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
             })
           }
           pendingCommits = () => committing
+          commitNow = () => {
+            if (commitTimer) clearTimeout(commitTimer)
+            commitTimer = undefined
+            commitDelivered()
+          }
           let batch: Msg[] = []
-          let flushing = false
+          let batchAt: number[] = []
+          let flushing: Promise<void> | undefined
+          // The stream keeps fetching while a batch is delivered (a fetch is one round trip plus
+          // Kafka's wait for new records; waiting for the delivery first added both to every
+          // record's latency). Records fetched meanwhile are delivered next, in order; beyond
+          // MAX_BATCHED waiting ones the stream is paused until a batch is taken.
+          let heldBack = false
+          pendingDelivery = () => flushing
           const flush = async (): Promise<void> => {
-            flushing = true
-            s.pause()
             try {
-              while (batch.length > 0) {
+              // Once close() began, no new batch is started: what is not delivered is not committed.
+              while (batch.length > 0 && !closed) {
                 const records = batch
+                const at = batchAt
                 batch = []
-                await deliver(records.map(toConsumed))
+                batchAt = []
+                if (heldBack) {
+                  heldBack = false
+                  if (!s.destroyed) s.resume()
+                }
+                await deliver(records.map((m, i) => toConsumed(m, at[i] ?? 0)))
                 for (const m of records) toCommit.set(`${m.topic}:${m.partition}`, m)
                 commitDelivered()
                 reportLag().catch(() => {})
@@ -203,14 +252,19 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
               restart(c, (err as Error).message)
               return
             } finally {
-              flushing = false
+              flushing = undefined
             }
-            if (!s.destroyed) s.resume()
           }
           s.on('data', (m: Msg) => {
+            // When the record came out of the stream, for mqgw_kafka_stage_seconds.
+            batchAt.push(performance.timeOrigin + performance.now())
             batch.push(m)
+            if (batch.length >= MAX_BATCHED && !heldBack) {
+              heldBack = true
+              s.pause()
+            }
             // Records of one turn are delivered together.
-            if (!flushing && batch.length === 1) setImmediate(() => { void flush() })
+            if (!flushing && batch.length === 1) flushing = new Promise((resolve) => setImmediate(() => { void flush().then(resolve) }))
           })
           s.on('error', (err: Error) => restart(c, err.message))
         } catch (err) {
@@ -226,7 +280,13 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
       if (probing) clearTimeout(probing)
       if (restartTimer) clearTimeout(restartTimer)
       await stream?.close().catch(() => {})
+      // A batch being delivered is let finish, so that its offsets are committed below and the
+      // next consumer of the group does not deliver it again. Bounded: a delivery stuck on a
+      // dead store is given up, and its records are then consumed again (at least once).
+      const delivering = pendingDelivery()
+      if (delivering) await withTimeout(delivering, opts.produceTimeoutMs, 'Kafka delivery at close').catch(() => {})
       // The stream is closed, so no delivery adds offsets: this ends after at most two commits.
+      commitNow()
       for (let p = pendingCommits(); p; p = pendingCommits()) await p
       if (consumer) await closeConsumer(consumer)
       await producer.close().catch(() => {})
@@ -239,10 +299,10 @@ function closeConsumer (c: Consumer<Buffer, Buffer, Buffer, Buffer>): Promise<vo
   return new Promise((resolve) => { c.close(true, () => { resolve() }) })
 }
 
-function toConsumed (m: Msg): ConsumedRecord {
+function toConsumed (m: Msg, fetchedAt: number): ConsumedRecord {
   const headers: Record<string, Buffer | undefined> = {}
   for (const [k, v] of m.headers) headers[k.toString()] = v
-  return { topic: m.topic, partition: m.partition, offset: m.offset.toString(), value: m.value, headers }
+  return { topic: m.topic, partition: m.partition, offset: m.offset.toString(), value: m.value, headers, timestamp: Number(m.timestamp), fetchedAt }
 }
 
 function withTimeout<T> (p: Promise<T>, ms: number, what: string): Promise<T> {

@@ -36,13 +36,22 @@ export const kafkaPlugin = definePlugin({
     const dropped = new Counter({ name: 'mqgw_kafka_dropped_total', help: 'Routed messages not produced, by reason', labelNames: ['reason'], registers })
     const latency = new Histogram({ name: 'mqgw_kafka_produce_duration_seconds', help: 'Time until Kafka acknowledged a record', labelNames: ['topic'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10], registers })
     const lag = new Gauge({ name: 'mqgw_kafka_consumer_lag', help: 'Records behind the end of the partition after the last batch', labelNames: ['topic', 'partition'], registers })
+    // Where a routed-and-consumed message's time goes (pattern 2), one observation per record:
+    // queued (handed to the client → its produce request sent: waiting behind the request in
+    // flight), request (sent → Kafka acknowledged, acks = all), to_consumer (the record's Kafka
+    // timestamp, set when its request was built → out of a fetch of this node's consumer; ms
+    // resolution), consumer_wait (→ handed to delivery: the turn's batching and the previous
+    // batch's delivery), publish (→ published into the broker), end_to_end (the PUBLISH's
+    // arrival on the producing node, its `timestamp` header → published; ms resolution).
+    const stages = new Histogram({ name: 'mqgw_kafka_stage_seconds', help: 'Time per stage of the Kafka path, per record', labelNames: ['stage'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5], registers })
+    const stage = Object.fromEntries(['queued', 'request', 'to_consumer', 'consumer_wait', 'publish', 'end_to_end'].map((s) => [s, stages.labels(s)]))
     let buffered = 0
     new Gauge({ name: 'mqgw_kafka_qos0_buffered', help: 'Routed QoS 0 messages waiting for Kafka', registers, collect () { this.set(buffered) } }) // eslint-disable-line no-new
 
     // Loaded only when the bridge is configured: @platformatic/kafka adds ~35 MB of RSS to every
     // gateway process (measured: 73 -> 108 MB at import), which a node without Kafka should not pay.
     const { createPlatformaticClient } = await import('./kafka-client.js')
-    const client: BridgeKafkaClient = createPlatformaticClient({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs }, log)
+    const client: BridgeKafkaClient = createPlatformaticClient({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs, commitIntervalMs: config.commitIntervalMs, observe: (s, seconds) => stage[s]?.observe(seconds) }, log)
     ctx.readiness.register('kafka', () => {
       if (!client.producerConnected()) return { ready: false, reason: 'Kafka producer not connected' }
       if (config.consume.length > 0 && !client.consumerRunning()) return { ready: false, reason: 'Kafka consumer not running' }
@@ -132,10 +141,19 @@ export const kafkaPlugin = definePlugin({
       void client.consume(config.consume.map((c) => c.kafkaTopic), config.groupId, async (records) => {
         // Published in partition order; offsets are committed after all were handed on.
         const pending: Array<Promise<void>> = []
+        const start = performance.timeOrigin + performance.now()
         for (const record of records) {
           const packet = toPacket(record)
           if (!packet) continue
-          pending.push(publish(packet).then(() => { consumed.inc({ topic: record.topic }) }))
+          stage.to_consumer?.observe(Math.max(0, record.fetchedAt - record.timestamp) / 1000)
+          stage.consumer_wait?.observe((start - record.fetchedAt) / 1000)
+          const sentAt = Number(record.headers.timestamp?.toString())
+          pending.push(publish(packet).then(() => {
+            consumed.inc({ topic: record.topic })
+            const done = performance.timeOrigin + performance.now()
+            stage.publish?.observe((done - start) / 1000)
+            if (Number.isFinite(sentAt)) stage.end_to_end?.observe(Math.max(0, done - sentAt) / 1000)
+          }))
         }
         await Promise.all(pending)
       }, (topic, partition, value) => lag.set({ topic, partition: String(partition) }, value))

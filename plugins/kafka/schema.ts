@@ -32,6 +32,12 @@ export const kafkaConfigSchema = z.strictObject({
    * the plugin answers first, with its own reason.
    */
   produceTimeoutMs: z.number().int().min(100).default(4000),
-  connectionTimeoutMs: z.number().int().min(100).default(3000)
+  connectionTimeoutMs: z.number().int().min(100).default(3000),
+  /**
+   * Consumed offsets are committed after delivery, at most this often (0: after every
+   * delivered batch). Fewer commits spare Kafka an append each; a node that dies redelivers
+   * the records of up to this long (at least once).
+   */
+  commitIntervalMs: z.number().int().min(0).max(60000).default(100)
 })
 export type KafkaConfig = z.infer<typeof kafkaConfigSchema>

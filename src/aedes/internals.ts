@@ -20,6 +20,9 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | one keepalive timer wheel for all clients (100 ms resolution) | patch: lib/keepalive-wheel.js, handlers/connect.js, handlers/index.js |
  * | a failed delete of the previous will at CONNECT handled, not an unhandled rejection (which ends the CLI) | patch: handlers/connect.js storeWill; aedes-persistence-redis putWill/delWill await every command |
  * | CONNECT's stored-queue replay reads the store's own stream (one Readable less) | patch: lib/handlers/connect.js emptyQueue |
+ * | a field for the gateway's connection record on every client (was a WeakMap entry) | patch: lib/client.js `mqgwRecord`; internals.ts `clientRecordOf` |
+ * | the memory store's empty queue replayed without a stream (almost every CONNECT) | patch: aedes-persistence outgoingStream, lib/handlers/connect.js emptyQueue |
+ * | $SYS/<id>/new/clients and disconnect/clients published only when someone besides Aedes' own takeover check can hear them (a LocalOnlyBus; always over Redis) | patch: aedes.js announced(); bus/local-bus.ts |
  * | how other nodes learn of a new client: `announceClient` (Aedes: broadcast on $SYS/<id>/new/clients), `closeTakenOverClient` callable | patch: aedes.js; Redis mode: persistence/client-registry.ts |
  * | parser allocation (issue #14 fan-in): mqtt-packet's debug() calls only when enabled; bl reads numbers in place | patches/mqtt-packet+9.0.2.patch, patches/bl+6.1.6.patch |
  * | PUBLISH and PUB* acks encoded into one buffer, one write() each (bytes as mqtt-packet's) | patch: lib/wire.js, lib/write.js |
@@ -77,6 +80,19 @@ export type ConnectedClient = Client & {
 /** Aedes' map of this node's connected clients by client id. */
 export function connectedClients (broker: Aedes): Readonly<Record<string, ConnectedClient>> {
   return (broker as unknown as { clients: Record<string, ConnectedClient> }).clients
+}
+
+/**
+ * The embedding application's record of a connection, in a field the patch declares on every
+ * Aedes client (`mqgwRecord`): one in-object slot instead of a WeakMap entry, which cost a set
+ * and several hashed lookups per CONNECT (and an ephemeron table entry per connection).
+ */
+export function clientRecordOf<R extends object> (client: Client): R | undefined {
+  return ((client as unknown as { mqgwRecord?: R | null }).mqgwRecord) ?? undefined
+}
+
+export function setClientRecord (client: Client, record: object): void {
+  ;(client as unknown as { mqgwRecord: object }).mqgwRecord = record
 }
 
 /**
@@ -206,6 +222,17 @@ export function asOutboundClient (client: Client): OutboundClient {
  */
 export interface SyncDoneBus {
   readonly toleratesSyncDone: true
+}
+
+/**
+ * Declared by a bus (Aedes' `mq`) that reaches this process's listeners only and can list
+ * the listeners a topic reaches: the patch then publishes a client's $SYS/<id>/new/clients
+ * and disconnect/clients announcement only when something besides Aedes' own takeover
+ * check (which ignores this node's announcements) would hear it.
+ */
+export interface LocalOnlyBus {
+  readonly localOnly: true
+  listenersOf: (topic: string) => readonly unknown[]
 }
 
 /**

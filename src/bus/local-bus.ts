@@ -19,7 +19,7 @@
  *    everything completes synchronously) go to a later turn after a bounded depth.
  */
 import type { AedesPublishPacket } from 'aedes'
-import type { SyncDoneBus } from '../aedes/internals.js'
+import type { LocalOnlyBus, SyncDoneBus } from '../aedes/internals.js'
 import { noop } from '../noop.js'
 import { SubscriptionIndex } from './subscription-index.js'
 
@@ -75,14 +75,24 @@ class Delivery {
   }
 }
 
-export class LocalBus<P extends { topic: string } = AedesPublishPacket> implements SyncDoneBus {
+export class LocalBus<P extends { topic: string } = AedesPublishPacket> implements SyncDoneBus, LocalOnlyBus {
   /**
    * Read by patches/aedes+1.2.0.patch (SyncDoneBus): listeners may call `done` before they return. Safe
    * here (completion callbacks are depth-bounded, see `complete`); mqemitter recurses once
    * per queued message on synchronous completion, so Aedes defers `done` for other buses.
    */
   readonly toleratesSyncDone = true
+  /**
+   * Read by the Aedes patch (LocalOnlyBus): an emit reaches this process only, so Aedes skips
+   * its $SYS/<id>/new/clients and disconnect/clients announcements when `listenersOf` shows
+   * nobody but its own takeover check listening.
+   */
+  readonly localOnly = true
   private readonly index: SubscriptionIndex<BusListener<P>>
+  /** Bumped by every on/removeListener: a listenersOf answer is reused only while it is unchanged. */
+  private version = 0
+  /** listenersOf answers by topic at `version` (Aedes asks for two topics; bounded anyway). */
+  private readonly listenersOfCache = new Map<string, { version: number, listeners: ReadonlyArray<BusListener<P>> }>()
   private closed = false
   private readonly onListenerError: (err: unknown) => void
 
@@ -104,6 +114,7 @@ export class LocalBus<P extends { topic: string } = AedesPublishPacket> implemen
   on (filter: string, listener: BusListener<P>, cb?: () => void): this {
     if (typeof listener !== 'function') throw new TypeError('listener must be a function')
     this.index.add(filter, listener)
+    this.version++
     if (cb !== undefined) setImmediate(cb)
     return this
   }
@@ -111,6 +122,7 @@ export class LocalBus<P extends { topic: string } = AedesPublishPacket> implemen
   /** Removes one registration of `listener` under `filter` now; `cb` runs on a later turn. */
   removeListener (filter: string, listener: BusListener<P>, cb?: () => void): this {
     this.index.remove(filter, listener)
+    this.version++
     if (cb !== undefined) setImmediate(cb)
     return this
   }
@@ -139,6 +151,18 @@ export class LocalBus<P extends { topic: string } = AedesPublishPacket> implemen
     // `done` (where the catch below would swallow what cb throws).
     delivery.release()
     return this
+  }
+
+  /** The listeners an emit of `topic` would call now (once per matching registration). */
+  listenersOf (topic: string): ReadonlyArray<BusListener<P>> {
+    // Aedes asks for the same two topics at every CONNECT and disconnect; between subscription
+    // changes the answer is the same (clients that only publish never change it).
+    const cached = this.listenersOfCache.get(topic)
+    if (cached !== undefined && cached.version === this.version) return cached.listeners
+    const listeners = this.index.match(topic)
+    if (this.listenersOfCache.size >= 8) this.listenersOfCache.clear()
+    this.listenersOfCache.set(topic, { version: this.version, listeners })
+    return listeners
   }
 
   /** Refuses further emits (they call back with Error('bus closed')); `cb` runs on a later turn. */

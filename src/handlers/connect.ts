@@ -80,6 +80,11 @@ export class ConnectHandler {
       cb(this.#refuse(3, 'session store unavailable', client, conn), null)
       return
     }
+    // No authenticator (the default config): every client passes; no request built for nobody.
+    if (this.#ctx.hooks.size('authenticate') === 0) {
+      this.#authorizeIdentity(client, conn, cb)
+      return
+    }
     this.#ctx.hooks.decide<'authenticate', AuthVerdict>('authenticate', { client, clientId: client.id, username, password, info: conn },
       // Fail closed: an authenticator that errors or times out refuses the client.
       (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}`, returnCode: 5 }),
@@ -98,6 +103,8 @@ export class ConnectHandler {
 
   /** Once CONNACK 0 went out: a persistent session now belongs to this identity. */
   connected (client: Client, conn: Connection): void {
+    // A clean session that owned nothing (most CONNECTs): nothing to record.
+    if (conn.clean !== false && !conn.discardsOwnSession) return
     const owners = this.#ctx.backend.sessionOwners
     const failed = (err: Error): void => { this.#ctx.log.warn({ clientId: client.id, err: err.message }, 'could not record the session owner') }
     try {
@@ -124,6 +131,10 @@ export class ConnectHandler {
    */
   #authorizeIdentity (client: Client, conn: Connection, cb: AuthenticateDone): void {
     const hooks = this.#ctx.hooks
+    if (hooks.size('authorizeConnect') === 0) {
+      this.#authorizeWill(client, conn, cb)
+      return
+    }
     hooks.decide<'authorizeConnect', Verdict>('authorizeConnect', { client, clientId: client.id, info: conn },
       (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}` }),
       (verdict) => {
@@ -131,35 +142,41 @@ export class ConnectHandler {
           cb(this.#refuse(5, verdict.reason, client, conn), null)
           return
         }
-        const will = willOf(client)
-        if (!will) {
-          this.#checkSessionOwner(client, conn, cb)
+        this.#authorizeWill(client, conn, cb)
+      })
+  }
+
+  /** The will, authorized as a PUBLISH of this identity; then the session owner. */
+  #authorizeWill (client: Client, conn: Connection, cb: AuthenticateDone): void {
+    const hooks = this.#ctx.hooks
+    const will = willOf(client)
+    if (!will) {
+      this.#checkSessionOwner(client, conn, cb)
+      return
+    }
+    const problem = this.#willTopicProblem(will.topic)
+    if (problem !== undefined) {
+      cb(this.#refuse(5, `will: ${problem}`, client, conn), null)
+      return
+    }
+    const owner: WillOwner = { clientId: client.id, username: conn.username, superuser: conn.superuser, claims: conn.claims, listener: conn.listener }
+    // Stored with the will (Redis keeps it as msgpack): a will published for a dead
+    // node is authorized again as this owner (PublishHandler).
+    const stamp = (): void => { (will as unknown as Record<string, unknown>)[WILL_OWNER_FIELD] = owner }
+    if (hooks.size('authorizePublish') === 0) {
+      stamp()
+      this.#checkSessionOwner(client, conn, cb)
+      return
+    }
+    hooks.decide<'authorizePublish', PublishVerdict>('authorizePublish', { client, info: conn, packet: will, clientId: client.id },
+      (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}` }),
+      (willVerdict) => {
+        if (willVerdict.result === 'deny') {
+          cb(this.#refuse(5, `will topic not authorized: ${willVerdict.reason}`, client, conn), null)
           return
         }
-        const problem = this.#willTopicProblem(will.topic)
-        if (problem !== undefined) {
-          cb(this.#refuse(5, `will: ${problem}`, client, conn), null)
-          return
-        }
-        const owner: WillOwner = { clientId: client.id, username: conn.username, superuser: conn.superuser, claims: conn.claims, listener: conn.listener }
-        // Stored with the will (Redis keeps it as msgpack): a will published for a dead
-        // node is authorized again as this owner (PublishHandler).
-        const stamp = (): void => { (will as unknown as Record<string, unknown>)[WILL_OWNER_FIELD] = owner }
-        if (hooks.size('authorizePublish') === 0) {
-          stamp()
-          this.#checkSessionOwner(client, conn, cb)
-          return
-        }
-        hooks.decide<'authorizePublish', PublishVerdict>('authorizePublish', { client, info: conn, packet: will, clientId: client.id },
-          (f) => ({ result: 'deny', reason: `${f.plugin}: ${f.error.message}` }),
-          (willVerdict) => {
-            if (willVerdict.result === 'deny') {
-              cb(this.#refuse(5, `will topic not authorized: ${willVerdict.reason}`, client, conn), null)
-              return
-            }
-            stamp()
-            this.#checkSessionOwner(client, conn, cb)
-          })
+        stamp()
+        this.#checkSessionOwner(client, conn, cb)
       })
   }
 

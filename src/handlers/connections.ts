@@ -1,4 +1,5 @@
 import type { Client } from 'aedes'
+import { clientRecordOf, setClientRecord } from '../aedes/internals.js'
 import type { ClientInfo, ClientInfoLookup } from '../client-info.js'
 
 /** A refusal decided while the CONNECT was checked, sent as CONNACK once Aedes asks. */
@@ -46,17 +47,16 @@ export function newConnection (where: Pick<ClientInfo, 'listener' | 'remoteAddre
 }
 
 /**
- * Connections by Aedes client, in a WeakMap: the state disappears with the client and
- * nothing is added to Aedes' objects.
+ * Connections by Aedes client: the record lives in a field the Aedes patch declares on every
+ * client (src/aedes/internals.ts clientRecordOf), so it disappears with the client. It was a
+ * WeakMap: a set and several hashed lookups per CONNECT, and an ephemeron entry per connection.
  */
 export class ConnectionRegistry implements ClientInfoLookup {
-  readonly #connections = new WeakMap<Client, Connection>()
-
   attach (client: Client, connection: Connection): void {
-    this.#connections.set(client, connection)
+    setClientRecord(client, connection)
   }
 
   get (client: Client | null | undefined): Connection | undefined {
-    return client ? this.#connections.get(client) : undefined
+    return client ? clientRecordOf<Connection>(client) : undefined
   }
 }

@@ -24,7 +24,8 @@ export function observeBroker (broker: Aedes, ctx: HandlerContext, handlers: { c
   broker.on('client', (client) => {
     const conn = connections.get(client)
     metrics.connectionsTotal.inc({ listener: conn?.listener ?? 'unknown' })
-    log.info({ clientId: client.id, username: conn?.username, remoteAddress: conn?.remoteAddress, listener: conn?.listener, protocolVersion: client.version, clean: client.clean }, 'client connected')
+    // The line's fields are built only when it is written (a million CONNECTs at level warn build none).
+    if (log.isLevelEnabled('info')) log.info({ clientId: client.id, username: conn?.username, remoteAddress: conn?.remoteAddress, listener: conn?.listener, protocolVersion: client.version, clean: client.clean }, 'client connected')
     if (!conn) return
     handlers.connect.connected(client, conn)
     hooks.notify('clientConnected', { client, info: conn })
@@ -33,7 +34,7 @@ export function observeBroker (broker: Aedes, ctx: HandlerContext, handlers: { c
     const conn = connections.get(client)
     const reason = conn?.closeReason ?? 'closed'
     metrics.disconnects.inc({ reason })
-    log.info({ clientId: client.id, remoteAddress: conn?.remoteAddress, listener: conn?.listener, reason }, 'client disconnected')
+    if (log.isLevelEnabled('info')) log.info({ clientId: client.id, remoteAddress: conn?.remoteAddress, listener: conn?.listener, reason }, 'client disconnected')
     if (conn) hooks.notify('clientDisconnected', { client, info: conn })
   })
   broker.on('keepaliveTimeout', (client) => {

@@ -17,6 +17,23 @@ function recorder (): { listener: BusListener<TestPacket>, topics: string[] } {
 }
 
 describe('LocalBus', () => {
+  it('listenersOf answers what an emit would reach, and follows every on/removeListener (its answer is reused in between)', () => {
+    const bus = new LocalBus<TestPacket>()
+    const own = recorder()
+    const other = recorder()
+    const topic = '$SYS/n1/new/clients'
+    assert.deepEqual(bus.listenersOf(topic), [])
+    bus.on('$SYS/+/new/clients', own.listener)
+    assert.deepEqual(bus.listenersOf(topic), [own.listener])
+    assert.equal(bus.listenersOf(topic), bus.listenersOf(topic), 'unchanged subscriptions: the same answer')
+    bus.on('$SYS/#', other.listener)
+    assert.deepEqual(new Set(bus.listenersOf(topic)), new Set([own.listener, other.listener]))
+    assert.deepEqual(bus.listenersOf('$SYS/n1/disconnect/clients'), [other.listener])
+    bus.removeListener('$SYS/#', other.listener)
+    assert.deepEqual(bus.listenersOf(topic), [own.listener])
+    assert.deepEqual(bus.listenersOf('$SYS/n1/disconnect/clients'), [])
+  })
+
   it('delivers to exact and wildcard listeners, once per matching registration', async () => {
     const bus = new LocalBus<TestPacket>()
     const exact = recorder()

@@ -31,3 +31,13 @@ describe('kafka section: the produce bound ends before the hook gives up', () =>
     assert.equal(problems('hooks: { timeoutMs: 12000 }\nkafka: { brokers: ["k:9092"], produceTimeoutMs: 10000 }'), '')
   })
 })
+
+describe('kafka section: commitIntervalMs', () => {
+  it('defaults to 100 ms; 0 commits after every delivered batch; a negative or non-integer value is refused by name', () => {
+    const config = parseConfig('kafka: { brokers: ["127.0.0.1:9092"] }', { plugins, env: {} })
+    assert.equal((config.kafka as { commitIntervalMs: number }).commitIntervalMs, 100)
+    assert.equal(problems('kafka: { brokers: ["k:9092"], commitIntervalMs: 0 }'), '')
+    assert.match(problems('kafka: { brokers: ["k:9092"], commitIntervalMs: -1 }'), /kafka\.commitIntervalMs/)
+    assert.match(problems('kafka: { brokers: ["k:9092"], commitIntervalMs: 1.5 }'), /kafka\.commitIntervalMs/)
+  })
+})
