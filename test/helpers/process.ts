@@ -5,6 +5,9 @@ import { pollUntil } from './mqtt.js'
 
 export const CLI = join(process.cwd(), 'dist/app/cli.js')
 
+/** Ports freePort() has returned in this process: never returned twice. */
+const handedOut = new Set<number>()
+
 /**
  * A port that was free a moment ago on 127.0.0.1, below the kernel's ephemeral range
  * (net.ipv4.ip_local_port_range, 32768-60999 here), and low enough that a Redis Cluster node's bus port (port + 10000) is below it too. A port from listen(0) is an ephemeral
@@ -15,12 +18,19 @@ export const CLI = join(process.cwd(), 'dist/app/cli.js')
 export async function freePort (): Promise<number> {
   for (let attempt = 0; attempt < 100; attempt++) {
     const port = 10000 + Math.floor(Math.random() * 10000)
+    // A port handed out earlier may not be bound yet (a test picks several ports, then starts
+    // the processes): probing it again would find it free and hand it out twice (CI: nginx's
+    // listen port was also a gateway node's, EADDRINUSE).
+    if (handedOut.has(port)) continue
     const free = await new Promise<boolean>((resolve) => {
       const server = createServer()
       server.once('error', () => resolve(false))
       server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)))
     })
-    if (free) return port
+    if (free) {
+      handedOut.add(port)
+      return port
+    }
   }
   throw new Error('no free port in 10000-19999 on 127.0.0.1 after 100 tries')
 }
