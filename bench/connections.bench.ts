@@ -167,6 +167,10 @@ async function step (fleet: Fleet, gens: Generator[], ups: Map<Generator, UpLine
   if (lost > 0.005 * held) return { row, limit: `${lost} connections lost while held` }
   if (fdMax > 19500) return { row, limit: `a process uses ${fdMax} descriptors (limit 20,000)` }
   if (files.allocated > 0.95 * files.max) return { row, limit: `fs.file-max: ${files.allocated} of ${files.max} file handles allocated` }
+  // Generators that stopped opening at their up-timeout (derived from the time budget) ended the
+  // step short with few failures: that is the time budget, not "none".
+  const unopened = freshUps.reduce((a, u) => a + u.wanted - u.attempted, 0)
+  if (unopened > 0) return { row, limit: `time budget (--time-budget=${TIME_BUDGET_S} s): the generators' up-timeout left ${unopened} of the step's connections unopened` }
   return { row }
 }
 
