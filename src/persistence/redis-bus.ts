@@ -1,0 +1,75 @@
+import { randomBytes } from 'node:crypto'
+import type { Cluster, Redis } from 'ioredis'
+import msgpack from 'msgpack-lite'
+
+/**
+ * The per-message path of the Redis bus, taken over from mqemitter-redis 7 (which keeps
+ * subscribe/unsubscribe, connection state and close; the local matcher is the subscription
+ * index, see redis.ts). mqemitter-redis sent every message through Redis and delivered it to
+ * this node's own subscribers only when Redis echoed it back: a message between two clients of
+ * one node cost a PUBLISH, the read of the echo, a msgpack decode and an LRU lookup, and waited
+ * for the round trip (profiled in bench/redis aggregate: decode and the echo's handling were
+ * ~20 % of a node's CPU).
+ *
+ * Here emit() delivers to this node's subscribers at once, synchronously as the memory bus
+ * does, then PUBLISHes for the other nodes; `done` (the publisher's PUBACK) still waits for
+ * Redis' reply, so "acknowledged" still means "handed to Redis". The echo is recognised by
+ * this process's id prefix in the payload's first bytes and dropped before decoding.
+ *
+ * Order: one publisher's messages reach a subscriber of its own node always locally and a
+ * subscriber elsewhere always through Redis, in order on each path, so per-publisher order and
+ * Aedes' per-broker duplicate filter hold. If the PUBLISH fails, local subscribers already have
+ * the message and the publisher gets no PUBACK: it sends again, and they may see it twice
+ * (QoS 1 is at least once).
+ *
+ * The wire format is mqemitter-redis' own ({ id, msg } in msgpack), so a node running plain
+ * mqemitter-redis still reads these messages and this one reads its.
+ */
+interface RedisBus {
+  pubConn: Redis | Cluster
+  subConn: Redis | Cluster
+  closed?: boolean
+  /** mqemitter's local emit (MQEmitter.prototype.emit, saved by mqemitter-redis as `_emit`). */
+  _emit: (msg: unknown, cb?: (err?: Error) => void) => void
+  /** mqemitter-redis' LRU of message ids (one message arriving by SUBSCRIBE and PSUBSCRIBE). */
+  _cache: { get: (k: string) => unknown, set: (k: string, v: boolean) => void }
+  _onError: (err?: Error) => void
+  emit: (msg: { topic: string }, done?: (err?: Error) => void) => void
+}
+
+// msgpack of { id, msg }: fixmap(2), fixstr "id", then the id as a fixstr (< 32 bytes).
+const HEAD = Buffer.from([0x82, 0xa2, 0x69, 0x64])
+/** Sentinels' announcements, which a pattern subscription (`#` becomes `*`) also receives. */
+const SENTINEL_HELLO = Buffer.from('__sentinel__:hello')
+
+export function localFirstBus (mq: object): void {
+  const bus = mq as RedisBus
+  // 16 random base64url characters per process: another node's prefix never matches.
+  const prefix = `mq${randomBytes(12).toString('base64url')}-`
+  const prefixBytes = Buffer.from(prefix)
+  const idStart = HEAD.length + 1
+  let counter = 0
+  const isEcho = (payload: Buffer): boolean =>
+    payload.length > idStart + prefixBytes.length && payload.compare(prefixBytes, 0, prefixBytes.length, idStart, idStart + prefixBytes.length) === 0
+
+  bus.emit = function emit (msg, done) {
+    const cb = done ?? bus._onError
+    if (bus.closed === true) { cb(new Error('mqemitter-redis is closed')); return }
+    const id = prefix + (counter++).toString(36)
+    const payload = msgpack.encode({ id, msg })
+    bus._emit(msg)
+    bus.pubConn.publish(msg.topic, payload).then(() => cb(), cb)
+  }
+
+  const handler = (channel: Buffer, payload: Buffer): void => {
+    if (isEcho(payload) || channel.equals(SENTINEL_HELLO)) return
+    const packet = msgpack.decode(payload) as { id: string, msg: unknown }
+    if (bus._cache.get(packet.id) === undefined) bus._emit(packet.msg)
+    bus._cache.set(packet.id, true)
+  }
+  // mqemitter-redis' own listeners (decode, then emit every message, echoes included) go.
+  bus.subConn.removeAllListeners('messageBuffer')
+  bus.subConn.removeAllListeners('pmessageBuffer')
+  bus.subConn.on('messageBuffer', (channel: Buffer, payload: Buffer) => handler(channel, payload))
+  bus.subConn.on('pmessageBuffer', (_pattern: Buffer, channel: Buffer, payload: Buffer) => handler(channel, payload))
+}
