@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
-import msgpack from 'msgpack-lite'
+import { Packr } from 'msgpackr'
 
 /**
  * The per-message path of the Redis bus, taken over from mqemitter-redis 7 (which keeps
@@ -23,7 +23,11 @@ import msgpack from 'msgpack-lite'
  * (QoS 1 is at least once).
  *
  * The wire format is mqemitter-redis' own ({ id, msg } in msgpack), so a node running plain
- * mqemitter-redis still reads these messages and this one reads its.
+ * mqemitter-redis still reads these messages and this one reads its. The codec is msgpackr
+ * instead of msgpack-lite (3-4x less CPU per encode and decode of a bus message in a
+ * micro-bench; msgpack-lite was ~20 % of a node's CPU under QoS 1 load), limited to plain
+ * MessagePack: no records extension, fixmaps, `undefined` as nil (what msgpack-lite writes and
+ * reads; a decoded absent messageId is null either way).
  */
 interface RedisBus {
   pubConn: Redis | Cluster
@@ -39,6 +43,7 @@ interface RedisBus {
 
 // msgpack of { id, msg }: fixmap(2), fixstr "id", then the id as a fixstr (< 32 bytes).
 const HEAD = Buffer.from([0x82, 0xa2, 0x69, 0x64])
+const codec = new Packr({ useRecords: false, variableMapSize: true, encodeUndefinedAsNil: true, mapsAsObjects: true })
 /** Sentinels' announcements, which a pattern subscription (`#` becomes `*`) also receives. */
 const SENTINEL_HELLO = Buffer.from('__sentinel__:hello')
 
@@ -56,14 +61,14 @@ export function localFirstBus (mq: object): void {
     const cb = done ?? bus._onError
     if (bus.closed === true) { cb(new Error('mqemitter-redis is closed')); return }
     const id = prefix + (counter++).toString(36)
-    const payload = msgpack.encode({ id, msg })
+    const payload = codec.pack({ id, msg })
     bus._emit(msg)
     bus.pubConn.publish(msg.topic, payload).then(() => cb(), cb)
   }
 
   const handler = (channel: Buffer, payload: Buffer): void => {
     if (isEcho(payload) || channel.equals(SENTINEL_HELLO)) return
-    const packet = msgpack.decode(payload) as { id: string, msg: unknown }
+    const packet = codec.unpack(payload) as { id: string, msg: unknown }
     if (bus._cache.get(packet.id) === undefined) bus._emit(packet.msg)
     bus._cache.set(packet.id, true)
   }
