@@ -19,6 +19,7 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | lean idle client (memory, issue #14)     | patch: lib/client.js, handlers/subscribe.js, publish.js, pubrel.js |
  * | one keepalive timer wheel for all clients (100 ms resolution) | patch: lib/keepalive-wheel.js, handlers/connect.js, handlers/index.js |
  * | a failed delete of the previous will at CONNECT handled, not an unhandled rejection (which ends the CLI) | patch: handlers/connect.js storeWill; aedes-persistence-redis putWill/delWill await every command |
+ * | Redis store: the CONNECT's delete of the client's previous will uses this node's key (was `will:undefined:<id>`); the will left on the node that held the id before goes too | patch: aedes-persistence-redis delWill; persistence/client-registry.ts |
  * | CONNECT's stored-queue replay reads the store's own stream (one Readable less) | patch: lib/handlers/connect.js emptyQueue |
  * | a field for the gateway's connection record on every client (was a WeakMap entry) | patch: lib/client.js `mqgwRecord`; internals.ts `clientRecordOf` |
  * | the memory store's empty queue replayed without a stream (almost every CONNECT) | patch: aedes-persistence outgoingStream, lib/handlers/connect.js emptyQueue |
@@ -114,7 +115,7 @@ export function keepaliveOf (client: Client): number | null {
   return typeof interval === 'number' && interval > 0 ? Math.round((interval - 1) / 1500) : null
 }
 
-/** The promise API of an aedes-persistence store (memory or Redis), as far as the admin API uses it. */
+/** The promise API of an aedes-persistence store (memory or Redis), as far as the gateway uses it. */
 export interface SessionStore {
   subscriptionsByClient: (client: { id: string }) => Promise<Array<{ topic: string, qos: number }>>
   cleanSubscriptions: (client: { id: string }) => Promise<unknown>
@@ -123,6 +124,7 @@ export interface SessionStore {
   outgoingClearMessageId: (client: { id: string }, packet: { messageId: number }) => Promise<unknown>
   createRetainedStream: (pattern: string) => AsyncIterable<unknown>
   storeRetained: (packet: PublishPacket) => Promise<unknown>
+  delWill: (client: { id: string, brokerId: string }) => Promise<unknown>
 }
 
 /** The broker's store behind Aedes' callback wrapper (both aedes-persistence stores keep it there). */
