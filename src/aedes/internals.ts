@@ -25,7 +25,7 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | the memory store's empty queue replayed without a stream (almost every CONNECT) | patch: aedes-persistence outgoingStream, lib/handlers/connect.js emptyQueue |
  * | $SYS/<id>/new/clients and disconnect/clients published only when someone besides Aedes' own takeover check can hear them (a LocalOnlyBus; always over Redis) | patch: aedes.js announced(); bus/local-bus.ts |
  * | how other nodes learn of a new client: `announceClient` (Aedes: broadcast on $SYS/<id>/new/clients), `closeTakenOverClient` callable | patch: aedes.js; Redis mode: persistence/client-registry.ts |
- * | parser allocation (issue #14 fan-in): mqtt-packet's debug() calls only when enabled; bl reads numbers in place | patches/mqtt-packet+9.0.2.patch, patches/bl+6.1.6.patch |
+ * | parser allocation (issue #14 fan-in): mqtt-packet's debug() calls only when enabled | patches/mqtt-packet+9.0.2.patch |
  * | PUBLISH and PUB* acks encoded into one buffer, one write() each (bytes as mqtt-packet's) | patch: lib/wire.js, lib/write.js |
  * | parser input read in place (no Buffer view per read or consume; the gateway's parser no longer reads through bl) | patch: lib/lean-list.js, lib/client.js LeanParser |
  * | keepalive deadline from the time of the socket read (one Date.now() per read, not per packet) | patch: lib/keepalive-wheel.js readArrived, lib/client.js |
