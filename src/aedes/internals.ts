@@ -23,8 +23,7 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | CONNECT's stored-queue replay reads the store's own stream (one Readable less) | patch: lib/handlers/connect.js emptyQueue |
  * | a field for the gateway's connection record on every client (was a WeakMap entry) | patch: lib/client.js `mqgwRecord`; internals.ts `clientRecordOf` |
  * | the memory store's empty queue replayed without a stream (almost every CONNECT) | patch: aedes-persistence outgoingStream, lib/handlers/connect.js emptyQueue |
- * | $SYS/<id>/new/clients and disconnect/clients published only when someone besides Aedes' own takeover check can hear them (a LocalOnlyBus; always over Redis) | patch: aedes.js announced(); bus/local-bus.ts |
- * | how other nodes learn of a new client: `announceClient` (Aedes: broadcast on $SYS/<id>/new/clients), `closeTakenOverClient` callable | patch: aedes.js; Redis mode: persistence/client-registry.ts |
+ * | how other nodes learn of a client's arrival and departure: `announceClient` / `announceClientGone` (Aedes: a publish on $SYS/<id>/new/clients / disconnect/clients) replaceable, `closeTakenOverClient` callable | patch: aedes.js; Redis mode: persistence/client-registry.ts; memory mode (published only when someone listens): persistence/memory-announcements.ts |
  * | parser allocation (issue #14 fan-in): mqtt-packet's debug() calls only when enabled | patches/mqtt-packet+9.0.2.patch |
  * | PUBLISH and PUB* acks encoded into one buffer, one write() each (bytes as mqtt-packet's) | patch: lib/wire.js, lib/write.js |
  * | parser input read in place (no Buffer view per read or consume; the gateway's parser no longer reads through bl) | patch: lib/lean-list.js, lib/client.js LeanParser |
@@ -102,6 +101,20 @@ export function setClientRecord (client: Client, record: object): void {
  */
 export function replaceClientAnnouncement (broker: Aedes, announce: (client: Client) => void): void {
   (broker as unknown as { announceClient: (client: Client) => void }).announceClient = announce
+}
+
+/** Replaces how this node announces that `client` left (patch: Aedes' `announceClientGone`, by default a publish on `$SYS/<node>/disconnect/clients`). */
+export function replaceClientGoneAnnouncement (broker: Aedes, announce: (client: Client) => void): void {
+  (broker as unknown as { announceClientGone: (client: Client) => void }).announceClientGone = announce
+}
+
+/**
+ * Aedes' check that closes this node's client when another node announces the same client id
+ * on `$SYS/<node>/new/clients` (the listener the patch keeps as `_closeSameClients`), to be
+ * removed where no other node can announce.
+ */
+export function takeoverCheckOf (broker: Aedes): { filter: string, listener: (packet: unknown, done: () => void) => void } {
+  return { filter: '$SYS/+/new/clients', listener: (broker as unknown as { _closeSameClients: (packet: unknown, done: () => void) => void })._closeSameClients }
 }
 
 /** Closes this node's connection of `clientId` because another node took the id over (patch: Aedes' closeSameClients as a method). */
@@ -224,17 +237,6 @@ export function asOutboundClient (client: Client): OutboundClient {
  */
 export interface SyncDoneBus {
   readonly toleratesSyncDone: true
-}
-
-/**
- * Declared by a bus (Aedes' `mq`) that reaches this process's listeners only and can list
- * the listeners a topic reaches: the patch then publishes a client's $SYS/<id>/new/clients
- * and disconnect/clients announcement only when something besides Aedes' own takeover
- * check (which ignores this node's announcements) would hear it.
- */
-export interface LocalOnlyBus {
-  readonly localOnly: true
-  listenersOf: (topic: string) => readonly unknown[]
 }
 
 /**
