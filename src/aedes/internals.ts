@@ -1,4 +1,5 @@
 import type { Aedes, Client, PublishPacket } from 'aedes'
+import * as aedesModule from 'aedes'
 
 /**
  * The one place that knows Aedes 1.2's internals. Every other module reaches them
@@ -102,6 +103,14 @@ export function setClientRecord (client: Client, record: object): void {
 export function replaceClientAnnouncement (broker: Aedes, announce: (client: Client) => void): void {
   (broker as unknown as { announceClient: (client: Client) => void }).announceClient = announce
 }
+
+/**
+ * The patch's one-buffer encoder (lib/wire.js, exported by the patched aedes.js): PUBLISH and
+ * PUBACK/PUBREC/PUBREL/PUBCOMP as mqtt-packet would write them (MQTT 3.1.1 framing), or null
+ * for what it leaves to mqtt-packet (other packets, a topic over 65535 bytes, a payload that
+ * is neither Buffer nor string).
+ */
+export const encodePacket = (aedesModule as unknown as { encodePacket: (packet: { cmd: string } & Record<string, unknown>) => Buffer | null }).encodePacket
 
 /** Replaces how this node announces that `client` left (patch: Aedes' `announceClientGone`, by default a publish on `$SYS/<node>/disconnect/clients`). */
 export function replaceClientGoneAnnouncement (broker: Aedes, announce: (client: Client) => void): void {
