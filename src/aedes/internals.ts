@@ -20,6 +20,7 @@ import * as aedesModule from 'aedes'
  * | lean idle client (memory, issue #14)     | patch: lib/client.js, handlers/subscribe.js, publish.js, pubrel.js |
  * | one keepalive timer wheel for all clients (100 ms resolution) | patch: lib/keepalive-wheel.js, handlers/connect.js, handlers/index.js |
  * | a failed delete of the previous will at CONNECT handled, not an unhandled rejection (which ends the CLI) | patch: handlers/connect.js storeWill; aedes-persistence-redis putWill/delWill await every command |
+ * | a same-node takeover's old connection no longer deletes the stored will, which by then is its successor's | patch: aedes.js registerClient, lib/client.js close |
  * | Redis store: the CONNECT's delete of the client's previous will uses this node's key (was `will:undefined:<id>`); the will left on the node that held the id before goes too | patch: aedes-persistence-redis delWill; persistence/client-registry.ts |
  * | CONNECT's stored-queue replay reads the store's own stream (one Readable less) | patch: lib/handlers/connect.js emptyQueue |
  * | a field for the gateway's connection record on every client (was a WeakMap entry) | patch: lib/client.js `mqgwRecord`; internals.ts `clientRecordOf` |
