@@ -3,7 +3,8 @@
  *  - local first: a message between two clients of one node is delivered without waiting for
  *    Redis (redis-server SIGSTOPped: the subscriber has it, the publisher's PUBACK waits for
  *    Redis), exactly once when Redis' echo arrives later (SIGCONT), in order;
- *  - the other nodes still get it through Redis, in order;
+ *  - the other nodes still get it through Redis, in order, also when a turn's PUBLISHes go out
+ *    together in one script call (checked in Redis' command stats);
  *  - the wire format is plain mqemitter-redis (msgpack { id, msg }): a stock mqemitter-redis
  *    on the same Redis (msgpack-lite, as a node of the previous version) reads the gateway's
  *    messages and the gateway delivers the stock emitter's.
@@ -60,7 +61,18 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
     } finally {
       process.kill(pid, 'SIGCONT')
     }
-    for (let i = 1; i < 200; i++) await pub.publishAsync('bus/order', `m${i}`, { qos: 1 })
+    // Sent back to back (not one per PUBACK), so the node reads several per turn and their
+    // PUBLISHes go out together in the script call (PUBLISH_MANY), whose order is checked below.
+    const db2 = redis.client()
+    // EVALSHA, or EVAL when Redis did not have the script yet (ioredis' NOSCRIPT fallback).
+    const scriptCalls = async (): Promise<number> => {
+      const stats = await db2.info('commandstats')
+      return [...stats.matchAll(/cmdstat_eval(?:sha)?:calls=(\d+)/g)].reduce((a, m) => a + Number(m[1]), 0)
+    }
+    const before = await scriptCalls()
+    await Promise.all(Array.from({ length: 199 }, (_, i) => pub.publishAsync('bus/order', `m${i + 1}`, { qos: 1 })))
+    assert.ok(await scriptCalls() > before, 'some PUBLISHes went out batched')
+    db2.disconnect()
     await pub.publishAsync('bus/order', 'marker', { qos: 1 })
     await waitFor(() => remote.received.some((m) => m.payload === 'marker'), 'the marker on the other node')
     // A second marker from node B, sent after B had the first: Redis sends node A every echo
