@@ -260,7 +260,13 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
                   if (!s.destroyed) s.resume()
                 }
                 await deliver(records.map((m, i) => toConsumed(m, at[i] ?? 0)))
-                for (const m of records) toCommit.set(`${m.topic}:${m.partition}`, m)
+                // The newest record of each partition: a key is made where the partition changes,
+                // not for every record (a batch is mostly runs of one partition).
+                for (let i = 0; i < records.length; i++) {
+                  const m = records[i]!
+                  const next = records[i + 1]
+                  if (next === undefined || next.partition !== m.partition || next.topic !== m.topic) toCommit.set(`${m.topic}:${m.partition}`, m)
+                }
                 commitDelivered()
                 reportLag().catch(() => {})
               }
