@@ -12,8 +12,9 @@ export interface HistogramSeries {
  * additions. prom-client's Histogram validates and hashes the label object on every
  * observation (a labelled child does too), and the Kafka path observes several stages per
  * record; here the series is looked up once (series()) and kept by the caller. It is
- * registered into prom-client's registry as a metric of its own and exposed in the same text
- * format (`<name>_bucket{<label>="…",le="…"}`, `_sum`, `_count`).
+ * registered into prom-client's registry as a metric of its own and exposed exactly as
+ * prom-client's Histogram would expose the same observations (`<name>_bucket{le="…",<label>="…"}`,
+ * `_sum`, `_count`; also through getMetricsAsJSON for the workers' aggregation).
  */
 export class LightHistogram {
   readonly name: string
@@ -56,7 +57,7 @@ export class LightHistogram {
       let acc = 0
       for (let i = 0; i <= this.#bounds.length; i++) {
         acc += s.counts[i]!
-        values.push({ labels: { [this.#labelName]: labelValue, le: i < this.#bounds.length ? this.#bounds[i]! : '+Inf' }, value: acc, metricName: `${this.name}_bucket` })
+        values.push({ labels: { le: i < this.#bounds.length ? this.#bounds[i]! : '+Inf', [this.#labelName]: labelValue }, value: acc, metricName: `${this.name}_bucket` })
       }
       values.push({ labels: { [this.#labelName]: labelValue }, value: s.sum, metricName: `${this.name}_sum` })
       values.push({ labels: { [this.#labelName]: labelValue }, value: s.count, metricName: `${this.name}_count` })
