@@ -141,19 +141,18 @@ export const kafkaPlugin = definePlugin({
       skipped.inc({ reason })
       if (Date.now() - lastSkipLog > 10000) {
         lastSkipLog = Date.now()
-        log.warn({ topic: record.topic, partition: record.partition, offset: record.offset, reason }, 'Kafka record skipped: no usable MQTT topic (logged at most every 10 s)')
+        log.warn({ topic: record.topic, partition: record.partition, offset: String(record.offset), reason }, 'Kafka record skipped: no usable MQTT topic (logged at most every 10 s)')
       }
     }
-    const toPacket = (record: ConsumedRecord): PublishPacket | undefined => {
-      const raw = record.headers['mqtt-topic']
+    const toPacket = (record: ConsumedRecord, { topic: raw, qos: qosHeader, retain: retainHeader }: BridgeHeaders): PublishPacket | undefined => {
       if (!raw || raw.length === 0) { skip('no_topic', record); return undefined }
       if (!isUtf8(raw) || raw.includes(0)) { skip('invalid_topic', record); return undefined }
       const topic = raw.toString('utf8')
       // As the core refuses a client's PUBLISH: no wildcard, no `$` topic, within the topic limits.
       if (topic.includes('+') || topic.includes('#') || topic.startsWith('$') || exceedsTopicLimits(topic, limits)) { skip('invalid_topic', record); return undefined }
-      const qosHeader = record.headers['mqtt-qos']?.toString()
-      const qos = qosHeader === '0' || qosHeader === '1' || qosHeader === '2' ? Number(qosHeader) as 0 | 1 | 2 : (ruleQos.get(record.topic) ?? 0)
-      const retain = record.headers['mqtt-retain']?.toString() === 'true'
+      // '0', '1' or '2' (bytes 0x30-0x32); anything else: the rule's QoS.
+      const qos = qosHeader?.length === 1 && qosHeader[0]! >= 0x30 && qosHeader[0]! <= 0x32 ? qosHeader[0]! - 0x30 as 0 | 1 | 2 : (ruleQos.get(record.topic) ?? 0)
+      const retain = retainHeader !== undefined && sameBytes(retainHeader, TRUE)
       return { cmd: 'publish', topic, payload: record.value ?? Buffer.alloc(0), qos, retain, dup: false } as PublishPacket
     }
     const broker = ctx.broker
@@ -172,11 +171,12 @@ export const kafkaPlugin = definePlugin({
           else resolve()
         }
         for (const record of records) {
-          const packet = toPacket(record)
+          const headers = readHeaders(record.headers)
+          const packet = toPacket(record, headers)
           if (!packet) continue
           stages.observe(stage.to_consumer, Math.max(0, record.fetchedAt - record.timestamp) / 1000)
           stages.observe(stage.consumer_wait, (start - record.fetchedAt) / 1000)
-          const sentAt = Number(record.headers.timestamp?.toString())
+          const sentAt = decimal(headers.timestamp)
           const topic = record.topic
           pending++
           broker.publish(packet, (err?: Error) => {
@@ -197,3 +197,44 @@ export const kafkaPlugin = definePlugin({
     return { close: () => client.close() }
   }
 })
+
+const H_TOPIC = Buffer.from('mqtt-topic')
+const H_QOS = Buffer.from('mqtt-qos')
+const H_RETAIN = Buffer.from('mqtt-retain')
+const H_TIMESTAMP = Buffer.from('timestamp')
+const TRUE = Buffer.from('true')
+
+function sameBytes (a: Buffer, b: Buffer): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+interface BridgeHeaders { topic: Buffer | undefined, qos: Buffer | undefined, retain: Buffer | undefined, timestamp: Buffer | undefined }
+
+/**
+ * The headers the bridge reads, found by their bytes in one pass (a later header of the same
+ * name wins, as when they were decoded into an object); no string per header and record.
+ */
+function readHeaders (headers: ReadonlyMap<Buffer, Buffer | undefined>): BridgeHeaders {
+  const found: BridgeHeaders = { topic: undefined, qos: undefined, retain: undefined, timestamp: undefined }
+  for (const [name, value] of headers) {
+    if (sameBytes(name, H_TOPIC)) found.topic = value
+    else if (sameBytes(name, H_QOS)) found.qos = value
+    else if (sameBytes(name, H_RETAIN)) found.retain = value
+    else if (sameBytes(name, H_TIMESTAMP)) found.timestamp = value
+  }
+  return found
+}
+
+/** A header of ASCII digits as a number (the `timestamp` header); NaN if it is anything else. */
+function decimal (bytes: Buffer | undefined): number {
+  if (bytes === undefined || bytes.length === 0 || bytes.length > 16) return NaN
+  let n = 0
+  for (let i = 0; i < bytes.length; i++) {
+    const d = bytes[i]! - 0x30
+    if (d < 0 || d > 9) return NaN
+    n = n * 10 + d
+  }
+  return n
+}
