@@ -10,7 +10,8 @@ import { noop } from '../../src/noop.js'
 export interface BridgeRecord {
   key: string | null
   value: Buffer
-  headers: Record<string, string>
+  /** Values as strings, or as Buffers when the caller has them already (constants made once). */
+  headers: Record<string, string | Buffer>
 }
 
 export interface ConsumedRecord {
@@ -116,7 +117,10 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
         const p = batch[i]!
         observe('queued', (sentAt - p.handedAt) / 1000, 1)
         const headers = new Map<Buffer, Buffer>()
-        for (const k in p.record.headers) headers.set(headerName(k), Buffer.from(p.record.headers[k]!))
+        for (const k in p.record.headers) {
+          const v = p.record.headers[k]!
+          headers.set(headerName(k), typeof v === 'string' ? Buffer.from(v) : v)
+        }
         messages[i] = { topic, key: p.record.key === null ? undefined : Buffer.from(p.record.key), value: p.record.value, headers }
       }
       const sending = producer.send({ messages })

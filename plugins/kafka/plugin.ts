@@ -29,6 +29,7 @@ export const kafkaPlugin = definePlugin({
     const config = ctx.config
     const log = ctx.log
     const nodeId = ctx.gatewayConfig.node.id
+    const nodeIdBytes = Buffer.from(nodeId)
     const registers = [ctx.metrics.registry]
     // Per-record counts and times are plain numbers and LightHistogram series, looked up once
     // per topic: prom-client validates and hashes the labels at every inc()/observe(), which
@@ -97,11 +98,11 @@ export const kafkaPlugin = definePlugin({
         value: payload,
         headers: {
           'mqtt-topic': packet.topic,
-          'mqtt-qos': String(packet.qos),
-          'mqtt-retain': String(packet.retain),
+          'mqtt-qos': QOS[packet.qos] ?? String(packet.qos),
+          'mqtt-retain': packet.retain ? TRUE : FALSE,
           'client-id': clientId,
           username,
-          'node-id': nodeId,
+          'node-id': nodeIdBytes,
           timestamp: String(Date.now())
         }
       }
@@ -203,6 +204,9 @@ const H_QOS = Buffer.from('mqtt-qos')
 const H_RETAIN = Buffer.from('mqtt-retain')
 const H_TIMESTAMP = Buffer.from('timestamp')
 const TRUE = Buffer.from('true')
+const FALSE = Buffer.from('false')
+/** Header values made once: the QoS and retain headers of every routed record are one of these. */
+const QOS = [Buffer.from('0'), Buffer.from('1'), Buffer.from('2')]
 
 function sameBytes (a: Buffer, b: Buffer): boolean {
   if (a.length !== b.length) return false
