@@ -3,7 +3,8 @@
  * (client → Kafka → subscriber) against a direct topic on the same gateway process, side by
  * side. Starts its own Kafka (scripts/kafka/kafka.sh); load generator in its own process.
  * Prints the gateway's and Kafka's CPU per message and pattern 2's time per stage
- * (mqgw_kafka_stage_seconds). Options: --no-jvm-warmup, --commit-interval=MS, --rounds=N
+ * (mqgw_kafka_stage_seconds). Options: --no-jvm-warmup, --commit-interval=MS, --tcp-nodelay (the
+ * gateway's MQTT listener with TCP_NODELAY; default off, as the gateway's own default), --rounds=N
  * (default 3): direct and pattern 2 alternate N times on the same gateway and Kafka; one row per
  * run (with the 1-minute load average, the machine being shared), then the medians. A direct
  * run is about one second, so one pair alone gave ratios from 0.4 to 1.1 on a busy machine.
@@ -74,7 +75,7 @@ try {
   const file = join(dir, 'gateway.yaml')
   writeFileSync(file, `log: { level: warn }
 flow: {}
-kafka:
+${process.argv.includes('--tcp-nodelay') ? 'listeners: { mqtt: { tcpNoDelay: true } }\n' : ''}kafka:
   brokers: ["${kafka.brokers[0]}"]
   groupId: bench-bridge
   routes: [ { mqtt: "chat/#", kafkaTopic: chat } ]
