@@ -62,4 +62,18 @@ describe('Kafka record batch encoding (patch protocol/records.js)', () => {
       })
     }
   })
+
+  it('a field that is not bytes gets the original encoder\'s answer (its error), not a silently wrong batch', () => {
+    const base = { topic: 't', partition: 0, key: Buffer.from('k'), value: Buffer.from('v'), timestamp: 5n }
+    for (const message of [
+      { ...base, value: 'text' as unknown as Buffer },
+      { ...base, key: 42 as unknown as Buffer },
+      { ...base, headers: new Map([[Buffer.from('h'), 'text' as unknown as Buffer]]) }
+    ]) {
+      let expected: Error | undefined
+      try { void createRecord(message, 1, 5n).buffer } catch (err) { expected = err as Error }
+      assert.ok(expected, 'the original encoder refuses it')
+      assert.throws(() => createRecordsBatch([{ ...base }, message]), { name: expected.name })
+    }
+  })
 })
