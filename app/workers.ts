@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster'
 import type { LoadedConfig } from '../src/config/load.js'
 import { openAdminListener } from '../src/listeners/admin.js'
+import { tlsOptions } from '../src/listeners/listeners.js'
 import { createLogger, type Logger } from '../src/log.js'
 import { Readiness } from '../src/readiness.js'
 import { PrimaryMetrics } from './primary-metrics.js'
@@ -165,7 +166,8 @@ export async function runPrimary (loaded: LoadedConfig): Promise<number> {
   }
   if (config.listeners.admin.enabled) {
     try {
-      admin = await openAdminListener({ host: config.listeners.admin.host, port: config.listeners.admin.port, registry: metrics, readiness, log })
+      const tls = config.listeners.admin.tls === undefined ? undefined : tlsOptions(config.listeners.admin.tls, loaded.baseDir)
+      admin = await openAdminListener({ host: config.listeners.admin.host, port: config.listeners.admin.port, registry: metrics, readiness, log, tls })
     } catch (err) {
       log.fatal({ err: (err as Error).message }, 'primary admin listener failed to start')
       return 1

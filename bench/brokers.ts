@@ -173,11 +173,11 @@ async function stopChild (child: ChildProcess, graceMs = 5000): Promise<void> {
 
 const AEDES_PATCH = 'patches/aedes+1.2.0.patch'
 /** Packages plain Aedes loads that the project patches: plain Aedes gets them unpatched. */
-const PATCHED_PACKAGES = [{ name: 'aedes', patch: AEDES_PATCH }, { name: 'mqtt-packet', patch: 'patches/mqtt-packet+9.0.2.patch' }, { name: 'aedes-persistence', patch: 'patches/aedes-persistence+11.0.0.patch' }, { name: 'bl', patch: 'patches/bl+6.1.6.patch' }]
+const PATCHED_PACKAGES = [{ name: 'aedes', patch: AEDES_PATCH }, { name: 'mqtt-packet', patch: 'patches/mqtt-packet+9.0.2.patch' }, { name: 'aedes-persistence', patch: 'patches/aedes-persistence+11.0.0.patch' }]
 const PRISTINE_ROOT = '.cache/bench/pristine-aedes'
 
 /**
- * The entry file of an unpatched Aedes 1.2.0: node_modules/aedes, mqtt-packet, bl and
+ * The entry file of an unpatched Aedes 1.2.0: node_modules/aedes, mqtt-packet and
  * aedes-persistence with this project's patches reversed (Debian's `patch`), rebuilt when a patch changes. Its
  * other dependencies resolve from the project's node_modules. Refuses to return a copy that
  * still carries a patch marker.

@@ -11,7 +11,7 @@ import { PublishHandler } from './handlers/publish.js'
 import { SubscribeHandler, type SubscribePacketLike } from './handlers/subscribe.js'
 import { HookChains } from './hooks/chain.js'
 import { openAdminListener } from './listeners/admin.js'
-import { openMqttListeners, type BoundListener } from './listeners/listeners.js'
+import { openMqttListeners, tlsOptions, type BoundListener } from './listeners/listeners.js'
 import { SocketTracker } from './listeners/socket-tracker.js'
 import { createLogger, type Logger } from './log.js'
 import { GatewayMetrics } from './metrics.js'
@@ -109,7 +109,8 @@ export class Gateway {
     const backend = this.#backend = await createPersistence(config, { log: this.log, readiness: this.readiness, metrics: this.metrics })
     // Admin first: /healthz and /readyz (503) answer while dependencies come up.
     if (config.listeners.admin.enabled) {
-      const admin = await openAdminListener({ host: config.listeners.admin.host, port: config.listeners.admin.port, registry: this.metrics.registry, readiness: this.readiness, log: this.log, api: this.admin })
+      const adminTls = config.listeners.admin.tls === undefined ? undefined : tlsOptions(config.listeners.admin.tls, this.#baseDir)
+      const admin = await openAdminListener({ host: config.listeners.admin.host, port: config.listeners.admin.port, registry: this.metrics.registry, readiness: this.readiness, log: this.log, api: this.admin, tls: adminTls })
       this.#admin = admin
       this.ports.admin = admin.port
     }

@@ -1,22 +1,17 @@
 /**
- * Encodes the QoS 0 PUBLISH packets the window writes itself (MQTT 3.1 / 3.1.1 wire format,
- * identical bytes to mqtt-packet's `generate`; test/plugins/flow/publish-encoder.test.ts
- * compares both on random packets).
- *
- * Why not mqtt-packet here: its writer issues about five `write()` calls per packet (one
- * buffered stream entry each) and allocates a fresh copy for every subscriber. A QoS 0
- * PUBLISH is the same bytes for every subscriber it reaches, so one buffer is encoded per
- * message and written to all of them: a fan-out to 1,000 subscribers encodes once.
+ * The QoS 0 PUBLISH packets the window writes itself, encoded once per message: a QoS 0
+ * PUBLISH is the same bytes for every subscriber it reaches, so a fan-out to 1,000 subscribers
+ * encodes once and writes that buffer to each. The bytes come from the Aedes patch's encoder
+ * (lib/wire.js, the one Aedes' own writes use; identical to mqtt-packet's `generate`,
+ * test/plugins/flow/publish-encoder.test.ts compares both on random packets).
  */
+import { encodePacket } from '../../src/aedes/internals.js'
 
 export interface PublishFields {
   topic: string
   payload?: Buffer | Uint8Array | string | null
   retain?: boolean
 }
-
-/** Remaining length is a variable byte integer of at most four bytes (MQTT 3.1.1 §2.2.3). */
-const MAX_REMAINING_LENGTH = 268_435_455
 
 // One-entry cache: a fan-out delivers the same packet object to each subscriber in a row.
 let lastPacket: PublishFields | undefined
@@ -35,28 +30,10 @@ export function encodeQos0Publish (packet: PublishFields): Buffer {
 }
 
 function encode (topic: string, payload: PublishFields['payload'], retain: boolean): Buffer {
-  const topicBytes = Buffer.byteLength(topic)
-  const payloadBytes = payload == null ? 0 : (typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength)
-  const remaining = 2 + topicBytes + payloadBytes
-  if (topicBytes > 0xffff) throw new RangeError(`topic of ${topicBytes} bytes exceeds 65535`)
-  if (remaining > MAX_REMAINING_LENGTH) throw new RangeError(`PUBLISH of ${remaining} bytes exceeds the MQTT maximum`)
-  const lengthBytes = remaining < 0x80 ? 1 : remaining < 0x4000 ? 2 : remaining < 0x200000 ? 3 : 4
-  const out = Buffer.allocUnsafe(1 + lengthBytes + remaining)
-  out[0] = retain ? 0x31 : 0x30
-  let pos = 1
-  let rest = remaining
-  do {
-    let digit = rest % 128
-    rest = Math.floor(rest / 128)
-    if (rest > 0) digit |= 0x80
-    out[pos++] = digit
-  } while (rest > 0)
-  out[pos++] = topicBytes >> 8
-  out[pos++] = topicBytes & 0xff
-  pos += out.write(topic, pos, 'utf8')
-  if (payload != null) {
-    if (typeof payload === 'string') out.write(payload, pos, 'utf8')
-    else out.set(payload, pos)
-  }
-  return out
+  const body = payload == null || typeof payload === 'string' || Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
+  const encoded = encodePacket({ cmd: 'publish', topic, payload: body, qos: 0, dup: false, retain })
+  // The encoder declines only what MQTT cannot carry (a topic over 65535 bytes, a packet
+  // over the 268,435,455-byte remaining length): never write a wrong length.
+  if (encoded === null) throw new RangeError(`PUBLISH on a topic of ${Buffer.byteLength(topic)} bytes cannot be encoded (topic over 65535 bytes or packet over the MQTT maximum)`)
+  return encoded
 }

@@ -1,4 +1,5 @@
 import type { Aedes, Client, PublishPacket } from 'aedes'
+import * as aedesModule from 'aedes'
 
 /**
  * The one place that knows Aedes 1.2's internals. Every other module reaches them
@@ -19,12 +20,13 @@ import type { Aedes, Client, PublishPacket } from 'aedes'
  * | lean idle client (memory, issue #14)     | patch: lib/client.js, handlers/subscribe.js, publish.js, pubrel.js |
  * | one keepalive timer wheel for all clients (100 ms resolution) | patch: lib/keepalive-wheel.js, handlers/connect.js, handlers/index.js |
  * | a failed delete of the previous will at CONNECT handled, not an unhandled rejection (which ends the CLI) | patch: handlers/connect.js storeWill; aedes-persistence-redis putWill/delWill await every command |
+ * | a same-node takeover's old connection no longer deletes the stored will, which by then is its successor's | patch: aedes.js registerClient, lib/client.js close |
+ * | Redis store: the CONNECT's delete of the client's previous will uses this node's key (was `will:undefined:<id>`); the will left on the node that held the id before goes too | patch: aedes-persistence-redis delWill; persistence/client-registry.ts |
  * | CONNECT's stored-queue replay reads the store's own stream (one Readable less) | patch: lib/handlers/connect.js emptyQueue |
  * | a field for the gateway's connection record on every client (was a WeakMap entry) | patch: lib/client.js `mqgwRecord`; internals.ts `clientRecordOf` |
  * | the memory store's empty queue replayed without a stream (almost every CONNECT) | patch: aedes-persistence outgoingStream, lib/handlers/connect.js emptyQueue |
- * | $SYS/<id>/new/clients and disconnect/clients published only when someone besides Aedes' own takeover check can hear them (a LocalOnlyBus; always over Redis) | patch: aedes.js announced(); bus/local-bus.ts |
- * | how other nodes learn of a new client: `announceClient` (Aedes: broadcast on $SYS/<id>/new/clients), `closeTakenOverClient` callable | patch: aedes.js; Redis mode: persistence/client-registry.ts |
- * | parser allocation (issue #14 fan-in): mqtt-packet's debug() calls only when enabled; bl reads numbers in place | patches/mqtt-packet+9.0.2.patch, patches/bl+6.1.6.patch |
+ * | how other nodes learn of a client's arrival and departure: `announceClient` / `announceClientGone` (Aedes: a publish on $SYS/<id>/new/clients / disconnect/clients) replaceable, `closeTakenOverClient` callable | patch: aedes.js; Redis mode: persistence/client-registry.ts; memory mode (published only when someone listens): persistence/memory-announcements.ts |
+ * | parser allocation (issue #14 fan-in): mqtt-packet's debug() calls only when enabled | patches/mqtt-packet+9.0.2.patch |
  * | PUBLISH and PUB* acks encoded into one buffer, one write() each (bytes as mqtt-packet's) | patch: lib/wire.js, lib/write.js |
  * | parser input read in place (no Buffer view per read or consume; the gateway's parser no longer reads through bl) | patch: lib/lean-list.js, lib/client.js LeanParser |
  * | keepalive deadline from the time of the socket read (one Date.now() per read, not per packet) | patch: lib/keepalive-wheel.js readArrived, lib/client.js |
@@ -103,6 +105,28 @@ export function replaceClientAnnouncement (broker: Aedes, announce: (client: Cli
   (broker as unknown as { announceClient: (client: Client) => void }).announceClient = announce
 }
 
+/**
+ * The patch's one-buffer encoder (lib/wire.js, exported by the patched aedes.js): PUBLISH and
+ * PUBACK/PUBREC/PUBREL/PUBCOMP as mqtt-packet would write them (MQTT 3.1.1 framing), or null
+ * for what it leaves to mqtt-packet (other packets, a topic over 65535 bytes, a payload that
+ * is neither Buffer nor string).
+ */
+export const encodePacket = (aedesModule as unknown as { encodePacket: (packet: { cmd: string } & Record<string, unknown>) => Buffer | null }).encodePacket
+
+/** Replaces how this node announces that `client` left (patch: Aedes' `announceClientGone`, by default a publish on `$SYS/<node>/disconnect/clients`). */
+export function replaceClientGoneAnnouncement (broker: Aedes, announce: (client: Client) => void): void {
+  (broker as unknown as { announceClientGone: (client: Client) => void }).announceClientGone = announce
+}
+
+/**
+ * Aedes' check that closes this node's client when another node announces the same client id
+ * on `$SYS/<node>/new/clients` (the listener the patch keeps as `_closeSameClients`), to be
+ * removed where no other node can announce.
+ */
+export function takeoverCheckOf (broker: Aedes): { filter: string, listener: (packet: unknown, done: () => void) => void } {
+  return { filter: '$SYS/+/new/clients', listener: (broker as unknown as { _closeSameClients: (packet: unknown, done: () => void) => void })._closeSameClients }
+}
+
 /** Closes this node's connection of `clientId` because another node took the id over (patch: Aedes' closeSameClients as a method). */
 export function closeTakenOverClient (broker: Aedes, clientId: string, done: () => void): void {
   (broker as unknown as { closeTakenOverClient: (clientId: string, done: () => void) => void }).closeTakenOverClient(clientId, done)
@@ -114,7 +138,7 @@ export function keepaliveOf (client: Client): number | null {
   return typeof interval === 'number' && interval > 0 ? Math.round((interval - 1) / 1500) : null
 }
 
-/** The promise API of an aedes-persistence store (memory or Redis), as far as the admin API uses it. */
+/** The promise API of an aedes-persistence store (memory or Redis), as far as the gateway uses it. */
 export interface SessionStore {
   subscriptionsByClient: (client: { id: string }) => Promise<Array<{ topic: string, qos: number }>>
   cleanSubscriptions: (client: { id: string }) => Promise<unknown>
@@ -123,6 +147,7 @@ export interface SessionStore {
   outgoingClearMessageId: (client: { id: string }, packet: { messageId: number }) => Promise<unknown>
   createRetainedStream: (pattern: string) => AsyncIterable<unknown>
   storeRetained: (packet: PublishPacket) => Promise<unknown>
+  delWill: (client: { id: string, brokerId: string }) => Promise<unknown>
 }
 
 /** The broker's store behind Aedes' callback wrapper (both aedes-persistence stores keep it there). */
@@ -222,17 +247,6 @@ export function asOutboundClient (client: Client): OutboundClient {
  */
 export interface SyncDoneBus {
   readonly toleratesSyncDone: true
-}
-
-/**
- * Declared by a bus (Aedes' `mq`) that reaches this process's listeners only and can list
- * the listeners a topic reaches: the patch then publishes a client's $SYS/<id>/new/clients
- * and disconnect/clients announcement only when something besides Aedes' own takeover
- * check (which ignores this node's announcements) would hear it.
- */
-export interface LocalOnlyBus {
-  readonly localOnly: true
-  listenersOf: (topic: string) => readonly unknown[]
 }
 
 /**

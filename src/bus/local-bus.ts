@@ -19,7 +19,7 @@
  *    everything completes synchronously) go to a later turn after a bounded depth.
  */
 import type { AedesPublishPacket } from 'aedes'
-import type { LocalOnlyBus, SyncDoneBus } from '../aedes/internals.js'
+import type { SyncDoneBus } from '../aedes/internals.js'
 import { noop } from '../noop.js'
 import { SubscriptionIndex } from './subscription-index.js'
 
@@ -75,19 +75,13 @@ class Delivery {
   }
 }
 
-export class LocalBus<P extends { topic: string } = AedesPublishPacket> implements SyncDoneBus, LocalOnlyBus {
+export class LocalBus<P extends { topic: string } = AedesPublishPacket> implements SyncDoneBus {
   /**
    * Read by patches/aedes+1.2.0.patch (SyncDoneBus): listeners may call `done` before they return. Safe
    * here (completion callbacks are depth-bounded, see `complete`); mqemitter recurses once
    * per queued message on synchronous completion, so Aedes defers `done` for other buses.
    */
   readonly toleratesSyncDone = true
-  /**
-   * Read by the Aedes patch (LocalOnlyBus): an emit reaches this process only, so Aedes skips
-   * its $SYS/<id>/new/clients and disconnect/clients announcements when `listenersOf` shows
-   * nobody but its own takeover check listening.
-   */
-  readonly localOnly = true
   private readonly index: SubscriptionIndex<BusListener<P>>
   /** Bumped by every on/removeListener: a listenersOf answer is reused only while it is unchanged. */
   private version = 0
@@ -155,8 +149,9 @@ export class LocalBus<P extends { topic: string } = AedesPublishPacket> implemen
 
   /** The listeners an emit of `topic` would call now (once per matching registration). */
   listenersOf (topic: string): ReadonlyArray<BusListener<P>> {
-    // Aedes asks for the same two topics at every CONNECT and disconnect; between subscription
-    // changes the answer is the same (clients that only publish never change it).
+    // Memory mode asks for the same two topics at every CONNECT and disconnect
+    // (persistence/memory-announcements.ts); between subscription changes the answer is the
+    // same (clients that only publish never change it).
     const cached = this.listenersOfCache.get(topic)
     if (cached !== undefined && cached.version === this.version) return cached.listeners
     const listeners = this.index.match(topic)

@@ -53,7 +53,9 @@ export const listenersSchema = z.strictObject({
   wss: tcpListener({ enabled: false, host: '0.0.0.0', port: 8084 }).extend({ path: wsPath.default('/mqtt'), ...tlsFiles, ...forwarded }).prefault({}),
   admin: tcpListener({ enabled: true, host: '127.0.0.1', port: 9100 }).extend({
     /** Bearer token of the REST API under /api/v1 (MQGW_ADMIN_API_TOKEN); without one the API is off. */
-    apiToken: z.string().min(16, 'at least 16 characters').regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').optional()
+    apiToken: z.string().min(16, 'at least 16 characters').regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').optional(),
+    /** HTTPS instead of HTTP (the token then never crosses the network in clear); `requestCert` with `ca`: client certificates. */
+    tls: z.strictObject(tlsFiles).optional()
   }).prefault({})
 })
 

@@ -1,5 +1,7 @@
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type RequestListener, type Server } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
+import type { TlsOptions } from 'node:tls'
 import { API_PREFIX, type AdminRouter } from '../admin/router.js'
 import type { Logger } from '../log.js'
 import type { Readiness } from '../readiness.js'
@@ -8,8 +10,9 @@ import { closeServer, listen } from './listeners.js'
 /** What /metrics needs: a prom-client Registry, or anything that renders one (the workers' primary aggregates its workers'). */
 export interface MetricsSource { metrics: () => Promise<string>, contentType: string }
 
-export async function openAdminListener (opts: { host: string, port: number, registry: MetricsSource, readiness: Readiness, log: Logger, api?: AdminRouter }): Promise<{ port: number, close: () => Promise<void> }> {
-  const server: Server = createServer((req, res) => {
+/** The admin listener: HTTP, or HTTPS with `tls` (listeners.admin.tls). */
+export async function openAdminListener (opts: { host: string, port: number, registry: MetricsSource, readiness: Readiness, log: Logger, api?: AdminRouter, tls?: TlsOptions | undefined }): Promise<{ port: number, close: () => Promise<void> }> {
+  const handler: RequestListener<typeof IncomingMessage> = (req, res) => {
     const [path = '/', search = ''] = (req.url ?? '/').split('?', 2)
     // The REST API (src/admin/): its own methods, bearer token, 404 while no token is configured.
     if (opts.api && (path === API_PREFIX || path.startsWith(API_PREFIX + '/'))) {
@@ -39,7 +42,13 @@ export async function openAdminListener (opts: { host: string, port: number, reg
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
     }
-  })
+  }
+  const server: Server = opts.tls === undefined ? createServer(handler) : createHttpsServer(opts.tls, handler)
+  if (opts.tls !== undefined) {
+    // A failed handshake (plain HTTP to this port, an unknown client certificate) is that
+    // connection's problem: one debug line, the listener serves on.
+    server.on('tlsClientError', (err: Error) => opts.log.debug({ err: err.message }, 'admin TLS handshake failed'))
+  }
   const address: AddressInfo = await listen(server, opts.host, opts.port)
   return { port: address.port, close: () => closeServer(server) }
 }

@@ -47,7 +47,8 @@ function closeServer (server: NetServer | HttpServer): Promise<void> {
   })
 }
 
-function tlsOptions (files: { cert: string, key: string, ca?: string | undefined, requestCert: boolean }, baseDir: string): TlsOptions {
+/** The TLS options of a listener's files (paths relative to the config file's folder). */
+export function tlsOptions (files: { cert: string, key: string, ca?: string | undefined, requestCert: boolean }, baseDir: string): TlsOptions {
   const read = (file: string): Buffer => readFileSync(resolve(baseDir, file))
   return {
     cert: read(files.cert),

@@ -1,7 +1,7 @@
 import type { Aedes, Client } from 'aedes'
 import type { Cluster, Redis } from 'ioredis'
 import type { Logger } from '../log.js'
-import { closeTakenOverClient, replaceClientAnnouncement } from '../aedes/internals.js'
+import { closeTakenOverClient, replaceClientAnnouncement, sessionStore } from '../aedes/internals.js'
 import { CLAIM_CLIENT, FORGET_EXPIRED_CLIENT, RELEASE_CLIENT } from './redis-scripts.js'
 
 /** clientId -> id of the node the client last connected to (same hash tag as the session keys: FORGET_EXPIRED_CLIENT reads the online hash too). */
@@ -60,6 +60,14 @@ export class ClientRegistry {
       this.#conn.mqgwClaimClient(CLIENT_NODES_KEY, client.id, this.#nodeId).then((previous) => {
         if (previous !== null && previous !== this.#nodeId) {
           broker.publish({ cmd: 'publish', topic: takeoverTopic(previous), payload: Buffer.from(client.id, 'utf8'), qos: 0, retain: false, dup: false }, () => {})
+          // The will the client left on that node goes as well, as it would on one node (Aedes
+          // deletes a client's stored will at CONNECT): if that node died with the connection,
+          // its will would otherwise be published by the will sweep after the client is back,
+          // e.g. a retained "offline" status over the "online" it just sent. A live node
+          // publishes a will from memory when it closes the taken-over client, not from here.
+          sessionStore(broker).delWill({ id: client.id, brokerId: previous }).catch((err: Error) => {
+            this.#log.warn({ clientId: client.id, node: previous, err: err.message }, 'could not remove the will the client left on its previous node')
+          })
         }
       }, (err: Error) => {
         this.#log.warn({ clientId: client.id, err: err.message }, 'could not record the client\'s node; another node holding the same client id is not told to close it')

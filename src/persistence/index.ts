@@ -3,6 +3,7 @@ import { LocalBus } from '../bus/local-bus.js'
 import type { PersistenceBackend, PersistenceDeps } from './backend.js'
 import { memoryInspector } from './inspect.js'
 import { MemoryRetainedLedger, MemorySessionOwners } from './ledgers.js'
+import { announceOnlyWhenHeard } from './memory-announcements.js'
 import { createRedisBackend } from './redis.js'
 
 export type { PersistenceBackend, PersistenceDeps } from './backend.js'
@@ -17,14 +18,15 @@ export async function createPersistence (config: GatewayConfig, deps: Persistenc
     {
       const retainedLedger = new MemoryRetainedLedger()
       const sessionOwners = new MemorySessionOwners()
+      const bus = new LocalBus({ shards: config.broker.subscriptionShards, onListenerError: (err) => deps.log.error({ err: (err as Error).message }, 'a bus listener threw; delivery to it skipped') })
       return {
-        mq: new LocalBus({ shards: config.broker.subscriptionShards, onListenerError: (err) => deps.log.error({ err: (err as Error).message }, 'a bus listener threw; delivery to it skipped') }),
+        mq: bus,
         retainedLedger,
         sessionOwners,
         inspector: (broker) => memoryInspector(broker, retainedLedger, sessionOwners),
         available: () => true,
         ready: async () => {},
-        start: async () => {},
+        start: async (broker) => { announceOnlyWhenHeard(broker, bus) },
         close: async () => {}
       }
     }

@@ -8,9 +8,10 @@ import { RawClient } from '../helpers/raw-client.js'
 /**
  * Aedes announces every CONNECT on $SYS/<node>/new/clients (and every disconnect on
  * .../disconnect/clients) so that other nodes close their connection of that client id
- * (takeover). The patch (aedes.js announced(), issue #14 connect rate) skips the publish
- * on a bus that reaches this process only (the gateway's LocalBus, memory mode) when
- * nothing but Aedes' own takeover check listens, which ignores this node's announcements.
+ * (takeover). In memory mode (one process) the gateway replaces both announcements through
+ * the patch's seams (`announceClient`, `announceClientGone`;
+ * src/persistence/memory-announcements.ts, issue #14 connect rate): Aedes' own takeover check
+ * is removed and an announcement is published only when a listener would hear it.
  */
 describe('$SYS new/clients announcements (patch)', () => {
   let gw: TestGateway
@@ -57,7 +58,7 @@ describe('$SYS new/clients announcements (patch)', () => {
     watcher.destroy()
   })
 
-  it('plain Aedes on its default bus (mqemitter, no localOnly) still announces every CONNECT', async () => {
+  it('plain Aedes (its default bus, no replacement) still announces every CONNECT', async () => {
     const broker = await Aedes.createBroker()
     try {
       const heard: string[] = []

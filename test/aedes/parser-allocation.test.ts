@@ -1,65 +1,20 @@
 /**
- * The two parser patches of issue #14's fan-in work (patches/mqtt-packet+9.0.2.patch,
- * patches/bl+6.1.6.patch): mqtt-packet's parser calls debug() only when its namespace is
- * enabled (debug's ...args made an array per call even when disabled), and bl's BufferList reads
- * numbers in place when they lie in its first buffer (a Buffer view per read before). Together
- * they cut the gateway's allocation per fan-in message by about 60 % (bench/alloc-prof.ts); here:
- * the same bytes parse to the same packets however they are split, numbers read across buffer
- * boundaries are right, the in-place path makes no slice, and DEBUG still logs.
+ * The parser patch of issue #14's fan-in work (patches/mqtt-packet+9.0.2.patch): mqtt-packet's
+ * parser calls debug() only when its namespace is enabled (debug's ...args made an array per call
+ * even when disabled). (Its companion, bl reading numbers in place, went when the Aedes patch's
+ * lib/lean-list.js replaced bl as the parser's input list; test/aedes/wire checks it against bl.)
+ * Here: the same bytes parse to the same packets however they are split, and DEBUG still logs.
  */
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { createRequire } from 'node:module'
 import { describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import mqttPacket, { type Packet } from 'mqtt-packet'
 import { seededInt } from '../helpers/seeded-random.js'
 
-const require = createRequire(import.meta.url)
-// bl as mqtt-packet's parser loads it (CommonJS, the one copy in node_modules).
-const BufferList = require('bl/BufferList.js') as {
-  new (): { append: (b: Buffer) => void, slice: (s?: number, e?: number) => Buffer } & Record<string, (offset?: number, byteLength?: number) => number>
-  prototype: { slice: (s?: number, e?: number) => Buffer }
-}
 const execFileAsync = promisify(execFile)
 
-const READS: Array<[string, number]> = [['readUInt8', 1], ['readInt8', 1], ['readUInt16BE', 2], ['readUInt16LE', 2], ['readInt16BE', 2], ['readUInt32BE', 4], ['readInt32LE', 4], ['readFloatBE', 4], ['readDoubleLE', 8]]
-
-describe('parser allocation patches (mqtt-packet debug guard, bl in-place reads)', () => {
-  it('bl: every read at every offset of a list split at every point equals the read on one buffer', () => {
-    const whole = Buffer.from(Array.from({ length: 24 }, (_, i) => (i * 37 + 11) & 0xff))
-    for (let cut1 = 0; cut1 <= whole.length; cut1++) {
-      for (const cut2 of [cut1, Math.min(whole.length, cut1 + 3)]) {
-        const list = new BufferList()
-        for (const part of [whole.subarray(0, cut1), whole.subarray(cut1, cut2), whole.subarray(cut2)]) if (part.length > 0) list.append(part)
-        for (const [m, n] of READS) {
-          for (let at = 0; at + n <= whole.length; at++) {
-            assert.equal(list[m]!(at), (whole as unknown as Record<string, (o: number) => number>)[m]!(at), `${m}(${at}) split at ${cut1}/${cut2}`)
-          }
-        }
-        for (let at = 0; at + 3 <= whole.length; at++) assert.equal(list.readUIntBE!(at, 3), whole.readUIntBE(at, 3))
-        assert.throws(() => list.readUInt32BE!(whole.length - 2), RangeError)
-      }
-    }
-  })
-
-  it('bl: a read inside the first buffer makes no slice; one across buffers still does', () => {
-    const list = new BufferList()
-    list.append(Buffer.from([1, 2, 3]))
-    list.append(Buffer.from([4, 5]))
-    const slice = BufferList.prototype.slice
-    let slices = 0
-    BufferList.prototype.slice = function (this: unknown, s?: number, e?: number) { slices++; return slice.call(this, s, e) }
-    try {
-      assert.equal(list.readUInt16BE!(1), 0x0203)
-      assert.equal(slices, 0)
-      assert.equal(list.readUInt16BE!(2), 0x0304)
-      assert.equal(slices, 1)
-    } finally {
-      BufferList.prototype.slice = slice
-    }
-  })
-
+describe('parser allocation patch (mqtt-packet debug guard)', () => {
   it('mqtt-packet: a stream of packets parses the same whole and split into random pieces', () => {
     const int = seededInt(14)
     const packets: Packet[] = []

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { request as httpsRequest } from 'node:https'
 import { after, before, describe, it } from 'node:test'
 import { z } from 'zod'
 import { definePlugin } from '../../src/plugin.js'
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { startTestGateway, testCertificate, type TestGateway } from '../helpers/gateway.js'
 import { collect, connectClient, endClient, waitFor } from '../helpers/mqtt.js'
 
 /** Stands in for a dependency (Redis, Kafka) whose state the test flips. */
@@ -79,5 +81,36 @@ describe('admin HTTP listener', () => {
   it('unknown paths are 404, other methods 405', async () => {
     assert.equal((await fetch(`${gw.adminUrl}/nope`)).status, 404)
     assert.equal((await fetch(`${gw.adminUrl}/metrics`, { method: 'POST' })).status, 405)
+  })
+})
+
+describe('admin listener over HTTPS (listeners.admin.tls)', () => {
+  const token = 'admin-tls-token-0123456789'
+  const cert = testCertificate()
+  const ca = readFileSync(cert.cert)
+  let gw: TestGateway
+  before(async () => { gw = await startTestGateway(`listeners: { admin: { apiToken: ${token}, tls: { cert: ${cert.cert}, key: ${cert.key} } } }`) })
+  after(async () => { await gw.stop() })
+
+  const httpsGet = (path: string, headers: Record<string, string> = {}): Promise<{ status: number, body: string }> => new Promise((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port: gw.gateway.ports.admin, path, headers, ca }, (res) => {
+      let body = ''
+      res.setEncoding('utf8').on('data', (d: string) => { body += d }).on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    })
+    req.on('error', reject).end()
+  })
+
+  it('serves health, metrics and the token-protected API over TLS; plain HTTP to the port gets no answer and the listener serves on', async () => {
+    assert.deepEqual(await httpsGet('/healthz'), { status: 200, body: '{"status":"ok"}\n' })
+    assert.match((await httpsGet('/metrics')).body, /# TYPE mqgw_connections_current gauge/)
+    assert.equal((await httpsGet('/api/v1/clients')).status, 401, 'no token')
+    const client = await connectClient(gw.mqttUrl, { clientId: 'admin-tls-client' })
+    const listed = await httpsGet('/api/v1/clients', { authorization: `Bearer ${token}` })
+    assert.equal(listed.status, 200)
+    assert.match(listed.body, /admin-tls-client/)
+    // Plain HTTP: the TLS server sees no ClientHello and closes; the token would never go out in clear.
+    await assert.rejects(fetch(`http://127.0.0.1:${gw.gateway.ports.admin}/healthz`))
+    assert.equal((await httpsGet('/healthz')).status, 200, 'still serving after the failed handshake')
+    await endClient(client)
   })
 })

@@ -81,6 +81,35 @@ describe('client registry: a CONNECT tells only the node that held the client id
     assert.equal(await pollUntil(() => conn.hexists(CLIENT_NODES_KEY, 'reg-p'), (n) => n === 0, 20000), 0, 'entry removed with the expired session')
   })
 
+  it('a client back on another node after its node died: the will it left there is removed, not published later', async () => {
+    const d = await startNode(redis, 'reg-d', { persistence: { sessionExpiryS: 8 } })
+    nodes.push(d)
+    const watch = await connectClient(b.url, { clientId: 'reg-watch' })
+    const seen: string[] = []
+    watch.on('message', (topic, payload) => seen.push(`${topic}=${payload.toString()}`))
+    await watch.subscribeAsync('status/#', { qos: 1 })
+    const will = (id: string): { topic: string, payload: Buffer, qos: 1, retain: boolean } => ({ topic: `status/${id}`, payload: Buffer.from('offline'), qos: 1, retain: false })
+    const back = await connectClient(d.url, { clientId: 'reg-w-back', will: will('reg-w-back'), reconnectPeriod: 0 })
+    // Marker on the same path: a client of the same node that does not come back; its will is published.
+    const gone = await connectClient(d.url, { clientId: 'reg-w-gone', will: will('reg-w-gone'), reconnectPeriod: 0 })
+    assert.equal(await nodeOf('reg-w-back', 'reg-d'), 'reg-d')
+    assert.equal(await nodeOf('reg-w-gone', 'reg-d'), 'reg-d')
+    assert.equal(await conn.exists('will:reg-d:reg-w-back', 'will:reg-d:reg-w-gone'), 2, 'both wills stored by node d')
+    await d.crash()
+    back.end(true)
+    gone.end(true)
+    const again = await connectClient(b.url, { clientId: 'reg-w-back' })
+    await again.publishAsync('status/reg-w-back', 'online', { qos: 1 })
+    assert.equal(await pollUntil(() => conn.exists('will:reg-d:reg-w-back'), (n) => n === 0, 5000), 0, 'the will left on the dead node removed at the CONNECT elsewhere')
+    await waitFor(() => seen.includes('status/reg-w-gone=offline'), 'the will of the client that stayed away (node d declared dead)', 20000)
+    // Every will node d left has been decided, then a last message on the same subscription.
+    await pollUntil(() => conn.lrange('will', 0, -1), (keys) => !keys.some((k) => k.startsWith('will:reg-d:')), 10000)
+    await again.publishAsync('status/marker', 'end', { qos: 1 })
+    await waitFor(() => seen.includes('status/marker=end'), 'the marker')
+    assert.deepEqual(seen.filter((m) => m.startsWith('status/reg-w-back')), ['status/reg-w-back=online'], 'no "offline" will after the client came back')
+    await Promise.all([endClient(again), endClient(watch)])
+  })
+
   it('entries of a node that died are removed by the other nodes\' sweep; the id still connects elsewhere', async () => {
     const onC = await connectClient(c.url, { clientId: 'reg-dead' })
     assert.equal(await nodeOf('reg-dead', 'reg-c'), 'reg-c')

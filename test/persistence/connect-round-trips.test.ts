@@ -12,7 +12,7 @@ import { TestRedis } from '../helpers/redis.js'
  */
 interface WillStore {
   putWill: (client: { id: string }, packet: Record<string, unknown>) => Promise<void>
-  delWill: (client: { id: string, brokerId: string }) => Promise<{ topic: string, payload: Buffer } | null>
+  delWill: (client: { id: string, brokerId?: string }) => Promise<{ topic: string, payload: Buffer } | null>
 }
 
 describe('Redis store: round trips of a CONNECT', () => {
@@ -45,6 +45,11 @@ describe('Redis store: round trips of a CONNECT', () => {
       conn.sendCommand = send
       assert.equal(await store.delWill(client), null, 'removed')
       assert.equal(await conn.exists('will:rt-node:rt-client'), 0)
+      // At CONNECT Aedes passes the client itself, which has no brokerId: the key is this node's.
+      await store.putWill(client, { cmd: 'publish', topic: 'rt/will', payload: Buffer.from('w2'), qos: 1, retain: false })
+      assert.equal((await store.delWill({ id: 'rt-client' }))?.payload.toString(), 'w2', 'the CONNECT path finds the will')
+      assert.equal(await conn.exists('will:rt-node:rt-client'), 0)
+      assert.equal(await conn.llen('will'), 0)
     } finally {
       conn.disconnect()
     }
