@@ -20,6 +20,7 @@ package main
 //
 // Usage: mqgw-loadgen idle -n 19000 -targets 127.0.0.1:1883[,host:port...]
 //        -sources 127.0.0.2,127.0.0.3 -prefix idle-0 -keepalive 60 -inflight 200
+//        [-ping-period S]   (bench/keepalive: PINGREQ every S s instead of K; 0 = never)
 
 import (
 	"bufio"
