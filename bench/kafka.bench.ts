@@ -3,10 +3,14 @@
  * (client → Kafka → subscriber) against a direct topic on the same gateway process, side by
  * side. Starts its own Kafka (scripts/kafka/kafka.sh); load generator in its own process.
  * Prints the gateway's and Kafka's CPU per message and pattern 2's time per stage
- * (mqgw_kafka_stage_seconds). Options: --no-jvm-warmup, --commit-interval=MS.
+ * (mqgw_kafka_stage_seconds). Options: --no-jvm-warmup, --commit-interval=MS, --tcp-nodelay (the
+ * gateway's MQTT listener with TCP_NODELAY; default off, as the gateway's own default), --rounds=N
+ * (default 3): direct and pattern 2 alternate N times on the same gateway and Kafka; one row per
+ * run (with the 1-minute load average, the machine being shared), then the medians. A direct
+ * run is about one second, so one pair alone gave ratios from 0.4 to 1.1 on a busy machine.
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TestKafka } from '../test/helpers/kafka.js'
 import { loadgen, report, spawnGateway, stopGateway } from './lib.js'
@@ -59,6 +63,10 @@ function stageRows (before: Stages, after: Stages): Array<Record<string, string 
 // --commit-interval=N: the bridge's commitIntervalMs (default: the plugin's), to compare commit rates.
 const commitInterval = process.argv.find((a) => a.startsWith('--commit-interval='))?.split('=')[1]
 if (commitInterval !== undefined && !/^\d+$/.test(commitInterval)) throw new Error(`--commit-interval=${commitInterval}: not a whole number of ms`)
+const roundsArg = process.argv.find((a) => a.startsWith('--rounds='))?.split('=')[1] ?? '3'
+if (!/^[1-9]\d?$/.test(roundsArg)) throw new Error(`--rounds=${roundsArg}: a whole number from 1 to 99`)
+const rounds = Number(roundsArg)
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2 }
 const kafka = new TestKafka()
 await kafka.start()
 try {
@@ -67,7 +75,7 @@ try {
   const file = join(dir, 'gateway.yaml')
   writeFileSync(file, `log: { level: warn }
 flow: {}
-kafka:
+${process.argv.includes('--tcp-nodelay') ? 'listeners: { mqtt: { tcpNoDelay: true } }\n' : ''}kafka:
   brokers: ["${kafka.brokers[0]}"]
   groupId: bench-bridge
   routes: [ { mqtt: "chat/#", kafkaTopic: chat } ]
@@ -88,22 +96,31 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
     const rows: Array<Record<string, string | number>> = []
     const raw: Record<string, unknown> = {}
     const admin = `http://127.0.0.1:${gw.ports.admin}`
-    let breakdown: Array<Record<string, string | number>> = []
-    for (const [name, topic] of [['direct topic (no Kafka)', 'direct/room'], ['pattern 2: client → Kafka → subscriber', 'chat/room']] as const) {
-      const before = await readStages(admin)
-      const kafkaPid = Number(readFileSync(join(kafka.dir, 'kafka.pid'), 'utf8'))
-      const cpu0 = [cpuSeconds(gw.child.pid), cpuSeconds(kafkaPid)]
-      const r = await loadgen<PubSubResult>({ mode: 'pubsub', url, publishUrl: url, topic, qos: 1, count: 10000, inflight: 100, payloadBytes: 100, timeLimitMs: 60000 })
-      if (topic === 'chat/room') breakdown = stageRows(before, await readStages(admin))
-      raw[name] = r
-      // CPU per delivered message: the gateway's and Kafka's (the JVM), µs; 10 ms clock ticks.
-      const perMessage = (i: number, now: number): number => (now - cpu0[i]!) / Math.max(1, r.received) * 1e6
-      rows.push({ path: name, 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)) })
+    const paths = [['direct topic (no Kafka)', 'direct/room'], ['pattern 2: client → Kafka → subscriber', 'chat/room']] as const
+    const stagesBefore = await readStages(admin)
+    for (let round = 1; round <= rounds; round++) {
+      let direct = NaN
+      for (const [name, topic] of paths) {
+        const kafkaPid = Number(readFileSync(join(kafka.dir, 'kafka.pid'), 'utf8'))
+        const cpu0 = [cpuSeconds(gw.child.pid), cpuSeconds(kafkaPid)]
+        const load = loadavg()[0]!
+        const r = await loadgen<PubSubResult>({ mode: 'pubsub', url, publishUrl: url, topic, qos: 1, count: 10000, inflight: 100, payloadBytes: 100, timeLimitMs: 60000 })
+        raw[`${name} #${round}`] = r
+        // CPU per delivered message: the gateway's and Kafka's (the JVM), µs; 10 ms clock ticks.
+        const perMessage = (i: number, now: number): number => (now - cpu0[i]!) / Math.max(1, r.received) * 1e6
+        if (topic === 'direct/room') direct = r.messagesPerSecond
+        rows.push({ path: name, round: String(round), 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)), 'ratio to direct': r.messagesPerSecond / direct, 'load 1 min': load })
+      }
     }
-    const base = rows[0]!['msgs/s'] as number
-    for (const row of rows) row['ratio to direct'] = (row['msgs/s'] as number) / base
+    // Pattern 2's stages over all its rounds (direct runs add no observations).
+    const breakdown = stageRows(stagesBefore, await readStages(admin))
+    for (const [name] of paths) {
+      const own = rows.filter((r) => r.path === name)
+      const med = (k: string): number => median(own.map((r) => r[k] as number))
+      rows.push({ path: name, round: 'median', 'msgs/s': med('msgs/s'), 'p50 ms': med('p50 ms'), 'p99 ms': med('p99 ms'), received: med('received'), 'gateway CPU µs/msg': med('gateway CPU µs/msg'), 'Kafka CPU µs/msg': med('Kafka CPU µs/msg'), 'ratio to direct': med('ratio to direct'), 'load 1 min': med('load 1 min') })
+    }
     raw.breakdown = breakdown
-    report('Kafka bridge: QoS 1 end to end, 10,000 messages, 100 in flight, same gateway', rows, raw)
+    report(`Kafka bridge: QoS 1 end to end, 10,000 messages, 100 in flight, same gateway, ${rounds} alternating rounds`, rows, raw)
     // Where pattern 2's time went, from the gateway's mqgw_kafka_stage_seconds (see plugins/kafka/plugin.ts).
     if (breakdown.length > 0) report('Kafka bridge: pattern 2 per stage (gateway histogram, p50/p99 as bucket bounds)', breakdown, { breakdown })
   } finally {

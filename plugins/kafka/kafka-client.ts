@@ -1,4 +1,4 @@
-import { Consumer, ProduceAcks, Producer, type Message, type MessagesStream } from '@platformatic/kafka'
+import { Consumer, ProduceAcks, Producer, type Message, type MessagesStream, type MessageToProduce } from '@platformatic/kafka'
 import type { Logger } from '../../src/log.js'
 import { noop } from '../../src/noop.js'
 
@@ -10,15 +10,17 @@ import { noop } from '../../src/noop.js'
 export interface BridgeRecord {
   key: string | null
   value: Buffer
-  headers: Record<string, string>
+  /** Values as strings, or as Buffers when the caller has them already (constants made once). */
+  headers: Record<string, string | Buffer>
 }
 
 export interface ConsumedRecord {
   topic: string
   partition: number
-  offset: string
+  offset: bigint
   value: Buffer | null
-  headers: Record<string, Buffer | undefined>
+  /** As fetched: names and values as bytes (a later header of the same name wins). */
+  headers: ReadonlyMap<Buffer, Buffer | undefined>
   /** The record's Kafka timestamp (ms since the epoch; the producer's clock when it was sent). */
   timestamp: number
   /** When this process received the record from a fetch (ms since the epoch, fractional). */
@@ -43,6 +45,21 @@ export interface BridgeKafkaClient {
 
 type Msg = Message<Buffer, Buffer, Buffer, Buffer>
 
+/**
+ * Header names as Buffers, made once: a record carries the same few names (plugin.ts), and
+ * Buffer.from per name and record was a third of the record's allocations. Bounded, in case
+ * a caller ever makes names up per record.
+ */
+const headerNames = new Map<string, Buffer>()
+function headerName (name: string): Buffer {
+  let b = headerNames.get(name)
+  if (!b) {
+    b = Buffer.from(name)
+    if (headerNames.size < 64) headerNames.set(name, b)
+  }
+  return b
+}
+
 /** Consumed records waiting for delivery beyond which fetching pauses (memory bound). */
 const MAX_BATCHED = 2000
 
@@ -50,7 +67,7 @@ const MAX_BATCHED = 2000
  * BridgeKafkaClient on @platformatic/kafka (maintained; bench/kafka-client.bench.ts: 3-4x
  * kafkajs' acks = all produce throughput at a quarter of its latency).
  */
-export function createPlatformaticClient (opts: { brokers: string[], clientId: string, connectionTimeoutMs: number, produceTimeoutMs: number, commitIntervalMs?: number, observe?: (stage: ProduceStage, seconds: number) => void }, log: Logger): BridgeKafkaClient {
+export function createPlatformaticClient (opts: { brokers: string[], clientId: string, connectionTimeoutMs: number, produceTimeoutMs: number, commitIntervalMs?: number, observe?: (stage: ProduceStage, seconds: number, records: number) => void }, log: Logger): BridgeKafkaClient {
   const commitIntervalMs = opts.commitIntervalMs ?? 100
   const observe = opts.observe ?? noop
   const base = { bootstrapBrokers: opts.brokers, connectTimeout: opts.connectionTimeoutMs, timeout: opts.produceTimeoutMs, retries: 3, retryDelay: 200, autocreateTopics: true }
@@ -95,20 +112,24 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
       if (batch.length === 0) continue
       const budget = batch[0]!.deadline - now
       const sentAt = performance.now()
-      for (const p of batch) observe('queued', (sentAt - p.handedAt) / 1000)
-      const sending = producer.send({
-          messages: batch.map((p) => ({
-            topic,
-            key: p.record.key === null ? undefined : Buffer.from(p.record.key),
-            value: p.record.value,
-            headers: new Map(Object.entries(p.record.headers).map(([k, v]) => [Buffer.from(k), Buffer.from(v)]))
-          }))
-      })
+      const messages = new Array<MessageToProduce>(batch.length)
+      for (let i = 0; i < batch.length; i++) {
+        const p = batch[i]!
+        observe('queued', (sentAt - p.handedAt) / 1000, 1)
+        const headers = new Map<Buffer, Buffer>()
+        for (const k in p.record.headers) {
+          const v = p.record.headers[k]!
+          headers.set(headerName(k), typeof v === 'string' ? Buffer.from(v) : v)
+        }
+        messages[i] = { topic, key: p.record.key === null ? undefined : Buffer.from(p.record.key), value: p.record.value, headers }
+      }
+      const sending = producer.send({ messages })
       try {
         await withTimeout(sending, budget, 'Kafka produce')
         producerConnected = true
         const took = (performance.now() - sentAt) / 1000
-        for (const p of batch) { observe('request', took); p.resolve() }
+        observe('request', took, batch.length)
+        for (const p of batch) p.resolve()
       } catch (err) {
         for (const p of batch) p.reject(err as Error)
         // A send whose time ran out may still be retried by the client and land: the next
@@ -244,7 +265,13 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
                   if (!s.destroyed) s.resume()
                 }
                 await deliver(records.map((m, i) => toConsumed(m, at[i] ?? 0)))
-                for (const m of records) toCommit.set(`${m.topic}:${m.partition}`, m)
+                // The newest record of each partition: a key is made where the partition changes,
+                // not for every record (a batch is mostly runs of one partition).
+                for (let i = 0; i < records.length; i++) {
+                  const m = records[i]!
+                  const next = records[i + 1]
+                  if (next === undefined || next.partition !== m.partition || next.topic !== m.topic) toCommit.set(`${m.topic}:${m.partition}`, m)
+                }
                 commitDelivered()
                 reportLag().catch(() => {})
               }
@@ -300,9 +327,9 @@ function closeConsumer (c: Consumer<Buffer, Buffer, Buffer, Buffer>): Promise<vo
 }
 
 function toConsumed (m: Msg, fetchedAt: number): ConsumedRecord {
-  const headers: Record<string, Buffer | undefined> = {}
-  for (const [k, v] of m.headers) headers[k.toString()] = v
-  return { topic: m.topic, partition: m.partition, offset: m.offset.toString(), value: m.value, headers, timestamp: Number(m.timestamp), fetchedAt }
+  // The headers are passed on as fetched: decoding every name per record (seven strings and an
+  // object) cost more than the bridge's reading of the four it needs by their bytes (plugin.ts).
+  return { topic: m.topic, partition: m.partition, offset: m.offset, value: m.value, headers: m.headers, timestamp: Number(m.timestamp), fetchedAt }
 }
 
 function withTimeout<T> (p: Promise<T>, ms: number, what: string): Promise<T> {

@@ -20,7 +20,7 @@ const client = createPlatformaticClient({ brokers: [broker], clientId: `commit-t
 const line = (o: object): void => { process.stdout.write(JSON.stringify(o) + '\n') }
 await client.consume([topic], groupId, async (records) => {
   const values = records.map((r) => r.value?.toString() ?? '')
-  const offsets = records.map((r) => r.offset)
+  const offsets = records.map((r) => String(r.offset))
   if (holdValue !== undefined && values.includes(holdValue)) {
     line({ event: 'holding', values, offsets })
     await new Promise<void>(() => {})
