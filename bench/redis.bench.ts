@@ -4,6 +4,10 @@
  *     Redis bus), side by side with one node in memory mode: msgs/s, p50/p99 latency.
  *  2. Time to ready for a node starting with 100k persistent sessions in Redis.
  *  3. CONNECT cost (`connect`): gateway CPU per clean-session CONNECT, Redis mode vs memory.
+ *  4. Aggregate (`aggregate [pairs]`, default 100 pairs): many QoS 1 pairs on one memory node vs
+ *     spread by client id over two Redis-mode nodes (bench/redis-aggregate.ts; Go generator).
+ * Part 1 also prints each process's CPU µs per message over the run (node A = subscriber's,
+ * node B = publisher's, redis-server), which the machine's other load changes less than msgs/s.
  * Needs redis-server (Debian package); starts its own on a free 127.0.0.1 port.
  */
 import { createRequire } from 'node:module'
@@ -12,6 +16,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TestRedis } from '../test/helpers/redis.js'
 import { cpuSeconds } from './brokers.js'
+import { aggregate, redisPid } from './redis-aggregate.js'
 import { loadgen, report, spawnGateway, stopGateway } from './lib.js'
 
 const require = createRequire(import.meta.url)
@@ -36,9 +41,11 @@ async function throughput (redis: TestRedis): Promise<void> {
   try {
     const url = `mqtt://127.0.0.1:${memory.ports.mqtt}`
     await loadgen({ ...job, count: 2000, url, publishUrl: url })
+    const cpu0 = cpuSeconds(memory.child.pid!)
     const r = await loadgen<PubSubResult>({ ...job, url, publishUrl: url })
-    raw.memory = r
-    rows.push({ setup: 'one node, memory', 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms })
+    const cpu = cpuSeconds(memory.child.pid!) - cpu0
+    raw.memory = { ...r, cpuSeconds: cpu }
+    rows.push({ setup: 'one node, memory', 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms, 'A µs/msg': 1e6 * cpu / r.received })
   } finally {
     await stopGateway(memory)
   }
@@ -50,14 +57,25 @@ async function throughput (redis: TestRedis): Promise<void> {
     const url = `mqtt://127.0.0.1:${a.ports.mqtt}`
     const publishUrl = `mqtt://127.0.0.1:${b.ports.mqtt}`
     await loadgen({ ...job, count: 2000, url, publishUrl })
+    const rpid = await redisPid(redis)
+    // CPU seconds of node A (subscriber's), node B (publisher's) and redis-server over one run.
+    const sample = (): number[] => [cpuSeconds(a.child.pid!), cpuSeconds(b.child.pid!), cpuSeconds(rpid)]
+    const perMessage = (c0: number[], n: number): Record<string, number> => {
+      const [ca, cb, cr] = sample().map((v, i) => 1e6 * (v - c0[i]!) / n) as [number, number, number]
+      return { 'A µs/msg': ca, 'B µs/msg': cb, 'redis µs/msg': cr }
+    }
+    let c0 = sample()
     const r = await loadgen<PubSubResult>({ ...job, url, publishUrl })
-    raw.redis = r
-    rows.push({ setup: 'two nodes, Redis (pub B → sub A)', 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms })
+    const cpuR = perMessage(c0, r.received)
+    raw.redis = { ...r, cpuMicrosPerMessage: cpuR }
+    rows.push({ setup: 'two nodes, Redis (pub B → sub A)', 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms, ...cpuR })
     // The same with a persistent (clean:false) subscriber: each message is also written to its
     // session queue in Redis before the PUBACK, and cleared again by the subscriber's PUBACK.
+    c0 = sample()
     const p = await loadgen<PubSubResult>({ ...job, url, publishUrl, persistentSubscriber: true })
-    raw.redisPersistent = p
-    rows.push({ setup: 'two nodes, Redis, persistent sub', 'msgs/s': p.messagesPerSecond, 'p50 ms': p.p50ms, 'p99 ms': p.p99ms })
+    const cpuP = perMessage(c0, p.received)
+    raw.redisPersistent = { ...p, cpuMicrosPerMessage: cpuP }
+    rows.push({ setup: 'two nodes, Redis, persistent sub', 'msgs/s': p.messagesPerSecond, 'p50 ms': p.p50ms, 'p99 ms': p.p99ms, ...cpuP })
   } finally {
     await stopGateway(a)
     await stopGateway(b)
@@ -121,15 +139,16 @@ async function connectCost (redis: TestRedis): Promise<void> {
   report('CONNECT cost: 3,000 clean-session CONNECTs, 100 in flight (CPU includes the clients\' disconnects)', rows, raw)
 }
 
-// `node dist/bench/redis.bench.js [throughput|ready|connect] [sessions]`: every part by default.
+// `node dist/bench/redis.bench.js [throughput|ready|connect|aggregate] [sessions|pairs]`: every part by default.
 const args = process.argv.slice(2)
-const parts = args.filter((a) => a === 'throughput' || a === 'ready' || a === 'connect')
+const parts = args.filter((a) => a === 'throughput' || a === 'ready' || a === 'connect' || a === 'aggregate')
 const sessionsArg = args.find((a) => /^\d+$/.test(a))
 const redis = new TestRedis()
 await redis.start()
 try {
   if (parts.length === 0 || parts.includes('throughput')) await throughput(redis)
   if (parts.length === 0 || parts.includes('connect')) await connectCost(redis)
+  if (parts.length === 0 || parts.includes('aggregate')) await aggregate(redis, configFile, Number(sessionsArg ?? 100))
   if (parts.length === 0 || parts.includes('ready')) await timeToReady(redis, Number(sessionsArg ?? 100000))
 } finally {
   await redis.stop()

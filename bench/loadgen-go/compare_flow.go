@@ -51,6 +51,17 @@ type flowJob struct {
 	// publishers of the job (every part's), latency from each message's due time
 	// (compare_pace.go). 0: closed loop.
 	Rate float64 `json:"rate"`
+	// Routes: client id -> port, for clients spread over several nodes (bench/redis aggregate:
+	// the harness hashes each id onto a node as the access layer does). Absent ids use Port.
+	Routes map[string]int `json:"routes"`
+}
+
+// portFor is the port a client connects to: its route, else the job's port.
+func (j *flowJob) portFor(clientID string) int {
+	if p, ok := j.Routes[clientID]; ok {
+		return p
+	}
+	return j.Port
 }
 
 func (j *flowJob) defaults() {
@@ -315,7 +326,7 @@ func (e *engine) paced() bool { return e.perMs > 0 }
 
 // addSubscriber connects, subscribes (waiting for SUBACK, refused = error) and starts reading.
 func (e *engine) addSubscriber(clientID, topic string, qos byte, publishers int, counted bool) (*subscriber, error) {
-	c, err := dialMQTT(e.job.Host, e.job.Port, clientID, 60, 10*time.Second)
+	c, err := dialMQTT(e.job.Host, e.job.portFor(clientID), clientID, 60, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +361,7 @@ func (e *engine) addSubscriber(clientID, topic string, qos byte, publishers int,
 }
 
 func (e *engine) addPublisher(clientID string, index int, topic string, qos byte) (*publisher, error) {
-	c, err := dialMQTT(e.job.Host, e.job.Port, clientID, 60, 10*time.Second)
+	c, err := dialMQTT(e.job.Host, e.job.portFor(clientID), clientID, 60, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}

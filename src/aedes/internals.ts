@@ -34,6 +34,8 @@ import * as aedesModule from 'aedes'
  * | write completions of one turn run from one setImmediate, in order (not one Immediate each) | patch: lib/write.js deferCompletion |
  * | no store call for a QoS 1/2 message with no offline subscriber | patch: aedes.js DoEnqueues |
  * | memory store: no trie walk while it holds no offline subscription | patches/aedes-persistence+11.0.0.patch |
+ * | no store call on a clean session's PUBACK (its deliveries are never stored) | patch: lib/handlers/puback.js |
+ * | Redis store: no trie walk while the cluster holds no persistent subscription | patches/aedes-persistence-redis+12.0.0.patch `holdsNoOfflineSubscriptions` |
  *
  * CPU per QoS 1 message (issue #14), `compare qos1` (10 pairs, 32 in flight, Go generator),
  * broker CPU µs per message, before -> after these rows, from profiles of the gateway process

@@ -66,4 +66,33 @@ describe('QoS 1 publish path (memory store)', () => {
       pub.destroy()
     }
   })
+  it('a clean session\'s PUBACK makes no store call; a persistent session\'s still clears its stored message', async () => {
+    const port = gw.gateway.ports.mqtt!
+    // The store's method, counted per client id (the patch skips it for clean sessions only).
+    const store = (gw.gateway.broker as unknown as { persistence: unknown }).persistence as { outgoingClearMessageId: (client: { id: string }, packet: unknown) => Promise<unknown> }
+    const original = store.outgoingClearMessageId
+    const calls = new Map<string, number>()
+    store.outgoingClearMessageId = function (client, packet) {
+      calls.set(client.id, (calls.get(client.id) ?? 0) + 1)
+      return original.call(this, client, packet)
+    }
+    const clean = await RawClient.connect(port, 'ack-clean')
+    const persistent = await RawClient.connect(port, 'ack-persistent', { clean: false })
+    const pub = await RawClient.connect(port, 'ack-pub')
+    try {
+      await clean.subscribe('ack/t', 1)
+      await persistent.subscribe('ack/t', 1)
+      for (let i = 1; i <= 5; i++) pub.send({ cmd: 'publish', topic: 'ack/t', payload: Buffer.from(`a${i}`), qos: 1, messageId: i, retain: false, dup: false })
+      await Promise.all([clean.ackUntil(5, 5000), persistent.ackUntil(5, 5000)])
+      // Both sent 5 PUBACKs; the persistent session's 5 clears are the marker that they were handled.
+      assert.equal(await pollUntil(async () => calls.get('ack-persistent') ?? 0, (n) => n >= 5, 5000, 5), 5)
+      assert.equal(calls.get('ack-clean') ?? 0, 0)
+      assert.deepEqual(clean.publishes().map((p) => Buffer.from(p.payload).toString()), ['a1', 'a2', 'a3', 'a4', 'a5'])
+    } finally {
+      store.outgoingClearMessageId = original
+      clean.destroy()
+      persistent.destroy()
+      pub.destroy()
+    }
+  })
 })

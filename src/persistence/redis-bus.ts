@@ -1,0 +1,107 @@
+import { randomBytes } from 'node:crypto'
+import type { Cluster, Redis } from 'ioredis'
+import { Packr } from 'msgpackr'
+
+/**
+ * The per-message path of the Redis bus, taken over from mqemitter-redis 7 (which keeps
+ * subscribe/unsubscribe, connection state and close; the local matcher is the subscription
+ * index, see redis.ts). mqemitter-redis sent every message through Redis and delivered it to
+ * this node's own subscribers only when Redis echoed it back: a message between two clients of
+ * one node cost a PUBLISH, the read of the echo, a msgpack decode and an LRU lookup, and waited
+ * for the round trip (profiled in bench/redis aggregate: decode and the echo's handling were
+ * ~20 % of a node's CPU).
+ *
+ * Here emit() delivers to this node's subscribers at once, synchronously as the memory bus
+ * does, then PUBLISHes for the other nodes, all PUBLISHes of one turn in one script call
+ * (PUBLISH_MANY below); `done` (the publisher's PUBACK) still waits for Redis' reply, so
+ * "acknowledged" still means "handed to Redis". The echo is recognised by this process's id
+ * prefix in the payload's first bytes and dropped before decoding.
+ *
+ * Order: one publisher's messages reach a subscriber of its own node always locally and a
+ * subscriber elsewhere always through Redis, in order on each path, so per-publisher order and
+ * Aedes' per-broker duplicate filter hold. If the PUBLISH fails, local subscribers already have
+ * the message and the publisher gets no PUBACK: it sends again, and they may see it twice
+ * (QoS 1 is at least once).
+ *
+ * The wire format is mqemitter-redis' own ({ id, msg } in msgpack), so a node running plain
+ * mqemitter-redis still reads these messages and this one reads its. The codec is msgpackr
+ * instead of msgpack-lite (3-4x less CPU per encode and decode of a bus message in a
+ * micro-bench; msgpack-lite was ~20 % of a node's CPU under QoS 1 load), limited to plain
+ * MessagePack: no records extension, fixmaps, `undefined` as nil (what msgpack-lite writes and
+ * reads; a decoded absent messageId is null either way).
+ */
+interface RedisBus {
+  pubConn: Redis | Cluster
+  subConn: Redis | Cluster
+  closed?: boolean
+  /** mqemitter's local emit (MQEmitter.prototype.emit, saved by mqemitter-redis as `_emit`). */
+  _emit: (msg: unknown, cb?: (err?: Error) => void) => void
+  /** mqemitter-redis' LRU of message ids (one message arriving by SUBSCRIBE and PSUBSCRIBE). */
+  _cache: { get: (k: string) => unknown, set: (k: string, v: boolean) => void }
+  _onError: (err?: Error) => void
+  emit: (msg: { topic: string }, done?: (err?: Error) => void) => void
+}
+
+// msgpack of { id, msg }: fixmap(2), fixstr "id", then the id as a fixstr (< 32 bytes).
+const HEAD = Buffer.from([0x82, 0xa2, 0x69, 0x64])
+const codec = new Packr({ useRecords: false, variableMapSize: true, encodeUndefinedAsNil: true, mapsAsObjects: true })
+/**
+ * One script call PUBLISHes a turn's messages in order: ioredis' cost is per command (a Command
+ * object, a promise, its own encoding; ~18 % of a node's CPU with one PUBLISH each, profiled),
+ * and Redis' dispatch too. Replicas and Cluster peers get each PUBLISH as before. The batch's
+ * callbacks (the PUBACKs) wait for the script's reply, so one PUBACK waits at most for the
+ * rest of its turn; MAX_BATCH bounds how long one call holds Redis.
+ */
+const PUBLISH_MANY = 'for i = 1, #ARGV, 2 do redis.call(\'PUBLISH\', ARGV[i], ARGV[i + 1]) end return #ARGV / 2'
+const MAX_BATCH = 500
+/** Sentinels' announcements, which a pattern subscription (`#` becomes `*`) also receives. */
+const SENTINEL_HELLO = Buffer.from('__sentinel__:hello')
+
+export function localFirstBus (mq: object): void {
+  const bus = mq as RedisBus
+  // 16 random base64url characters per process: another node's prefix never matches.
+  const prefix = `mq${randomBytes(12).toString('base64url')}-`
+  const prefixBytes = Buffer.from(prefix)
+  const idStart = HEAD.length + 1
+  let counter = 0
+  const isEcho = (payload: Buffer): boolean =>
+    payload.length > idStart + prefixBytes.length && payload.compare(prefixBytes, 0, prefixBytes.length, idStart, idStart + prefixBytes.length) === 0
+
+  // The PUBLISHes of one event-loop turn: [channel, payload, ...] and their callbacks, in order.
+  const pub = bus.pubConn as (Redis | Cluster) & { mqgwPublishMany: (...args: Array<string | Buffer>) => Promise<number> }
+  pub.defineCommand('mqgwPublishMany', { numberOfKeys: 0, lua: PUBLISH_MANY })
+  let args: Array<string | Buffer> = []
+  let callbacks: Array<(err?: Error) => void> = []
+  const flush = (): void => {
+    if (callbacks.length === 0) return
+    const cbs = callbacks
+    const a = args
+    args = []
+    callbacks = []
+    const sent = cbs.length === 1 ? pub.publish(a[0]!, a[1]!) : pub.mqgwPublishMany(...a)
+    sent.then(() => { for (const cb of cbs) cb() }, (err: Error) => { for (const cb of cbs) cb(err) })
+  }
+
+  bus.emit = function emit (msg, done) {
+    const cb = done ?? bus._onError
+    if (bus.closed === true) { cb(new Error('mqemitter-redis is closed')); return }
+    const id = prefix + (counter++).toString(36)
+    const payload = codec.pack({ id, msg })
+    bus._emit(msg)
+    if (callbacks.length === 0) setImmediate(flush)
+    args.push(msg.topic, payload)
+    if (callbacks.push(cb) >= MAX_BATCH) flush()
+  }
+
+  const handler = (channel: Buffer, payload: Buffer): void => {
+    if (isEcho(payload) || channel.equals(SENTINEL_HELLO)) return
+    const packet = codec.unpack(payload) as { id: string, msg: unknown }
+    if (bus._cache.get(packet.id) === undefined) bus._emit(packet.msg)
+    bus._cache.set(packet.id, true)
+  }
+  // mqemitter-redis' own listeners (decode, then emit every message, echoes included) go.
+  bus.subConn.removeAllListeners('messageBuffer')
+  bus.subConn.removeAllListeners('pmessageBuffer')
+  bus.subConn.on('messageBuffer', (channel: Buffer, payload: Buffer) => handler(channel, payload))
+  bus.subConn.on('pmessageBuffer', (_pattern: Buffer, channel: Buffer, payload: Buffer) => handler(channel, payload))
+}

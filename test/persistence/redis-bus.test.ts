@@ -1,0 +1,115 @@
+/**
+ * src/persistence/redis-bus.ts on real gateway processes and a real redis-server:
+ *  - local first: a message between two clients of one node is delivered without waiting for
+ *    Redis (redis-server SIGSTOPped: the subscriber has it, the publisher's PUBACK waits for
+ *    Redis), exactly once when Redis' echo arrives later (SIGCONT), in order;
+ *  - the other nodes still get it through Redis, in order, also when a turn's PUBLISHes go out
+ *    together in one script call (checked in Redis' command stats);
+ *  - the wire format is plain mqemitter-redis (msgpack { id, msg }): a stock mqemitter-redis
+ *    on the same Redis (msgpack-lite, as a node of the previous version) reads the gateway's
+ *    messages and the gateway delivers the stock emitter's.
+ */
+import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
+import { after, before, describe, it } from 'node:test'
+import { startNode, type ClusterNode } from '../helpers/cluster.js'
+import { connectCollecting, endClient, sleep, waitFor } from '../helpers/mqtt.js'
+import { TestRedis } from '../helpers/redis.js'
+
+const require = createRequire(import.meta.url)
+interface StockBus {
+  on: (topic: string, cb: (msg: Record<string, unknown>, done: () => void) => void, done?: () => void) => void
+  emit: (msg: object, done?: (err?: Error) => void) => void
+  close: (cb: () => void) => void
+}
+const mqemitterRedis = require('mqemitter-redis') as (opts: object) => StockBus
+
+describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis', () => {
+  const redis = new TestRedis()
+  let a: ClusterNode
+  let b: ClusterNode
+  before(async () => {
+    await redis.start()
+    ;[a, b] = await Promise.all([startNode(redis, 'gw-bus-a'), startNode(redis, 'gw-bus-b')])
+  })
+  after(async () => {
+    await Promise.all([a.stop(), b.stop()])
+    await redis.stop()
+  })
+
+  it('a same-node subscriber gets the message while Redis is stopped, once, and the PUBACK waits for Redis', async () => {
+    const local = await connectCollecting(a.url, { clientId: 'bus-local-sub' })
+    const remote = await connectCollecting(b.url, { clientId: 'bus-remote-sub' })
+    await local.client.subscribeAsync('bus/order', { qos: 1 })
+    await remote.client.subscribeAsync('bus/order', { qos: 1 })
+    const pub = (await connectCollecting(a.url, { clientId: 'bus-pub' })).client
+    const db = redis.client()
+    const pid = Number(/process_id:(\d+)/.exec(await db.info('server'))?.[1])
+    db.disconnect()
+    assert.ok(pid > 0)
+    let acked = false
+    process.kill(pid, 'SIGSTOP')
+    try {
+      const puback = pub.publishAsync('bus/order', 'm0', { qos: 1 }).then(() => { acked = true })
+      await waitFor(() => local.received.some((m) => m.payload === 'm0'), 'local delivery with Redis stopped')
+      // Redis cannot have answered: the PUBACK is still outstanding, and the other node has nothing.
+      await sleep(200)
+      assert.equal(acked, false, 'PUBACK only after Redis took the PUBLISH')
+      assert.equal(remote.received.length, 0)
+      process.kill(pid, 'SIGCONT')
+      await puback
+    } finally {
+      process.kill(pid, 'SIGCONT')
+    }
+    // Sent back to back (not one per PUBACK), so the node reads several per turn and their
+    // PUBLISHes go out together in the script call (PUBLISH_MANY), whose order is checked below.
+    const db2 = redis.client()
+    // EVALSHA, or EVAL when Redis did not have the script yet (ioredis' NOSCRIPT fallback).
+    const scriptCalls = async (): Promise<number> => {
+      const stats = await db2.info('commandstats')
+      return [...stats.matchAll(/cmdstat_eval(?:sha)?:calls=(\d+)/g)].reduce((a, m) => a + Number(m[1]), 0)
+    }
+    const before = await scriptCalls()
+    await Promise.all(Array.from({ length: 199 }, (_, i) => pub.publishAsync('bus/order', `m${i + 1}`, { qos: 1 })))
+    assert.ok(await scriptCalls() > before, 'some PUBLISHes went out batched')
+    db2.disconnect()
+    await pub.publishAsync('bus/order', 'marker', { qos: 1 })
+    await waitFor(() => remote.received.some((m) => m.payload === 'marker'), 'the marker on the other node')
+    // A second marker from node B, sent after B had the first: Redis sends node A every echo
+    // of A's messages before it (one connection, in PUBLISH order), so once A's subscriber has
+    // it, a duplicate from an echo would already be there.
+    const pubB = (await connectCollecting(b.url, { clientId: 'bus-pub-b' })).client
+    await pubB.publishAsync('bus/order', 'marker2', { qos: 1 })
+    await waitFor(() => local.received.some((m) => m.payload === 'marker2') && remote.received.some((m) => m.payload === 'marker2'), 'the second marker on both nodes')
+    const expected = [...Array.from({ length: 200 }, (_, i) => `m${i}`), 'marker', 'marker2']
+    assert.deepEqual(local.received.map((m) => m.payload), expected, 'same node: each once, in order (echo dropped)')
+    assert.deepEqual(remote.received.map((m) => m.payload), expected, 'other node: each once, in order')
+    await endClient(pubB)
+    await Promise.all([endClient(local.client), endClient(remote.client), endClient(pub)])
+  })
+
+  it('a stock mqemitter-redis (msgpack-lite) and the gateway read each other\'s messages', async () => {
+    const stock = mqemitterRedis({ port: redis.port, host: '127.0.0.1' })
+    const seen: Array<Record<string, unknown>> = []
+    await new Promise<void>((resolve) => stock.on('compat/#', (msg, done) => { seen.push(msg); done() }, resolve))
+    const sub = await connectCollecting(a.url, { clientId: 'bus-compat-sub' })
+    await sub.client.subscribeAsync('compat/from-stock', { qos: 0 })
+    const pub = (await connectCollecting(b.url, { clientId: 'bus-compat-pub' })).client
+    try {
+      await pub.publishAsync('compat/from-gateway', Buffer.from([0, 1, 2, 255]), { qos: 1 })
+      await waitFor(() => seen.length > 0, 'the stock emitter hears the gateway')
+      const msg = seen[0]!
+      assert.equal(msg.topic, 'compat/from-gateway')
+      assert.equal(msg.qos, 1)
+      assert.equal(msg.retain, false)
+      assert.ok(Buffer.isBuffer(msg.payload), 'payload decoded as a Buffer')
+      assert.deepEqual([...(msg.payload as Buffer)], [0, 1, 2, 255])
+      await new Promise<void>((resolve, reject) => stock.emit({ cmd: 'publish', topic: 'compat/from-stock', payload: Buffer.from('from stock'), qos: 0, retain: false, dup: false, brokerId: 'stock', brokerCounter: 1 }, (err) => err === undefined ? resolve() : reject(err)))
+      await waitFor(() => sub.received.length > 0, 'the gateway delivers the stock emitter\'s message')
+      assert.deepEqual(sub.received.map((m) => [m.topic, m.payload]), [['compat/from-stock', 'from stock']])
+    } finally {
+      await Promise.all([endClient(sub.client), endClient(pub)])
+      await new Promise<void>((resolve) => stock.close(resolve))
+    }
+  })
+})
