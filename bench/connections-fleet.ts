@@ -213,10 +213,11 @@ export class Generator {
   #final: Promise<CounterLine>
   #err = ''
 
-  constructor (readonly opts: { n: number, targets: string[], sources: string[], prefix: string, keepaliveS: number, inflight: number, upTimeoutS: number, holdMaxS: number }) {
+  /** `extra`: more `mqgw-loadgen idle` flags (bench/keepalive: -ping-period). */
+  constructor (readonly opts: { n: number, targets: string[], sources: string[], prefix: string, keepaliveS: number, inflight: number, upTimeoutS: number, holdMaxS: number }, extra: string[] = []) {
     this.child = spawn(LOADGEN, ['idle', '-n', String(opts.n), '-targets', opts.targets.join(','), '-sources', opts.sources.join(','),
       '-prefix', opts.prefix, '-keepalive', String(opts.keepaliveS), '-inflight', String(opts.inflight),
-      '-up-timeout', String(opts.upTimeoutS), '-hold-max', String(opts.holdMaxS)], { stdio: ['pipe', 'pipe', 'pipe'] })
+      '-up-timeout', String(opts.upTimeoutS), '-hold-max', String(opts.holdMaxS), ...extra], { stdio: ['pipe', 'pipe', 'pipe'] })
     track(this.child)
     // 'close', not 'exit': 'exit' can come before the last stdout data is read, which lost
     // final lines under load (the rejections below would win over the line's resolve).

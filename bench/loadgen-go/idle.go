@@ -20,6 +20,7 @@ package main
 //
 // Usage: mqgw-loadgen idle -n 19000 -targets 127.0.0.1:1883[,host:port...]
 //        -sources 127.0.0.2,127.0.0.3 -prefix idle-0 -keepalive 60 -inflight 200
+//        [-ping-period S]   (bench/keepalive: PINGREQ every S s instead of K; 0 = never)
 
 import (
 	"bufio"
@@ -133,6 +134,9 @@ func runIdle(args []string) error {
 	prefix := fs.String("prefix", "idle", "client id prefix: ids are <prefix>-<n>")
 	idOffset := fs.Int("id-offset", 0, "first <n> of the client ids")
 	keepalive := fs.Int("keepalive", 60, "keepalive K in seconds (CONNECT field, and the PINGREQ period)")
+	// For measuring (bench/keepalive): a keepalive the broker enforces with pings at another
+	// rate, or none (0: the broker's per-connection idle cost without PINGREQs, within 1.5 K).
+	pingPeriod := fs.Int("ping-period", -1, "seconds between one connection's PINGREQs; default K; 0: never ping")
 	inflight := fs.Int("inflight", 200, "CONNECTs in flight at once (socket() to CONNACK)")
 	connectTimeout := fs.Int("connect-timeout-ms", 15000, "a connection without CONNACK after this is failed as timeout")
 	upTimeout := fs.Int("up-timeout", 600, "seconds: stop opening connections after this and report")
@@ -142,6 +146,9 @@ func runIdle(args []string) error {
 	}
 	if *n < 0 || *inflight < 1 || *keepalive < 1 {
 		return errors.New("-n >= 0, -inflight >= 1 and -keepalive >= 1 are required")
+	}
+	if *pingPeriod < 0 {
+		*pingPeriod = *keepalive
 	}
 	g := &idleGen{
 		n: *n, inflight: *inflight, keepalive: time.Duration(*keepalive) * time.Second,
@@ -165,7 +172,8 @@ func runIdle(args []string) error {
 	}
 	// One wheel slot per tick over the keepalive period: connection i pings in slot i mod slots,
 	// so the N/K pings per second are spread evenly.
-	slots := int(g.keepalive / g.tick)
+	// -ping-period 0: no slots, no pings.
+	slots := int(time.Duration(*pingPeriod) * time.Second / g.tick)
 	g.wheel = make([][]int32, slots)
 	if g.epfd, err = syscall.EpollCreate1(syscall.EPOLL_CLOEXEC); err != nil {
 		return fmt.Errorf("epoll_create1: %v", err)
@@ -429,8 +437,10 @@ func (g *idleGen) read(i int32) {
 			g.lastAck = now
 			c.state = stHeld
 			g.held++
-			slot := int(i) % len(g.wheel)
-			g.wheel[slot] = append(g.wheel[slot], i)
+			if len(g.wheel) > 0 {
+				slot := int(i) % len(g.wheel)
+				g.wheel[slot] = append(g.wheel[slot], i)
+			}
 		case *packets.PingrespPacket:
 			if c.pingOut {
 				c.pingOut = false
@@ -464,6 +474,9 @@ func frameSize(b []byte) (int, bool) {
 // pingSlot sends the PINGREQs of the current wheel slot; a ping still unanswered from the
 // previous round (K seconds ago) counts as a missing PINGRESP.
 func (g *idleGen) pingSlot() {
+	if len(g.wheel) == 0 {
+		return
+	}
 	slot := g.wheel[g.wheelPos]
 	g.wheelPos = (g.wheelPos + 1) % len(g.wheel)
 	kept := slot[:0]

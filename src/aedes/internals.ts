@@ -26,8 +26,8 @@ import * as aedesModule from 'aedes'
  * | a field for the gateway's connection record on every client (was a WeakMap entry) | patch: lib/client.js `mqgwRecord`; internals.ts `clientRecordOf` |
  * | the memory store's empty queue replayed without a stream (almost every CONNECT) | patch: aedes-persistence outgoingStream, lib/handlers/connect.js emptyQueue |
  * | how other nodes learn of a client's arrival and departure: `announceClient` / `announceClientGone` (Aedes: a publish on $SYS/<id>/new/clients / disconnect/clients) replaceable, `closeTakenOverClient` callable | patch: aedes.js; Redis mode: persistence/client-registry.ts; memory mode (published only when someone listens): persistence/memory-announcements.ts |
- * | parser allocation (issue #14 fan-in): mqtt-packet's debug() calls only when enabled | patches/mqtt-packet+9.0.2.patch |
- * | PUBLISH and PUB* acks encoded into one buffer, one write() each (bytes as mqtt-packet's) | patch: lib/wire.js, lib/write.js |
+ * | parser allocation (issue #14 fan-in): mqtt-packet's debug() calls only when enabled, `enabled` read once per parse() | patches/mqtt-packet+9.0.2.patch |
+ * | PUBLISH and PUB* acks encoded into one buffer, one write() each (bytes as mqtt-packet's); PINGRESP one shared 2-byte buffer | patch: lib/wire.js, lib/write.js |
  * | parser input read in place (no Buffer view per read or consume; the gateway's parser no longer reads through bl) | patch: lib/lean-list.js, lib/client.js LeanParser |
  * | keepalive deadline from the time of the socket read (one Date.now() per read, not per packet) | patch: lib/keepalive-wheel.js readArrived, lib/client.js |
  * | flow-window writes defer no completion callback; no bound writeCallback per QoSPacket | patch: lib/client.js sendQueuedQoS, lib/write.js, lib/qos-packet.js |

@@ -52,4 +52,19 @@ describe('parser allocation patch (mqtt-packet debug guard)', () => {
     const quiet = await execFileAsync(process.execPath, ['-e', script], { env: { ...process.env, DEBUG: '' }, timeout: 20000 })
     assert.doesNotMatch(quiet.stderr, /mqtt-packet:parser/)
   })
+
+  it('mqtt-packet: debug.enable() at run time logs from the next parse() (enabled read once per parse call, keepalive CPU)', async () => {
+    // A parse while disabled logs nothing; enabled afterwards, the next chunk logs; disabled again, nothing.
+    const script = [
+      "const debug = require('debug'); const p = require('mqtt-packet').parser()",
+      "p.parse(Buffer.from([0xc0, 0])); process.stderr.write('MARK1\\n')",
+      "debug.enable('mqtt-packet:parser'); p.parse(Buffer.from([0xc0, 0])); process.stderr.write('MARK2\\n')",
+      "debug.disable(); p.parse(Buffer.from([0xc0, 0])); process.stderr.write('MARK3\\n')"
+    ].join('\n')
+    const { stderr } = await execFileAsync(process.execPath, ['-e', script], { env: { ...process.env, DEBUG: '' }, timeout: 20000 })
+    const [before, during, after] = stderr.split(/MARK\d\n/)
+    assert.doesNotMatch(before!, /mqtt-packet:parser/)
+    assert.match(during!, /mqtt-packet:parser parse: current state/)
+    assert.doesNotMatch(after!, /mqtt-packet:parser/)
+  })
 })

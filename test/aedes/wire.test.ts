@@ -5,7 +5,7 @@ import { pathToFileURL } from 'node:url'
 import mqttPacket, { type Packet } from 'mqtt-packet'
 import { flowPlugin } from '../../plugins/flow/plugin.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
-import { pollUntil } from '../helpers/mqtt.js'
+import { pollUntil, rawSocket, sleep } from '../helpers/mqtt.js'
 import { RawClient } from '../helpers/raw-client.js'
 import { seededInt } from '../helpers/seeded-random.js'
 
@@ -56,6 +56,13 @@ describe('Aedes wire encoding (patch lib/wire.js)', () => {
     }
   })
 
+  it('PINGRESP is mqtt-packet\'s two bytes, one shared buffer (keepalive CPU, issue #14)', () => {
+    const first = wire.encodePacket({ cmd: 'pingresp' })
+    assert.deepEqual(first, reference({ cmd: 'pingresp' }))
+    assert.deepEqual(first, Buffer.from([0xd0, 0x00]))
+    assert.equal(wire.encodePacket({ cmd: 'pingresp' }), first, 'no buffer per PINGRESP')
+  })
+
   it('leaves to mqtt-packet what it does not encode or what mqtt-packet would refuse', () => {
     const leftOver: Array<Record<string, unknown>> = [
       { cmd: 'publish', topic: Buffer.from('t'), payload: Buffer.alloc(1), qos: 0 },
@@ -66,8 +73,7 @@ describe('Aedes wire encoding (patch lib/wire.js)', () => {
       { cmd: 'publish', topic: 'x'.repeat(65536), payload: Buffer.alloc(0), qos: 0 },
       { cmd: 'publish', topic: 't', payload: Buffer.alloc(0), qos: 0, properties: { contentType: 'x' } },
       { cmd: 'puback' },
-      { cmd: 'suback', messageId: 1, granted: [0] },
-      { cmd: 'pingresp' }
+      { cmd: 'suback', messageId: 1, granted: [0] }
     ]
     for (const packet of leftOver) assert.equal(wire.encodePacket(packet), null, JSON.stringify(packet).slice(0, 80))
   })
@@ -145,6 +151,73 @@ describe('Aedes wire encoding (patch lib/wire.js)', () => {
       })
     })
   }
+})
+
+describe('PINGREQ on a real gateway (keepalive, issue #14)', () => {
+  let gw: TestGateway
+  before(async () => { gw = await startTestGateway() })
+  after(async () => { await gw.stop() })
+
+  /** A raw connection after its CONNACK 0; `sentAt`: just before its CONNECT was written. */
+  const connect = async (clientId: string, keepalive: number, will?: string): Promise<Awaited<ReturnType<typeof rawSocket>> & { sentAt: number }> => {
+    const raw = await rawSocket(gw.gateway.ports.mqtt!)
+    const sentAt = performance.now()
+    raw.socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive, ...(will !== undefined ? { will: { topic: will, payload: Buffer.from('gone'), qos: 0, retain: false } } : {}) }))
+    await pollUntil(async () => raw.data().length, (n) => n >= 4, 5000, 5)
+    assert.deepEqual(raw.data(), Buffer.from([0x20, 0x02, 0x00, 0x00]), 'CONNACK 0')
+    return { ...raw, sentAt }
+  }
+
+  it('answers each PINGREQ with exactly d0 00, several in one read each their own, in order after a PUBACK', async () => {
+    const raw = await connect('ping-bytes', 60)
+    // One read: PINGREQ, a QoS 1 PUBLISH, two PINGREQs: PINGRESP, PUBACK, PINGRESP, PINGRESP.
+    raw.socket.write(Buffer.concat([
+      mqttPacket.generate({ cmd: 'pingreq' }),
+      mqttPacket.generate({ cmd: 'publish', topic: 'ping/t', payload: Buffer.from('x'), qos: 1, messageId: 7, retain: false, dup: false }),
+      mqttPacket.generate({ cmd: 'pingreq' }),
+      mqttPacket.generate({ cmd: 'pingreq' })
+    ]))
+    const expected = Buffer.from([0x20, 0x02, 0x00, 0x00, 0xd0, 0x00, 0x40, 0x02, 0x00, 0x07, 0xd0, 0x00, 0xd0, 0x00])
+    await pollUntil(async () => raw.data().length, (n) => n >= expected.length, 5000, 5)
+    // The marker: one more PINGREQ, answered after everything above, so nothing extra came before it.
+    raw.socket.write(mqttPacket.generate({ cmd: 'pingreq' }))
+    await pollUntil(async () => raw.data().length, (n) => n >= expected.length + 2, 5000, 5)
+    assert.deepEqual(raw.data(), Buffer.concat([expected, Buffer.from([0xd0, 0x00])]))
+    raw.socket.destroy()
+  })
+
+  it('a client pinging within its keepalive stays past 1.5 x keepalive; a silent one is closed after 1.5 x, not before, and its will goes out', async () => {
+    const watcher = await RawClient.connect(gw.gateway.ports.mqtt!, 'ping-watcher')
+    await watcher.subscribe('ping/will/#', 0)
+    const pinging = await connect('ping-alive', 1, 'ping/will/alive')
+    const silent = await connect('ping-silent', 1, 'ping/will/silent')
+    // Its last (and only) packet, CONNECT, was read after this.
+    const silentSince = silent.sentAt
+    let silentClosedAt = 0
+    void silent.closed.then(() => { silentClosedAt = performance.now() })
+    // keepalive 1 s: PINGREQ every 0.5 s for 3 s (twice 1.5 x keepalive).
+    for (let i = 0; i < 6; i++) {
+      await sleep(500)
+      const before = pinging.data().length
+      pinging.socket.write(mqttPacket.generate({ cmd: 'pingreq' }))
+      await pollUntil(async () => pinging.data().length, (n) => n >= before + 2, 5000, 5)
+      assert.deepEqual(pinging.data().subarray(before, before + 2), Buffer.from([0xd0, 0x00]), `PINGRESP ${i + 1}`)
+    }
+    await watcher.waitFor((p) => p.cmd === 'publish' && p.topic === 'ping/will/silent', 'the silent client\'s will')
+    assert.ok(silentClosedAt > 0, 'the silent client was closed')
+    // [MQTT-3.1.2-24]: not before 1.5 x keepalive (1,500 ms after the CONNECT was read, which is
+    // after it was written; 2 ms for clock rounding), and it is enforced: the will came within the
+    // pinging client's 3 s (the wheel's 100 ms tick and a busy machine may add a little).
+    const after = silentClosedAt - silentSince
+    assert.ok(after >= 1500 - 2, `closed ${after.toFixed(0)} ms after its CONNECT: before 1.5 x keepalive`)
+    assert.equal(pinging.socket.destroyed, false, 'the pinging client is still connected after 3 s')
+    // Marker for the absence of the pinging client's will so far: it stops pinging now, and its
+    // will comes after the silent client's, not before.
+    const wills = (): string[] => watcher.publishes().map((p) => p.topic)
+    await watcher.waitFor((p) => p.cmd === 'publish' && p.topic === 'ping/will/alive', 'the pinging client\'s will once it fell silent')
+    assert.deepEqual(wills(), ['ping/will/silent', 'ping/will/alive'])
+    watcher.destroy()
+  })
 })
 
 /** patches/aedes+1.2.0.patch lib/lean-list.js: the parser's input list must answer as bl's BufferList. */

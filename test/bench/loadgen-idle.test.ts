@@ -66,6 +66,30 @@ describe('mqgw-loadgen idle against a real gateway', () => {
     }
   })
 
+  it('-ping-period (bench/keepalive): 0 sends no PINGREQ, so the gateway drops the connections after 1.5 x keepalive; 1 with keepalive 3 pings every second', { timeout: 60000 }, async () => {
+    const silent = new Generator({ n: 50, targets: [`127.0.0.1:${gw.ports.mqtt}`], sources: ['127.0.0.5'], prefix: 'lg-silent', keepaliveS: 1, inflight: 10, upTimeoutS: 30, holdMaxS: 60 }, ['-ping-period', '0'])
+    const fast = new Generator({ n: 50, targets: [`127.0.0.1:${gw.ports.mqtt}`], sources: ['127.0.0.6'], prefix: 'lg-fast', keepaliveS: 3, inflight: 10, upTimeoutS: 30, holdMaxS: 60 }, ['-ping-period', '1'])
+    try {
+      assert.equal((await silent.up).held, 50)
+      assert.equal((await fast.up).held, 50)
+      // The silent ones are closed by the gateway's keepalive (1.5 s), with no PINGREQ sent.
+      const gone = await pollUntil(() => silent.stats(), (s) => s.lostWhileHeld === 50, 15000, 250)
+      assert.equal(gone.lostWhileHeld, 50, JSON.stringify(gone))
+      assert.equal(gone.pingsSent, 0)
+      // The fast ones: a PINGREQ per connection per second (keepalive 3 s would allow 4.5 s).
+      const s0 = await fast.stats()
+      const t0 = performance.now()
+      const s1 = await pollUntil(() => fast.stats(), (s) => s.pingsSent - s0.pingsSent >= 150, 15000, 250)
+      const perSecond = (s1.pingsSent - s0.pingsSent) / ((performance.now() - t0) / 1000)
+      assert.ok(perSecond >= 25 && perSecond <= 75, `${perSecond.toFixed(1)} PINGREQs/s from 50 connections pinging every second`)
+      assert.equal(s1.held, 50)
+      assert.equal(s1.lostWhileHeld, 0)
+      assert.equal(s1.pingrespMissing, 0)
+    } finally {
+      await Promise.all([silent.stop(), fast.stop()])
+    }
+  })
+
   it('reports connects to a port nobody listens on as refused, and exits on stdin EOF', { timeout: 30000 }, async () => {
     const closed = await freePort()
     const gen = new Generator({ n: 50, targets: [`127.0.0.1:${closed}`], sources: ['127.0.0.4'], prefix: 'lg-refused', keepaliveS: 60, inflight: 10, upTimeoutS: 10, holdMaxS: 60 })
