@@ -17,23 +17,13 @@
  * it. Prints a table and writes bench/results/connections.json.
  */
 import { readFileSync } from 'node:fs'
-import { report } from './lib.js'
+import { commandFlags, report } from './lib.js'
 import {
   buildLoadgen, cpuSeconds, fdCount, fileHandles, gatewayFleet, Generator, histPercentile, kernelLimits, meminfo,
   mosquittoFleet, PAGE_SIZE, rssKiB, sockstat, type Fleet, type UpLine
 } from './connections-fleet.js'
 
-const flags = new Map(process.argv.slice(2).filter((a) => a.startsWith('--')).map((a) => {
-  const [k, v] = a.slice(2).split('=')
-  return [k!, v ?? 'true']
-}))
-const num = (k: string, d: number): number => {
-  const v = flags.get(k)
-  if (v === undefined) return d
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${k}=${v}: a positive number is needed`)
-  return n
-}
+const { flags, num } = commandFlags()
 const MAX = num('max', 1_000_000)
 const STEPS = (flags.get('steps') ?? '10000,15000,100000,250000,500000,1000000').split(',').map(Number).filter((n) => n > 0 && n <= MAX)
 const MOSQUITTO_STEPS = (flags.get('mosquitto-steps') ?? '10000,15000').split(',').map(Number).filter((n) => n > 0 && n <= MAX)

@@ -19,23 +19,13 @@
  */
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { report } from './lib.js'
+import { commandFlags, report } from './lib.js'
 import { startBroker } from './brokers.js'
 import { buildLoadgen, cpuSeconds, gatewayFleet, Generator, rssKiB } from './connections-fleet.js'
 import { spawnGateway } from '../test/helpers/process.js'
 import { track } from './brokers.js'
 
-const flags = new Map(process.argv.slice(2).filter((a) => a.startsWith('--')).map((a) => {
-  const [k, v] = a.slice(2).split('=')
-  return [k!, v ?? 'true']
-}))
-const num = (k: string, d: number): number => {
-  const v = flags.get(k)
-  if (v === undefined) return d
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${k}=${v}: a positive number is needed`)
-  return n
-}
+const { flags, num } = commandFlags()
 const CONNS = num('conns', 15000)
 const KEEPALIVE_S = num('keepalive', 60)
 const PING_PERIOD_S = num('ping-period', 5)

@@ -42,3 +42,22 @@ export function report (name: string, rows: Array<Record<string, string | number
   mkdirSync('bench/results', { recursive: true })
   writeFileSync(join('bench/results', `${name.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}.json`), JSON.stringify({ name, when: new Date().toISOString(), rows, raw }, null, 2))
 }
+
+/**
+ * A bench's `--key=value` flags (`--key` alone reads as 'true') and a reader of positive numbers
+ * with a default, which refuses anything else with one line.
+ */
+export function commandFlags (argv: readonly string[] = process.argv.slice(2)): { flags: Map<string, string>, num: (key: string, fallback: number) => number } {
+  const flags = new Map(argv.filter((a) => a.startsWith('--')).map((a) => {
+    const [k, v] = a.slice(2).split('=')
+    return [k!, v ?? 'true']
+  }))
+  const num = (key: string, fallback: number): number => {
+    const v = flags.get(key)
+    if (v === undefined) return fallback
+    const n = Number(v)
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${key}=${v}: a positive number is needed`)
+    return n
+  }
+  return { flags, num }
+}
