@@ -95,7 +95,16 @@ export function localFirstBus (mq: object): void {
 
   const handler = (channel: Buffer, payload: Buffer): void => {
     if (isEcho(payload) || channel.equals(SENTINEL_HELLO)) return
-    const packet = codec.unpack(payload) as { id: string, msg: unknown }
+    let packet: { id: string, msg: unknown }
+    try {
+      packet = codec.unpack(payload) as { id: string, msg: unknown }
+    } catch (err) {
+      // Something else PUBLISHed on a subscribed channel (anyone who can write to Redis can):
+      // a throw here would escape ioredis' event emit and end the process. One line through
+      // the bus's error event (logged by redis.ts), the message dropped, the bus reads on.
+      bus._onError(new Error(`undecodable bus message on ${channel.toString()}: ${(err as Error).message}`))
+      return
+    }
     if (bus._cache.get(packet.id) === undefined) bus._emit(packet.msg)
     bus._cache.set(packet.id, true)
   }

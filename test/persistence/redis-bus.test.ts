@@ -112,4 +112,24 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
       await new Promise<void>((resolve) => stock.close(resolve))
     }
   })
+
+  it('a message on a bus channel that is not MessagePack is dropped with a log line; the node lives and delivers the next one', async () => {
+    const sub = await connectCollecting(a.url, { clientId: 'bus-junk-sub' })
+    await sub.client.subscribeAsync('junk/#', { qos: 0 })
+    const db = redis.client()
+    const stock = mqemitterRedis({ port: redis.port, host: '127.0.0.1' })
+    try {
+      // 0xc1 is never used in MessagePack: the decoder throws on it.
+      assert.ok(await db.publish('junk/raw', Buffer.from([0xc1, 0x00])) >= 1, 'node a subscribes the channel')
+      // Marker on the same path: a well-formed bus message after the bad one.
+      await new Promise<void>((resolve, reject) => stock.emit({ cmd: 'publish', topic: 'junk/after', payload: Buffer.from('after'), qos: 0, retain: false, dup: false, brokerId: 'stock', brokerCounter: 2 }, (err) => err === undefined ? resolve() : reject(err)))
+      await waitFor(() => sub.received.some((m) => m.payload === 'after'), 'the message after the undecodable one')
+      assert.deepEqual(sub.received.map((m) => m.topic), ['junk/after'])
+      assert.match(a.stdout() + a.stderr(), /undecodable bus message on junk\/raw/)
+    } finally {
+      db.disconnect()
+      await endClient(sub.client)
+      await new Promise<void>((resolve) => stock.close(resolve))
+    }
+  })
 })
