@@ -57,7 +57,8 @@ const MAX_BATCH = 500
 /** Sentinels' announcements, which a pattern subscription (`#` becomes `*`) also receives. */
 const SENTINEL_HELLO = Buffer.from('__sentinel__:hello')
 
-export function localFirstBus (mq: object): void {
+/** `onUndecodable`: a message on a subscribed channel that is not this wire format (dropped). */
+export function localFirstBus (mq: object, onUndecodable: (channel: string, err: Error) => void): void {
   const bus = mq as RedisBus
   // 16 random base64url characters per process: another node's prefix never matches.
   const prefix = `mq${randomBytes(12).toString('base64url')}-`
@@ -100,9 +101,9 @@ export function localFirstBus (mq: object): void {
       packet = codec.unpack(payload) as { id: string, msg: unknown }
     } catch (err) {
       // Something else PUBLISHed on a subscribed channel (anyone who can write to Redis can):
-      // a throw here would escape ioredis' event emit and end the process. One line through
-      // the bus's error event (logged by redis.ts), the message dropped, the bus reads on.
-      bus._onError(new Error(`undecodable bus message on ${channel.toString()}: ${(err as Error).message}`))
+      // a throw here would escape ioredis' event emit and end the process. Reported, the
+      // message dropped, the bus reads on.
+      onUndecodable(channel.toString(), err as Error)
       return
     }
     if (bus._cache.get(packet.id) === undefined) bus._emit(packet.msg)

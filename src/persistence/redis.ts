@@ -129,7 +129,13 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   // each Redis message event, never from inside a delivery.
   declareSyncDone(mq)
   // This node's subscribers get its messages at once, not from Redis' echo (redis-bus.ts).
-  localFirstBus(mq)
+  let undecodableLogged = 0
+  localFirstBus(mq, (channel, err) => {
+    // At most one line a second: whoever writes junk to Redis could otherwise flood the log.
+    if (Date.now() - undecodableLogged < 1000) return
+    undecodableLogged = Date.now()
+    log.warn({ channel, err: err.message }, 'undecodable bus message dropped (not MessagePack { id, msg }: something else publishes on this Redis)')
+  })
   // Defect 2: without this listener an unreachable Redis kills the process (ECONNREFUSED).
   busStateOf(mq).on('error', onRedisError('bus'))
 
