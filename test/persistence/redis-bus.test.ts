@@ -12,8 +12,10 @@
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
 import { after, before, describe, it } from 'node:test'
+import mqttPacket from 'mqtt-packet'
 import { startNode, type ClusterNode } from '../helpers/cluster.js'
-import { connectCollecting, endClient, sleep, waitFor } from '../helpers/mqtt.js'
+import { connectCollecting, endClient, waitFor } from '../helpers/mqtt.js'
+import { RawClient } from '../helpers/raw-client.js'
 import { TestRedis } from '../helpers/redis.js'
 
 const require = createRequire(import.meta.url)
@@ -47,19 +49,25 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
     const pid = Number(/process_id:(\d+)/.exec(await db.info('server'))?.[1])
     db.disconnect()
     assert.ok(pid > 0)
-    let acked = false
+    // m0 and a PINGREQ in one write: the node handles both in one read, and writes the PINGRESP
+    // after anything it had decided to send this client by then (same socket, in order).
+    const probe = await RawClient.connect(a.ports.mqtt!, 'bus-probe')
     process.kill(pid, 'SIGSTOP')
     try {
-      const puback = pub.publishAsync('bus/order', 'm0', { qos: 1 }).then(() => { acked = true })
+      probe.socket.write(Buffer.concat([
+        mqttPacket.generate({ cmd: 'publish', topic: 'bus/order', payload: Buffer.from('m0'), qos: 1, messageId: 7, retain: false, dup: false }),
+        mqttPacket.generate({ cmd: 'pingreq' })
+      ]))
       await waitFor(() => local.received.some((m) => m.payload === 'm0'), 'local delivery with Redis stopped')
-      // Redis cannot have answered: the PUBACK is still outstanding, and the other node has nothing.
-      await sleep(200)
-      assert.equal(acked, false, 'PUBACK only after Redis took the PUBLISH')
+      await probe.waitFor((p) => p.cmd === 'pingresp', 'the PINGRESP behind m0')
+      // Redis cannot have answered: no PUBACK before the PINGRESP, and the other node has nothing.
+      assert.deepEqual(probe.packets.map((p) => p.cmd), ['connack', 'pingresp'], 'PUBACK only after Redis took the PUBLISH')
       assert.equal(remote.received.length, 0)
       process.kill(pid, 'SIGCONT')
-      await puback
+      await probe.waitFor((p) => p.cmd === 'puback' && p.messageId === 7, 'the PUBACK once Redis answers')
     } finally {
       process.kill(pid, 'SIGCONT')
+      probe.destroy()
     }
     // Sent back to back (not one per PUBACK), so the node reads several per turn and their
     // PUBLISHes go out together in the script call (PUBLISH_MANY), whose order is checked below.
