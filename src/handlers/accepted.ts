@@ -3,7 +3,6 @@ import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Aedes } from 'aedes'
 import { guardParser } from '../aedes/packet-guard.js'
-import { readOncePerTurn } from '../aedes/read-fairness.js'
 import { batchWritesPerTurn } from '../aedes/write-batching.js'
 import type { MqttListenerName } from '../listeners/listeners.js'
 import type { Peer } from '../listeners/proxy-protocol.js'
@@ -28,11 +27,9 @@ export class AcceptedHandler {
     const ctx = this.#ctx
     // TCP and TLS. A WebSocket stream (src/listeners/ws-duplex.ts) batches its own writes the
     // same way, into one frame per turn; its TCP socket is written once per frame and is left alone.
-    // Reads: one per socket per turn (TCP and TLS), so that no publisher's socket monopolises the loop.
-    if (stream === socket) {
-      batchWritesPerTurn(stream)
-      readOncePerTurn(socket)
-    }
+    // Reads: the Aedes patch reads every stream in flowing mode and bounds a socket's large
+    // reads per turn (node_modules/aedes/lib/read-turns.js), so no publisher monopolises the loop.
+    if (stream === socket) batchWritesPerTurn(stream)
     const client = this.#broker.handle(stream, req)
     const limits = ctx.config.limits
     guardParser(client, limits.maxPacketSize, limits.maxConnectPacketSize)
