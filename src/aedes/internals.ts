@@ -13,7 +13,8 @@ import * as aedesModule from 'aedes'
  * | one subscription save per SUBSCRIBE      | patch: lib/handlers/subscribe.js      |
  * | packet size and UTF-8 guards in the parser | packet-guard.ts (parser methods)    |
  * | one socket write per turn (TCP/TLS; WS: one frame per turn, listeners/ws-duplex.ts) | write-batching.ts |
- * | at most 4 full socket reads per turn, then the other sockets (TCP/TLS) | read-fairness.ts |
+ * | flowing-mode reads ('data' from the read callback, not 'readable' + read()); a read arriving while the previous read's packets are handled is put back and the stream paused; client.pause()/resume() pause the stream | patch: lib/read-turns.js, lib/client.js onData |
+ * | at most 4 full socket reads per turn, then the other sockets (TCP, TLS, WebSocket) | patch: lib/read-turns.js countLargeRead |
  * | message id counter of a Redis node       | internals.ts `continuePacketCounter`  |
  * | mqemitter-redis' local matcher           | internals.ts `replaceLocalMatcher`    |
  * | packets received and sent ($SYS)         | patch: lib/client.js, lib/write.js; internals.ts `packetCounters` |

@@ -133,7 +133,7 @@ describe('flowing-mode reads (Aedes patch lib/read-turns.js)', () => {
    * its Aedes client is paused (client.pause()); then all are resumed at once. Records the
    * order of the parser's reads, one tick per event-loop turn (check phase).
    */
-  async function burstReads (viaAedes: boolean): Promise<{ order: number[], maxPerTurn: number, got: number[], delivered: number[] }> {
+  async function burstReads (viaAedes: boolean): Promise<{ order: number[], maxPerTurn: number, got: number[], delivered: number[], noTickBetween: number }> {
     const broker = await Aedes.createBroker()
     cleanups.push(() => new Promise<void>((resolve) => broker.close(() => resolve())))
     const accepted: Socket[] = []
@@ -172,7 +172,7 @@ describe('flowing-mode reads (Aedes patch lib/read-turns.js)', () => {
     for (const c of clients) c.write(Buffer.concat(new Array<Buffer>(perBurst).fill(one)))
     await waitFor(() => clients.every((c) => c.writableLength === 0), 'every burst handed to the kernel', 10000)
 
-    const reads = { order: [] as number[], maxPerTurn: 0, got: new Array<number>(SOCKETS).fill(0), delivered }
+    const reads = { order: [] as number[], maxPerTurn: 0, got: new Array<number>(SOCKETS).fill(0), delivered, noTickBetween: 0 }
     let turn = 0
     let ticking = true
     const tick = (): void => { turn++; if (ticking) setImmediate(tick) }
@@ -189,12 +189,25 @@ describe('flowing-mode reads (Aedes patch lib/read-turns.js)', () => {
     }
     if (viaAedes) {
       // Observed where the client parses a read (the patch's onData), nothing changed in between.
+      // And whether the nextTick queue ran between one socket's read and the next socket's: the
+      // writes a read made complete ('drain') in a nextTick, and a subscriber fed by several
+      // publishers must see them before the next publisher's chunk (plugins/flow queue bound).
+      let last = -1
+      let tickRan = true
       aedesClients.forEach((c, i) => {
         const parser = (c as unknown as ParserInternals)._parser
         const parse = parser.parse.bind(parser)
-        parser.parse = (buf: Buffer) => { record(i, buf.length); parse(buf) }
+        parser.parse = (buf: Buffer) => {
+          if (last !== i && !tickRan) reads.noTickBetween++
+          last = i
+          tickRan = false
+          process.nextTick(() => { tickRan = true })
+          record(i, buf.length)
+          parse(buf)
+        }
       })
-      for (const c of aedesClients) (c as unknown as Pausable).resume()
+      // One immediate each (Node runs the nextTick queue between immediates), as the patch resumes.
+      for (const c of aedesClients) setImmediate(() => (c as unknown as Pausable).resume())
     } else {
       // The case the fix is for: a plain flowing consumer that keeps up.
       // (pauseOnConnect left the stream explicitly paused: 'data' alone does not start it.)
@@ -211,11 +224,12 @@ describe('flowing-mode reads (Aedes patch lib/read-turns.js)', () => {
     assert.ok(reads.maxPerTurn > READS_PER_TURN + 1, `expected back-to-back reads of one socket in one turn, got at most ${reads.maxPerTurn}; order ${reads.order.join('')}`)
   })
 
-  it(`Aedes reads a socket at most ${READS_PER_TURN} times in one turn, then the other ready sockets go first; every message handled`, async () => {
+  it(`Aedes reads a socket at most ${READS_PER_TURN} times in one turn, then the other ready sockets go first, each resumed on its own (ticks run in between); every message handled`, async () => {
     const reads = await burstReads(true)
     assert.ok(reads.maxPerTurn <= READS_PER_TURN + 1, `a socket was read ${reads.maxPerTurn} times in one turn; order ${reads.order.join('')}`)
     // Round-robin: each of the four is read before any has had more than one turn's budget.
     assert.deepEqual(reads.order.slice(0, SOCKETS * READS_PER_TURN).filter((v, k, a) => a.indexOf(v) === k).sort(), [0, 1, 2, 3])
+    assert.equal(reads.noTickBetween, 0, 'two sockets\' reads handled with no nextTick between them (held streams resumed together)')
     const perBurst = Math.floor(BURST / 64)
     await waitFor(() => reads.delivered.every((d) => d === perBurst), `every PUBLISH handled (${reads.delivered.join(',')})`, 20000)
   })
