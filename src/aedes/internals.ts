@@ -13,7 +13,7 @@ import * as aedesModule from 'aedes'
  * | one subscription save per SUBSCRIBE      | patch: lib/handlers/subscribe.js      |
  * | packet size and UTF-8 guards in the parser | packet-guard.ts (parser methods)    |
  * | one socket write per turn (TCP/TLS; WS: one frame per turn, listeners/ws-duplex.ts) | write-batching.ts |
- * | flowing-mode reads ('data' from the read callback, not 'readable' + read()); a read arriving while the previous read's packets are handled is put back and the stream paused; client.pause()/resume() pause the stream | patch: lib/read-turns.js, lib/client.js onData |
+ * | flowing-mode reads ('data' from the read callback, not 'readable' + read()); a read arriving while the previous read's packets are handled is put back and the stream paused; client.pause()/resume() hold the stream; the CONNECT holds reads until its emptyQueue's resume() (the stored queue's replay needs the client's PUBACKs) | patch: lib/read-turns.js, lib/client.js onData, handlers/index.js |
  * | at most 4 full socket reads per turn, then the other sockets (TCP, TLS, WebSocket) | patch: lib/read-turns.js countLargeRead |
  * | message id counter of a Redis node       | internals.ts `continuePacketCounter`  |
  * | mqemitter-redis' local matcher           | internals.ts `replaceLocalMatcher`    |
@@ -28,7 +28,7 @@ import * as aedesModule from 'aedes'
  * | the memory store's empty queue replayed without a stream (almost every CONNECT) | patch: aedes-persistence outgoingStream, lib/handlers/connect.js emptyQueue |
  * | how other nodes learn of a client's arrival and departure: `announceClient` / `announceClientGone` (Aedes: a publish on $SYS/<id>/new/clients / disconnect/clients) replaceable, `closeTakenOverClient` callable | patch: aedes.js; Redis mode: persistence/client-registry.ts; memory mode (published only when someone listens): persistence/memory-announcements.ts |
  * | parser allocation (issue #14 fan-in): mqtt-packet's debug() calls only when enabled, `enabled` read once per parse() | patches/mqtt-packet+9.0.2.patch |
- * | PUBLISH and PUB* acks encoded into one buffer, one write() each (bytes as mqtt-packet's); PINGRESP one shared 2-byte buffer | patch: lib/wire.js, lib/write.js |
+ * | PUBLISH and PUB* acks encoded into one buffer, one write() each (bytes as mqtt-packet's); PINGRESP one shared 2-byte buffer; an MQTT 3.1/3.1.1 CONNACK one shared 4-byte buffer per (Session Present, return code) | patch: lib/wire.js, lib/write.js |
  * | parser input read in place (no Buffer view per read or consume; the gateway's parser no longer reads through bl) | patch: lib/lean-list.js, lib/client.js LeanParser |
  * | keepalive deadline from the time of the socket read (one Date.now() per read, not per packet) | patch: lib/keepalive-wheel.js readArrived, lib/client.js |
  * | flow-window writes defer no completion callback; no bound writeCallback per QoSPacket | patch: lib/client.js sendQueuedQoS, lib/write.js, lib/qos-packet.js |

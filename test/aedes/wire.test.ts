@@ -63,6 +63,17 @@ describe('Aedes wire encoding (patch lib/wire.js)', () => {
     assert.equal(wire.encodePacket({ cmd: 'pingresp' }), first, 'no buffer per PINGRESP')
   })
 
+  it('CONNACK of every return code and Session Present is mqtt-packet\'s four bytes, one shared buffer each (connect rate, issue #14)', () => {
+    for (let returnCode = 0; returnCode <= 5; returnCode++) {
+      for (const sessionPresent of [false, true]) {
+        const packet = { cmd: 'connack', returnCode, sessionPresent }
+        const encoded = wire.encodePacket(packet)
+        assert.deepEqual(encoded, reference(packet), `returnCode ${returnCode} sessionPresent ${sessionPresent}`)
+        assert.equal(wire.encodePacket({ ...packet }), encoded, 'no buffer per CONNACK')
+      }
+    }
+  })
+
   it('leaves to mqtt-packet what it does not encode or what mqtt-packet would refuse', () => {
     const leftOver: Array<Record<string, unknown>> = [
       { cmd: 'publish', topic: Buffer.from('t'), payload: Buffer.alloc(1), qos: 0 },
@@ -73,7 +84,12 @@ describe('Aedes wire encoding (patch lib/wire.js)', () => {
       { cmd: 'publish', topic: 'x'.repeat(65536), payload: Buffer.alloc(0), qos: 0 },
       { cmd: 'publish', topic: 't', payload: Buffer.alloc(0), qos: 0, properties: { contentType: 'x' } },
       { cmd: 'puback' },
-      { cmd: 'suback', messageId: 1, granted: [0] }
+      { cmd: 'suback', messageId: 1, granted: [0] },
+      { cmd: 'connack', returnCode: 6, sessionPresent: false },
+      { cmd: 'connack', returnCode: 1.5, sessionPresent: false },
+      { cmd: 'connack', sessionPresent: false },
+      { cmd: 'connack', reasonCode: 0, sessionPresent: false },
+      { cmd: 'connack', returnCode: 0, sessionPresent: false, properties: { sessionExpiryInterval: 1 } }
     ]
     for (const packet of leftOver) assert.equal(wire.encodePacket(packet), null, JSON.stringify(packet).slice(0, 80))
   })
