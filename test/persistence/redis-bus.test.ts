@@ -7,7 +7,10 @@
  *    together in one script call (checked in Redis' command stats);
  *  - the wire format is plain mqemitter-redis (msgpack { id, msg }): a stock mqemitter-redis
  *    on the same Redis (msgpack-lite, as a node of the previous version) reads the gateway's
- *    messages and the gateway delivers the stock emitter's.
+ *    messages and the gateway delivers the stock emitter's. A node of the previous version
+ *    does not announce routes (route-table.ts): the gateway node that talks to it here runs
+ *    with `routeTable: false` (publishes everything, announces `#`), as the README's upgrade
+ *    path says, and a route-aware node still routes to that node's subscribers.
  */
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
@@ -30,12 +33,13 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
   const redis = new TestRedis()
   let a: ClusterNode
   let b: ClusterNode
+  let c: ClusterNode
   before(async () => {
     await redis.start()
-    ;[a, b] = await Promise.all([startNode(redis, 'gw-bus-a'), startNode(redis, 'gw-bus-b')])
+    ;[a, b, c] = await Promise.all([startNode(redis, 'gw-bus-a'), startNode(redis, 'gw-bus-b'), startNode(redis, 'gw-bus-c', { persistence: { routeTable: false } })])
   })
   after(async () => {
-    await Promise.all([a.stop(), b.stop()])
+    await Promise.all([a.stop(), b.stop(), c.stop()])
     await redis.stop()
   })
 
@@ -102,8 +106,14 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
     await new Promise<void>((resolve) => stock.on('compat/#', (msg, done) => { seen.push(msg); done() }, resolve))
     const sub = await connectCollecting(a.url, { clientId: 'bus-compat-sub' })
     await sub.client.subscribeAsync('compat/from-stock', { qos: 0 })
-    const pub = (await connectCollecting(b.url, { clientId: 'bus-compat-pub' })).client
+    const pub = (await connectCollecting(c.url, { clientId: 'bus-compat-pub' })).client
+    // A route-aware node routes to the subscribers of a node with routeTable: false.
+    const onPassive = await connectCollecting(c.url, { clientId: 'bus-compat-passive-sub' })
+    await onPassive.client.subscribeAsync('passive/to-c', { qos: 1 })
+    const pubA = (await connectCollecting(a.url, { clientId: 'bus-compat-pub-a' })).client
     try {
+      await pubA.publishAsync('passive/to-c', 'from a', { qos: 1 })
+      await waitFor(() => onPassive.received.some((m) => m.payload === 'from a'), 'the routeTable: false node\'s subscriber')
       await pub.publishAsync('compat/from-gateway', Buffer.from([0, 1, 2, 255]), { qos: 1 })
       await waitFor(() => seen.length > 0, 'the stock emitter hears the gateway')
       const msg = seen[0]!
@@ -116,7 +126,7 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
       await waitFor(() => sub.received.length > 0, 'the gateway delivers the stock emitter\'s message')
       assert.deepEqual(sub.received.map((m) => [m.topic, m.payload]), [['compat/from-stock', 'from stock']])
     } finally {
-      await Promise.all([endClient(sub.client), endClient(pub)])
+      await Promise.all([endClient(sub.client), endClient(pub), endClient(onPassive.client), endClient(pubA)])
       await new Promise<void>((resolve) => stock.close(resolve))
     }
   })

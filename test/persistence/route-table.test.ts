@@ -45,8 +45,8 @@ describe('cluster route table (real redis-server, three gateway processes)', () 
     await redis.stop()
   })
 
-  /** Commands since `from` that name `topic` (a PUBLISH's channel, or an argument of the batch script). */
-  const naming = (from: number, topic: string): string[][] => commands.slice(from).filter((args) => args.includes(topic))
+  /** Bus commands since `from` that name `topic` (a PUBLISH's channel, or an argument of the batch script). */
+  const naming = (from: number, topic: string): string[][] => commands.slice(from).filter((args) => /^(publish|evalsha|eval)$/i.test(args[0] ?? '') && args.includes(topic))
   /** Waits until MONITOR has shown a command naming `topic`; returns the index after it. */
   const seen = async (topic: string): Promise<number> => {
     await waitFor(() => commands.some((args) => args.includes(topic)), `a Redis command naming ${topic}`)
@@ -55,27 +55,30 @@ describe('cluster route table (real redis-server, three gateway processes)', () 
     return last + 1
   }
 
-  it('a message published on A right after a subscriber on B has its SUBACK reaches it (50 fresh filters)', async () => {
+  it('a message published on A and C right after a subscriber on B has its SUBACK reaches it (50 fresh filters)', async () => {
     const sub = await connectCollecting(b.url, { clientId: 'rt-exact-sub' })
-    const pub = await connectClient(a.url, { clientId: 'rt-exact-pub' })
+    const pubA = await connectClient(a.url, { clientId: 'rt-exact-pub-a' })
+    const pubC = await connectClient(c.url, { clientId: 'rt-exact-pub-c' })
     const missed: string[] = []
     try {
       for (let i = 0; i < 50; i++) {
         const filter = i % 2 === 0 ? `rt/exact/${i}` : `rt/exact/${i}/+`
         const topic = i % 2 === 0 ? filter : `rt/exact/${i}/x`
         await sub.client.subscribeAsync(filter, { qos: 1 })
-        // The PUBLISH goes out the moment the SUBACK is in, on a connection already open to A.
-        await pub.publishAsync(topic, `m${i}`, { qos: 1 })
-        try {
-          await waitFor(() => sub.received.some((m) => m.payload === `m${i}`), `m${i} on B`, 2000)
-        } catch {
-          missed.push(topic)
+        // The PUBLISHes go out the moment the SUBACK is in, on connections already open to A and C.
+        await Promise.all([pubA.publishAsync(topic, `a${i}`, { qos: 1 }), pubC.publishAsync(topic, `c${i}`, { qos: 1 })])
+        for (const m of [`a${i}`, `c${i}`]) {
+          try {
+            await waitFor(() => sub.received.some((r) => r.payload === m), `${m} on B`, 2000)
+          } catch {
+            missed.push(m)
+          }
         }
       }
       assert.deepEqual(missed, [], 'every message published after its SUBACK is delivered')
-      assert.equal(sub.received.length, 50, 'each once')
+      assert.equal(sub.received.length, 100, 'each once')
     } finally {
-      await Promise.all([endClient(sub.client), endClient(pub)])
+      await Promise.all([endClient(sub.client), endClient(pubA), endClient(pubC)])
     }
   })
 
