@@ -272,7 +272,12 @@ export class RouteTable {
         this.#warn('malformed route table message dropped', err as Error)
         return
       }
-      if (msg.n === this.#node) return
+      if (msg.n === this.#node) {
+        // Swept by another node (this node's heartbeat lapsed: it was stalled or cut off from
+        // Redis for three sweep periods): the others stopped routing here; join again at once.
+        if (msg.o === 'x' && !this.#closed) void this.#rejoin()
+        return
+      }
       if (this.#ready) this.#apply(msg)
       else this.#pending.push(msg)
       // Loading or not, this node is safe from here on: it publishes everything until the

@@ -137,6 +137,34 @@ describe('cluster route table (real redis-server, three gateway processes)', () 
     }
   })
 
+  it('a node that does not acknowledge (SIGSTOPped): the SUBACK waits out its lease, then its messages reach the subscriber', async () => {
+    // Its own heartbeat outlives the stop (sessionExpiryS 8: lapses 6 s after the last one), so it stays a member.
+    const d = await startNode(redis, 'rt-d', { persistence: { sessionExpiryS: 8 } })
+    const sub = await connectCollecting(b.url, { clientId: 'rt-stop-sub' })
+    const pubD = await connectClient(d.url, { clientId: 'rt-stop-pub-d' })
+    const pubA = await connectClient(a.url, { clientId: 'rt-stop-pub-a' })
+    try {
+      process.kill(d.child.pid!, 'SIGSTOP')
+      const started = Date.now()
+      try {
+        await sub.client.subscribeAsync('rt/stopped', { qos: 1 })
+        const waited = Date.now() - started
+        // LEASE_MS (2000) + margin: the stopped node can no longer be skipping Redis by then.
+        assert.ok(waited >= 2000 && waited < 5000, `SUBACK after ${waited} ms`)
+        await pubA.publishAsync('rt/stopped', 'from-a', { qos: 1 })
+        // Written while D is stopped; D reads it, and the route change, once continued.
+        pubD.publish('rt/stopped', 'from-d', { qos: 1 })
+      } finally {
+        process.kill(d.child.pid!, 'SIGCONT')
+      }
+      await waitFor(() => sub.received.some((m) => m.payload === 'from-d'), 'the stopped node\'s message')
+      assert.deepEqual(sub.received.map((m) => m.payload).sort(), ['from-a', 'from-d'])
+    } finally {
+      await Promise.all([endClient(sub.client), endClient(pubD), endClient(pubA)])
+      await d.stop()
+    }
+  })
+
   it('a SIGKILLed node: routed to until the sweep, not after; its persistent subscriber resumed elsewhere gets every message', async () => {
     const persistent = { clientId: 'rt-kill-sub', clean: false }
     const first = await connectClient(c.url, persistent)
