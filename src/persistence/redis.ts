@@ -11,7 +11,8 @@ import { SubscriptionIndex } from '../bus/subscription-index.js'
 import { ClientRegistry } from './client-registry.js'
 import type { PersistenceBackend, PersistenceDeps } from './backend.js'
 import { localFirstBus } from './redis-bus.js'
-import { RouteTable, routeBus } from './route-table.js'
+import { routeBus } from './route-seam.js'
+import { RouteTable } from './route-table.js'
 import { createBusConnection, createRedisConnection, isReady } from './redis-connection.js'
 import type { RetainedAdmission, RetainedLedger, RetainedLimits, SessionOwners } from './ledgers.js'
 import { confirmReplicatedWrites, ReplicaWait } from './replica-wait.js'
@@ -201,6 +202,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
       await adoptSessionsOfGoneNodes(isAlive)
       await registry.sweepGoneNodes(isAlive)
       await routes.sweepGone(isAlive)
+      await routes.refresh()
       const cutoff = Date.now() - cfg.sessionExpiryS * 1000
       const expired = await conn.zrangebyscore(OFFLINE_KEY, '-inf', cutoff, 'LIMIT', 0, 500)
       for (const clientId of expired) {

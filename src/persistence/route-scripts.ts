@@ -54,3 +54,13 @@ for i = 1, #m, 2 do
 end
 return out
 `
+
+/**
+ * KEYS members (only to pin the slot); ARGV channel, message. A tick goes out from the same
+ * Redis node as the route changes: on Redis Cluster a PUBLISH reaches other nodes' subscribers
+ * over the cluster bus, in order only among messages published on one node.
+ */
+export const ROUTE_TICK = `
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+`

@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks'
 import type { Cluster, Redis } from 'ioredis'
 import type { Logger } from '../log.js'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
-import { ROUTE_CHANGE, ROUTE_JOIN, ROUTE_LEAVE, ROUTE_LOAD } from './route-scripts.js'
+import { ROUTE_CHANGE, ROUTE_JOIN, ROUTE_LEAVE, ROUTE_LOAD, ROUTE_TICK } from './route-scripts.js'
 
 const MEMBERS_KEY = 'mqgw:{routes}:members'
 const VERSIONS_KEY = 'mqgw:{routes}:versions'
@@ -35,6 +35,7 @@ type RouteConn = (Redis | Cluster) & {
   mqgwRouteJoin: (members: string, versions: string, routes: string, node: string, mode: string, reqId: string, channel: string, ...filters: string[]) => Promise<string[]>
   mqgwRouteLeave: (members: string, versions: string, routes: string, node: string, channel: string) => Promise<number>
   mqgwRouteLoad: (members: string, versions: string, prefix: string) => Promise<unknown[]>
+  mqgwRouteTick: (members: string, channel: string, message: string) => Promise<number>
 }
 
 interface Control { n: string, v: number, o: '+' | '-' | '=' | 'x', f?: unknown, r?: string }
@@ -92,6 +93,7 @@ export class RouteTable {
     this.#conn.defineCommand('mqgwRouteJoin', { numberOfKeys: 3, lua: ROUTE_JOIN })
     this.#conn.defineCommand('mqgwRouteLeave', { numberOfKeys: 3, lua: ROUTE_LEAVE })
     this.#conn.defineCommand('mqgwRouteLoad', { numberOfKeys: 2, lua: ROUTE_LOAD })
+    this.#conn.defineCommand('mqgwRouteTick', { numberOfKeys: 1, lua: ROUTE_TICK })
   }
 
   /** Whether a message on `topic` must go to Redis: some other node may have a subscriber for it. */
@@ -120,27 +122,38 @@ export class RouteTable {
     this.#sub.on('message', (channel: string, message: string) => this.#onMessage(channel, message))
     // A new connection may have missed changes: publish everything until the table is reloaded.
     this.#sub.on('close', () => { this.#ready = false })
-    this.#sub.on('ready', () => { if (this.#joined !== undefined) void this.#reload() })
-    this.#tick = setInterval(() => {
-      this.#conn.publish(replyChannel(this.#node), `t:${performance.now()}`).catch(() => {})
-    }, TICK_MS)
+    this.#sub.on('ready', () => { if (this.#joined !== undefined) void this.#reload(true) })
+    this.#tick = setInterval(() => { this.#sendTick() }, TICK_MS)
     this.#tick.unref()
-    await this.#reload()
+    await this.#reload(true)
   }
 
-  async #reload (): Promise<void> {
+  #sendTick (): void {
+    this.#conn.mqgwRouteTick(MEMBERS_KEY, replyChannel(this.#node), `t:${performance.now()}`).catch(() => {})
+  }
+
+  /** Joins again if this node is no longer a member (swept while cut off; a passive node hears of it only here). Run by the sweep. */
+  async refresh (): Promise<void> {
+    if (this.#closed || this.#joined === undefined) return
+    if (await this.#conn.hexists(MEMBERS_KEY, this.#node) === 0) await this.#rejoin()
+  }
+
+  /** `join`: announce this node's filters again too (a new connection: it may have been swept meanwhile). */
+  async #reload (join: boolean): Promise<void> {
     this.#ready = false
     // Changes that arrive from here until the load's reply are applied after it.
     this.#pending = []
     try {
       await this.#sub.subscribe(CONTROL_CHANNEL, replyChannel(this.#node))
-      this.#joined = this.#join([...this.#local.keys()])
-      await this.#joined
-      this.#conn.publish(replyChannel(this.#node), `t:${performance.now()}`).catch(() => {})
+      if (join) {
+        this.#joined = this.#join([...this.#local.keys()])
+        await this.#joined
+      }
+      this.#sendTick()
       await this.#load()
     } catch (err) {
       this.#warn('could not load the cluster route table; publishing every message to Redis meanwhile', err as Error)
-      if (!this.#closed) setTimeout(() => { void this.#reload() }, 1000).unref()
+      if (!this.#closed) setTimeout(() => { void this.#reload(join) }, 1000).unref()
     }
   }
 
@@ -216,6 +229,10 @@ export class RouteTable {
 
   /** Joins again with every current filter (the change that failed is in it), retrying while Redis is away. */
   async #rejoin (): Promise<void> {
+    if (this.#passive) {
+      try { await this.#join(['#']) } catch (err) { this.#warn('route table join failed', err as Error) }
+      return
+    }
     for (let attempt = 0; !this.#closed; attempt++) {
       try {
         this.#joined = this.#join([...this.#local.keys()])
@@ -304,7 +321,7 @@ export class RouteTable {
     if ((msg.o === '+' || msg.o === '-') && msg.v !== known + 1) {
       // A change of this node was missed (connection lost a message): reload, publishing everything meanwhile.
       this.#log.warn({ node: msg.n, known, got: msg.v }, 'gap in a node\'s route versions; reloading the route table')
-      void this.#reload()
+      void this.#reload(false)
       return
     }
     this.#versions.set(msg.n, msg.v)
@@ -364,35 +381,5 @@ export class RouteTable {
     if (Date.now() - this.#warned < 1000) return
     this.#warned = Date.now()
     this.#log.warn(err === undefined ? {} : { err: err.message }, text)
-  }
-}
-
-interface Bus {
-  on: (topic: string, cb: unknown, done?: () => void) => unknown
-  removeListener: (topic: string, cb: unknown, done?: () => void) => unknown
-}
-
-/**
- * The bus's on()/removeListener are the seam: Aedes calls on() for each new filter of the
- * node (clients' subscriptions, its own `$SYS` listeners) and sends the SUBACK after its
- * `done`, which now also waits for the route to be known cluster-wide.
- */
-export function routeBus (mq: object, routes: RouteTable, log: Logger): void {
-  const bus = mq as Bus
-  const on = bus.on.bind(bus)
-  const removeListener = bus.removeListener.bind(bus)
-  bus.on = (topic, cb, done) => {
-    const subscribed = new Promise<void>((resolve) => { on(topic, cb, resolve) })
-    const finish = (): void => { if (done !== undefined) done() }
-    routes.added(topic, subscribed).then(finish, (err: Error) => {
-      log.warn({ topic, err: err.message }, 'route announcement failed')
-      finish()
-    })
-    return bus
-  }
-  bus.removeListener = (topic, cb, done) => {
-    removeListener(topic, cb, done)
-    routes.removed(topic)
-    return bus
   }
 }

@@ -91,8 +91,10 @@ describe('cluster route table (real redis-server, three gateway processes)', () 
       await remote.client.subscribeAsync('rt/local/marker', { qos: 1 })
       const from = commands.length
       await Promise.all(Array.from({ length: 100 }, (_, i) => pub.publishAsync('rt/local/only', `l${i}`, { qos: 1 })))
-      // Also a topic nobody subscribes to at all (upstream-only telemetry).
+      // Also a topic nobody subscribes to at all (upstream-only telemetry), and a retained one:
+      // retained messages are the store's, not the bus's (read by a later subscriber below).
       await pub.publishAsync('rt/local/nobody', 'n', { qos: 1 })
+      await pub.publishAsync('rt/local/retained', 'kept', { qos: 1, retain: true })
       await pub.publishAsync('rt/local/marker', 'marker', { qos: 1 })
       await waitFor(() => remote.received.some((m) => m.payload === 'marker'), 'the marker on B')
       const upTo = await seen('rt/local/marker')
@@ -101,6 +103,8 @@ describe('cluster route table (real redis-server, three gateway processes)', () 
       assert.deepEqual(naming(from, 'rt/local/nobody'), [])
       assert.ok(upTo > from, 'MONITOR saw the marker after the messages')
       assert.deepEqual(remote.received.map((m) => m.payload), ['marker'])
+      await remote.client.subscribeAsync('rt/local/retained', { qos: 1 })
+      await waitFor(() => remote.received.some((m) => m.payload === 'kept' && m.retain), 'the retained message on B')
     } finally {
       await Promise.all([endClient(local.client), endClient(remote.client), endClient(pub)])
     }
