@@ -82,6 +82,8 @@ export class RouteTable {
   #joined: Promise<void> | undefined
   #tick: NodeJS.Timeout | undefined
   #warned = 0
+  /** The newest reload: an older one's load must not mark the table ready (its snapshot may predate changes applied since). */
+  #reloads = 0
 
   constructor (conn: Redis | Cluster, sub: Redis | Cluster, node: string, log: Logger, passive: boolean) {
     this.#conn = conn as RouteConn
@@ -141,6 +143,7 @@ export class RouteTable {
   /** `join`: announce this node's filters again too (a new connection: it may have been swept meanwhile). */
   async #reload (join: boolean): Promise<void> {
     this.#ready = false
+    const reload = ++this.#reloads
     // Changes that arrive from here until the load's reply are applied after it.
     this.#pending = []
     try {
@@ -150,15 +153,16 @@ export class RouteTable {
         await this.#joined
       }
       this.#sendTick()
-      await this.#load()
+      await this.#load(reload)
     } catch (err) {
       this.#warn('could not load the cluster route table; publishing every message to Redis meanwhile', err as Error)
-      if (!this.#closed) setTimeout(() => { void this.#reload(join) }, 1000).unref()
+      if (!this.#closed && reload === this.#reloads) setTimeout(() => { void this.#reload(join) }, 1000).unref()
     }
   }
 
-  async #load (): Promise<void> {
+  async #load (reload: number): Promise<void> {
     const rows = await this.#conn.mqgwRouteLoad(MEMBERS_KEY, VERSIONS_KEY, ROUTES_PREFIX)
+    if (reload !== this.#reloads || this.#closed) return
     this.#versions.clear()
     this.#nodeFilters.clear()
     this.#filterNodes.clear()
