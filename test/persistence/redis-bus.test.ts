@@ -100,6 +100,29 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
     await Promise.all([endClient(local.client), endClient(remote.client), endClient(pub)])
   })
 
+  // Redis sends node B each message three times (one channel, two patterns); the bus drops the
+  // adjacent copies by id, and Aedes' per-broker counter check would drop them too (this passes
+  // without the bus's check): a guard on the outcome, not on which of the two does it.
+  it('a message that reaches a node by a channel and two patterns (SUBSCRIBE + 2 PSUBSCRIBE) is delivered once to each subscriber', async () => {
+    const subs = await Promise.all(['dup/x', 'dup/#', 'dup/+'].map(async (filter, i) => {
+      const c = await connectCollecting(b.url, { clientId: `bus-dup-${i}` })
+      await c.client.subscribeAsync(filter, { qos: 1 })
+      return c
+    }))
+    const pub = (await connectCollecting(a.url, { clientId: 'bus-dup-pub' })).client
+    try {
+      for (let i = 0; i < 20; i++) await pub.publishAsync('dup/x', `d${i}`, { qos: 1 })
+      await pub.publishAsync('dup/marker', 'marker', { qos: 1 })
+      await waitFor(() => subs[1]!.received.some((m) => m.payload === 'marker') && subs[2]!.received.some((m) => m.payload === 'marker'), 'the marker')
+      const expected = Array.from({ length: 20 }, (_, i) => `d${i}`)
+      assert.deepEqual(subs[0]!.received.map((m) => m.payload), expected, 'exact filter: each once, in order')
+      assert.deepEqual(subs[1]!.received.map((m) => m.payload), [...expected, 'marker'])
+      assert.deepEqual(subs[2]!.received.map((m) => m.payload), [...expected, 'marker'])
+    } finally {
+      await Promise.all([...subs.map((c) => endClient(c.client)), endClient(pub)])
+    }
+  })
+
   it('a stock mqemitter-redis (msgpack-lite) and the gateway read each other\'s messages', async () => {
     const stock = mqemitterRedis({ port: redis.port, host: '127.0.0.1' })
     const seen: Array<Record<string, unknown>> = []
