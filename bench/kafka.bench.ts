@@ -8,6 +8,11 @@
  * (default 3): direct and pattern 2 alternate N times on the same gateway and Kafka; one row per
  * run (with the 1-minute load average, the machine being shared), then the medians. A direct
  * run is about one second, so one pair alone gave ratios from 0.4 to 1.1 on a busy machine.
+ * The closed-loop rows measure at saturation (100 in flight: latency there is mostly queueing, mean
+ * ≈ 100 / msgs/s). Then, per round, direct and pattern 2 PACED (open loop, latency from each
+ * message's due time) at 50 % and 90 % of pattern 2's median closed-loop msgs/s (--paced=50,90 to
+ * choose; --paced=none to skip): the latency a user sees at a stated load, with pattern 2's stages
+ * per load. --gen-nodelay: TCP_NODELAY on the generator's sockets too (mqtt.js leaves Nagle on).
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
@@ -15,7 +20,7 @@ import { join } from 'node:path'
 import { TestKafka } from '../test/helpers/kafka.js'
 import { loadgen, report, spawnGateway, stopGateway } from './lib.js'
 
-interface PubSubResult { messagesPerSecond: number, p50ms: number, p99ms: number, received: number }
+interface PubSubResult { messagesPerSecond: number, p50ms: number, p90ms: number, p99ms: number, maxms: number, received: number, lateSends: number }
 
 /** CPU seconds (user + system) a process has used so far, from /proc (clock ticks of 10 ms). */
 function cpuSeconds (pid: number | undefined): number {
@@ -41,21 +46,38 @@ async function readStages (admin: string): Promise<Stages> {
   }
   return stages
 }
-/** Per stage over the run (after minus before): mean, and the bucket bounds p50 and p99 fall in. */
-function stageRows (before: Stages, after: Stages): Array<Record<string, string | number>> {
+/** after minus before, per stage and bucket. */
+function diffStages (before: Stages, after: Stages): Stages {
+  const d: Stages = new Map()
+  for (const [name, a] of after) {
+    const b = before.get(name)
+    d.set(name, { buckets: new Map([...a.buckets].map(([le, n]) => [le, n - (b?.buckets.get(le) ?? 0)])), sum: a.sum - (b?.sum ?? 0), count: a.count - (b?.count ?? 0) })
+  }
+  return d
+}
+function addStages (acc: Stages | undefined, d: Stages): Stages {
+  if (!acc) return d
+  for (const [name, x] of d) {
+    const a = acc.get(name)
+    if (!a) { acc.set(name, x); continue }
+    for (const [le, n] of x.buckets) a.buckets.set(le, (a.buckets.get(le) ?? 0) + n)
+    a.sum += x.sum
+    a.count += x.count
+  }
+  return acc
+}
+/** Per stage: mean, and the bucket upper bounds p50, p90 and p99 fall in. */
+function stageRows (stages: Stages): Array<Record<string, string | number>> {
   const rows: Array<Record<string, string | number>> = []
   for (const name of ['queued', 'request', 'to_consumer', 'consumer_wait', 'publish', 'end_to_end']) {
-    const a = after.get(name)
-    if (!a) continue
-    const b = before.get(name)
-    const count = a.count - (b?.count ?? 0)
-    if (count <= 0) continue
+    const a = stages.get(name)
+    if (!a || a.count <= 0) continue
     const bounds = [...a.buckets.keys()].sort((x, y) => x - y)
     const at = (q: number): string => {
-      const le = bounds.find((le) => a.buckets.get(le)! - (b?.buckets.get(le) ?? 0) >= q * count)
-      return le === undefined || le === Infinity ? '> 5000' : `<= ${le * 1000}`
+      const le = bounds.find((le) => a.buckets.get(le)! >= q * a.count)
+      return le === undefined || le === Infinity ? '> 5000' : `<= ${+(le * 1000).toFixed(2)}`
     }
-    rows.push({ stage: name, 'mean ms': (a.sum - (b?.sum ?? 0)) / count * 1000, 'p50 ms': at(0.5), 'p99 ms': at(0.99), records: count })
+    rows.push({ stage: name, 'mean ms': a.sum / a.count * 1000, 'p50 ms': at(0.5), 'p90 ms': at(0.9), 'p99 ms': at(0.99), records: a.count })
   }
   return rows
 }
@@ -67,6 +89,15 @@ const roundsArg = process.argv.find((a) => a.startsWith('--rounds='))?.split('='
 if (!/^[1-9]\d?$/.test(roundsArg)) throw new Error(`--rounds=${roundsArg}: a whole number from 1 to 99`)
 const rounds = Number(roundsArg)
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2 }
+/** One row of medians of the rows' numeric columns (same path and load). */
+function medianRow (own: Array<Record<string, string | number>>): Record<string, string | number> {
+  const out: Record<string, string | number> = { ...own[0], round: 'median' }
+  for (const [k, v] of Object.entries(own[0] ?? {})) if (typeof v === 'number') out[k] = median(own.map((r) => r[k] as number))
+  return out
+}
+function medians (rows: Array<Record<string, string | number>>, paths: string[]): Array<Record<string, string | number>> {
+  return paths.map((p) => medianRow(rows.filter((r) => r.path === p)))
+}
 const kafka = new TestKafka()
 await kafka.start()
 try {
@@ -97,34 +128,58 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
     const raw: Record<string, unknown> = {}
     const admin = `http://127.0.0.1:${gw.ports.admin}`
     const paths = [['direct topic (no Kafka)', 'direct/room'], ['pattern 2: client → Kafka → subscriber', 'chat/room']] as const
-    const stagesBefore = await readStages(admin)
+    const noDelay = process.argv.includes('--gen-nodelay')
+    /** Pattern 2's stages summed over the runs of each load ('closed' or the paced percentage). */
+    const stageSums = new Map<string, Stages>()
+    const kafkaPid = Number(readFileSync(join(kafka.dir, 'kafka.pid'), 'utf8'))
+    const run = async (name: string, topic: string, round: number, load: string, extra: { count: number, rate?: number }): Promise<Record<string, string | number>> => {
+      const cpu0 = [cpuSeconds(gw.child.pid), cpuSeconds(kafkaPid)]
+      const before = await readStages(admin)
+      const load1 = loadavg()[0]!
+      const r = await loadgen<PubSubResult>({ mode: 'pubsub', url, publishUrl: url, topic, qos: 1, inflight: extra.rate === undefined ? 100 : 2000, payloadBytes: 100, timeLimitMs: 60000, noDelay, ...extra })
+      raw[`${name} ${load} #${round}`] = r
+      // CPU per delivered message: the gateway's and Kafka's (the JVM), µs; 10 ms clock ticks.
+      const perMessage = (i: number, now: number): number => (now - cpu0[i]!) / Math.max(1, r.received) * 1e6
+      const row = { path: name, load, round: String(round), 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p90 ms': r.p90ms, 'p99 ms': r.p99ms, 'max ms': r.maxms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)), 'late sends': r.lateSends, 'load 1 min': load1 }
+      if (topic === 'chat/room') stageSums.set(load, addStages(stageSums.get(load), diffStages(before, await readStages(admin))))
+      return row
+    }
+    const closed: Array<Record<string, string | number>> = []
     for (let round = 1; round <= rounds; round++) {
       let direct = NaN
       for (const [name, topic] of paths) {
-        const kafkaPid = Number(readFileSync(join(kafka.dir, 'kafka.pid'), 'utf8'))
-        const cpu0 = [cpuSeconds(gw.child.pid), cpuSeconds(kafkaPid)]
-        const load = loadavg()[0]!
-        const r = await loadgen<PubSubResult>({ mode: 'pubsub', url, publishUrl: url, topic, qos: 1, count: 10000, inflight: 100, payloadBytes: 100, timeLimitMs: 60000 })
-        raw[`${name} #${round}`] = r
-        // CPU per delivered message: the gateway's and Kafka's (the JVM), µs; 10 ms clock ticks.
-        const perMessage = (i: number, now: number): number => (now - cpu0[i]!) / Math.max(1, r.received) * 1e6
-        if (topic === 'direct/room') direct = r.messagesPerSecond
-        rows.push({ path: name, round: String(round), 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)), 'ratio to direct': r.messagesPerSecond / direct, 'load 1 min': load })
+        const row = await run(name, topic, round, 'closed 100', { count: 10000 })
+        if (topic === 'direct/room') direct = row['msgs/s'] as number
+        row['ratio to direct'] = (row['msgs/s'] as number) / direct
+        closed.push(row)
       }
     }
-    // Pattern 2's stages over all its rounds (direct runs add no observations).
-    const breakdown = stageRows(stagesBefore, await readStages(admin))
-    for (const [name] of paths) {
-      const own = rows.filter((r) => r.path === name)
-      const med = (k: string): number => median(own.map((r) => r[k] as number))
-      rows.push({ path: name, round: 'median', 'msgs/s': med('msgs/s'), 'p50 ms': med('p50 ms'), 'p99 ms': med('p99 ms'), received: med('received'), 'gateway CPU µs/msg': med('gateway CPU µs/msg'), 'Kafka CPU µs/msg': med('Kafka CPU µs/msg'), 'ratio to direct': med('ratio to direct'), 'load 1 min': med('load 1 min') })
+    rows.push(...closed, ...medians(closed, paths.map(([n]) => n)))
+    report(`Kafka bridge: QoS 1 end to end, 10,000 messages, 100 in flight (saturation), same gateway, ${rounds} alternating rounds${noDelay ? ', generator TCP_NODELAY' : ''}`, rows, raw)
+    // Paced: at stated fractions of pattern 2's closed-loop maximum, each run about 4 s.
+    const pacedArg = process.argv.find((a) => a.startsWith('--paced='))?.split('=')[1] ?? '50,90'
+    const percents = pacedArg === 'none' ? [] : pacedArg.split(',').map(Number)
+    if (percents.some((p) => !Number.isInteger(p) || p < 1 || p > 150)) throw new Error(`--paced=${pacedArg}: whole percentages from 1 to 150, comma-separated, or none`)
+    const max2 = median(closed.filter((r) => r.path === paths[1][0]).map((r) => r['msgs/s'] as number))
+    if (percents.length > 0) {
+      const paced: Array<Record<string, string | number>> = []
+      for (let round = 1; round <= rounds; round++) {
+        for (const pct of percents) {
+          const rate = Math.round(max2 * pct / 100)
+          for (const [name, topic] of paths) paced.push(await run(name, topic, round, `${pct} % = ${rate}/s`, { count: Math.round(rate * 4), rate }))
+        }
+      }
+      const groups = [...new Set(paced.map((r) => `${r.path as string}\u0000${r.load as string}`))].map((k) => k.split('\u0000') as [string, string])
+      const med = groups.map(([path, load]) => medianRow(paced.filter((r) => r.path === path && r.load === load)))
+      report(`Kafka bridge: paced (open loop) at ${percents.join(' and ')} % of pattern 2's closed-loop median (${Math.round(max2)} msgs/s), ${rounds} rounds${noDelay ? ', generator TCP_NODELAY' : ''}`, [...paced, ...med], raw)
     }
-    raw.breakdown = breakdown
-    report(`Kafka bridge: QoS 1 end to end, 10,000 messages, 100 in flight, same gateway, ${rounds} alternating rounds`, rows, raw)
-    // Where pattern 2's time went, from the gateway's mqgw_kafka_stage_seconds (see plugins/kafka/plugin.ts).
-    if (breakdown.length > 0) report('Kafka bridge: pattern 2 per stage (gateway histogram, p50/p99 as bucket bounds)', breakdown, { breakdown })
+    // Where pattern 2's time went, per load, from the gateway's mqgw_kafka_stage_seconds (see plugins/kafka/plugin.ts).
+    const breakdown = [...stageSums].flatMap(([load, sums]) => stageRows(sums).map((r) => ({ load, ...r })))
+    if (breakdown.length > 0) report('Kafka bridge: pattern 2 per stage and load (gateway histogram, percentiles as bucket upper bounds)', breakdown, { breakdown })
   } finally {
     await stopGateway(gw)
+    // BENCH_GATEWAY_STDOUT=FILE: the gateway's stdout there (e.g. with BENCH_GATEWAY_NODE_ARGS=--trace-gc).
+    if (process.env.BENCH_GATEWAY_STDOUT) writeFileSync(process.env.BENCH_GATEWAY_STDOUT, gw.stdout())
   }
 } finally {
   await kafka.destroy()
