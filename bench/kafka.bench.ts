@@ -14,13 +14,13 @@
  * choose; --paced=none to skip): the latency a user sees at a stated load, with pattern 2's stages
  * per load. --gen-nodelay: TCP_NODELAY on the generator's sockets too (mqtt.js leaves Nagle on).
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TestKafka } from '../test/helpers/kafka.js'
 import { loadgen, report, spawnGateway, stopGateway } from './lib.js'
 
-interface PubSubResult { messagesPerSecond: number, p50ms: number, p90ms: number, p99ms: number, maxms: number, received: number, lateSends: number }
+interface PubSubResult { seconds: number, messagesPerSecond: number, p50ms: number, p90ms: number, p99ms: number, maxms: number, received: number, lateSends: number }
 
 /** CPU seconds (user + system) a process has used so far, from /proc (clock ticks of 10 ms). */
 function cpuSeconds (pid: number | undefined): number {
@@ -31,11 +31,34 @@ function cpuSeconds (pid: number | undefined): number {
   } catch { return NaN }
 }
 
+/**
+ * Time a process's threads spent runnable but waiting for a core (ns; /proc/PID/task/TID/schedstat,
+ * second field): the main thread alone (`mainOnly`, the gateway's event loop) or all threads (Kafka).
+ */
+function runqueueWaitNs (pid: number | undefined, mainOnly: boolean): number {
+  if (pid === undefined) return NaN
+  try {
+    const tids = mainOnly ? [String(pid)] : readdirSync(`/proc/${pid}/task`)
+    let ns = 0
+    for (const tid of tids) {
+      try { ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]) } catch { /* thread gone */ }
+    }
+    return ns
+  } catch { return NaN }
+}
+/** A counter's value summed over its label sets, from /metrics text. */
+function counterSum (text: string, name: string): number {
+  let n = 0
+  for (const m of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))) n += Number(m[1])
+  return n
+}
+
 /** mqgw_kafka_stage_seconds from /metrics: per stage, cumulative bucket counts by upper bound, sum and count. */
 type Stages = Map<string, { buckets: Map<number, number>, sum: number, count: number }>
-async function readStages (admin: string): Promise<Stages> {
+async function readStages (admin: string): Promise<Stages & { flowDropped?: number }> {
   const text = await (await fetch(`${admin}/metrics`)).text()
-  const stages: Stages = new Map()
+  const stages: Stages & { flowDropped?: number } = new Map()
+  stages.flowDropped = counterSum(text, 'mqgw_flow_dropped_total')
   for (const m of text.matchAll(/^mqgw_kafka_stage_seconds_(bucket|sum|count)\{(?:le="([^"]+)",)?stage="([^"]+)"(?:,le="([^"]+)")?\} (\S+)$/gm)) {
     const [, kind, le1, name, le2, value] = m
     let s = stages.get(name!)
@@ -135,13 +158,18 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
     const run = async (name: string, topic: string, round: number, load: string, extra: { count: number, rate?: number }): Promise<Record<string, string | number>> => {
       const cpu0 = [cpuSeconds(gw.child.pid), cpuSeconds(kafkaPid)]
       const before = await readStages(admin)
+      const wait0 = [runqueueWaitNs(gw.child.pid, true), runqueueWaitNs(kafkaPid, false)]
       const load1 = loadavg()[0]!
       const r = await loadgen<PubSubResult>({ mode: 'pubsub', url, publishUrl: url, topic, qos: 1, inflight: extra.rate === undefined ? 100 : 2000, payloadBytes: 100, timeLimitMs: 60000, noDelay, ...extra })
       raw[`${name} ${load} #${round}`] = r
       // CPU per delivered message: the gateway's and Kafka's (the JVM), µs; 10 ms clock ticks.
       const perMessage = (i: number, now: number): number => (now - cpu0[i]!) / Math.max(1, r.received) * 1e6
-      const row = { path: name, load, round: String(round), 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p90 ms': r.p90ms, 'p99 ms': r.p99ms, 'max ms': r.maxms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)), 'late sends': r.lateSends, 'load 1 min': load1 }
-      if (topic === 'chat/room') stageSums.set(load, addStages(stageSums.get(load), diffStages(before, await readStages(admin))))
+      // Waiting for a core, ms per second of the run: the event loop's (all of it is latency), Kafka's threads'.
+      const waited = (i: number, now: number): number => (now - wait0[i]!) / 1e6 / r.seconds
+      const waits = [waited(0, runqueueWaitNs(gw.child.pid, true)), waited(1, runqueueWaitNs(kafkaPid, false))]
+      const after = await readStages(admin)
+      const row = { path: name, load, round: String(round), 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p90 ms': r.p90ms, 'p99 ms': r.p99ms, 'max ms': r.maxms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)), 'late sends': r.lateSends, 'flow dropped': (after.flowDropped ?? 0) - (before.flowDropped ?? 0), 'gw loop runq ms/s': waits[0]!, 'Kafka runq ms/s': waits[1]!, 'load 1 min': load1 }
+      if (topic === 'chat/room') stageSums.set(load, addStages(stageSums.get(load), diffStages(before, after)))
       return row
     }
     const closed: Array<Record<string, string | number>> = []
