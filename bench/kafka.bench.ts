@@ -12,7 +12,8 @@
  * ≈ 100 / msgs/s). Then, per round, direct and pattern 2 PACED (open loop, latency from each
  * message's due time) at 50 % and 90 % of pattern 2's median closed-loop msgs/s (--paced=50,90 to
  * choose; --paced=none to skip): the latency a user sees at a stated load, with pattern 2's stages
- * per load. --gen-nodelay: TCP_NODELAY on the generator's sockets too (mqtt.js leaves Nagle on).
+ * per load (--rate-base=N: of N msgs/s instead, to compare builds at equal rates). --linger=MS: the
+ * bridge's produceLingerMs. --gen-nodelay: TCP_NODELAY on the generator's sockets too (mqtt.js leaves Nagle on).
  */
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
@@ -107,6 +108,9 @@ function stageRows (stages: Stages): Array<Record<string, string | number>> {
 
 // --commit-interval=N: the bridge's commitIntervalMs (default: the plugin's), to compare commit rates.
 const commitInterval = process.argv.find((a) => a.startsWith('--commit-interval='))?.split('=')[1]
+// --linger=N: the bridge's produceLingerMs (default: the plugin's).
+const linger = process.argv.find((a) => a.startsWith('--linger='))?.split('=')[1]
+if (linger !== undefined && !/^\d+$/.test(linger)) throw new Error(`--linger=${linger}: not a whole number of ms`)
 if (commitInterval !== undefined && !/^\d+$/.test(commitInterval)) throw new Error(`--commit-interval=${commitInterval}: not a whole number of ms`)
 const roundsArg = process.argv.find((a) => a.startsWith('--rounds='))?.split('=')[1] ?? '3'
 if (!/^[1-9]\d?$/.test(roundsArg)) throw new Error(`--rounds=${roundsArg}: a whole number from 1 to 99`)
@@ -134,7 +138,7 @@ ${process.argv.includes('--tcp-nodelay') ? 'listeners: { mqtt: { tcpNoDelay: tru
   groupId: bench-bridge
   routes: [ { mqtt: "chat/#", kafkaTopic: chat } ]
   consume: [ { kafkaTopic: chat } ]
-${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}`)
+${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}${linger !== undefined ? `  produceLingerMs: ${linger}\n` : ''}`)
   const gw = await spawnGateway(['--config', file], {}, 'readyz', 120000)
   try {
     const url = `mqtt://127.0.0.1:${gw.ports.mqtt}`
@@ -188,7 +192,10 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
     const pacedArg = process.argv.find((a) => a.startsWith('--paced='))?.split('=')[1] ?? '50,90'
     const percents = pacedArg === 'none' ? [] : pacedArg.split(',').map(Number)
     if (percents.some((p) => !Number.isInteger(p) || p < 1 || p > 150)) throw new Error(`--paced=${pacedArg}: whole percentages from 1 to 150, comma-separated, or none`)
-    const max2 = median(closed.filter((r) => r.path === paths[1][0]).map((r) => r['msgs/s'] as number))
+    // --rate-base=N: percentages of N msgs/s instead (the same rates across builds being compared).
+    const rateBase = process.argv.find((a) => a.startsWith('--rate-base='))?.split('=')[1]
+    if (rateBase !== undefined && !/^[1-9]\d*$/.test(rateBase)) throw new Error(`--rate-base=${rateBase}: a whole number of msgs/s`)
+    const max2 = rateBase !== undefined ? Number(rateBase) : median(closed.filter((r) => r.path === paths[1][0]).map((r) => r['msgs/s'] as number))
     if (percents.length > 0) {
       const paced: Array<Record<string, string | number>> = []
       for (let round = 1; round <= rounds; round++) {
@@ -199,7 +206,7 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
       }
       const groups = [...new Set(paced.map((r) => `${r.path as string}\u0000${r.load as string}`))].map((k) => k.split('\u0000') as [string, string])
       const med = groups.map(([path, load]) => medianRow(paced.filter((r) => r.path === path && r.load === load)))
-      report(`Kafka bridge: paced (open loop) at ${percents.join(' and ')} % of pattern 2's closed-loop median (${Math.round(max2)} msgs/s), ${rounds} rounds${noDelay ? ', generator TCP_NODELAY' : ''}`, [...paced, ...med], raw)
+      report(`Kafka bridge: paced (open loop) at ${percents.join(' and ')} % of ${rateBase !== undefined ? '--rate-base' : "pattern 2's closed-loop median"} (${Math.round(max2)} msgs/s), ${rounds} rounds${noDelay ? ', generator TCP_NODELAY' : ''}`, [...paced, ...med], raw)
     }
     // Where pattern 2's time went, per load, from the gateway's mqgw_kafka_stage_seconds (see plugins/kafka/plugin.ts).
     const breakdown = [...stageSums].flatMap(([load, sums]) => stageRows(sums).map((r) => ({ load, ...r })))

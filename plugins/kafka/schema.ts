@@ -34,6 +34,14 @@ export const kafkaConfigSchema = z.strictObject({
   produceTimeoutMs: z.number().int().min(100).default(4000),
   connectionTimeoutMs: z.number().int().min(100).default(3000),
   /**
+   * A produce request waits until its oldest record is this old (Kafka's own producer: linger.ms,
+   * 5 ms by default since Kafka 4.0): fewer, larger requests cost the gateway and Kafka less CPU
+   * per message, and add at most this much to a routed message's latency. 0: send at once.
+   * bench/kafka at 4,000 and 7,200 msgs/s: 2 ms cut Kafka's CPU per message by a third and the
+   * gateway's by a fifth; 5 ms added more latency (p50 +8 ms) than the saved CPU gave back.
+   */
+  produceLingerMs: z.number().int().min(0).max(50).default(2),
+  /**
    * Consumed offsets are committed after delivery, at most this often (0: after every
    * delivered batch). Fewer commits spare Kafka an append each; a node that dies redelivers
    * the records of up to this long (at least once).
