@@ -164,7 +164,8 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
       const before = await readStages(admin)
       const wait0 = [runqueueWaitNs(gw.child.pid, true), runqueueWaitNs(kafkaPid, false)]
       const load1 = loadavg()[0]!
-      const r = await loadgen<PubSubResult>({ mode: 'pubsub', url, publishUrl: url, topic, qos: 1, inflight: extra.rate === undefined ? 100 : 2000, payloadBytes: 100, timeLimitMs: 60000, noDelay, ...extra })
+      // Paced: bounded at the run's own length + 10 s (a message the flow plugin dropped never arrives).
+      const r = await loadgen<PubSubResult>({ mode: 'pubsub', url, publishUrl: url, topic, qos: 1, inflight: extra.rate === undefined ? 100 : 2000, payloadBytes: 100, noDelay, ...extra, timeLimitMs: extra.rate === undefined ? 60000 : extra.count / extra.rate * 1000 + 10000 })
       raw[`${name} ${load} #${round}`] = r
       // CPU per delivered message: the gateway's and Kafka's (the JVM), µs; 10 ms clock ticks.
       const perMessage = (i: number, now: number): number => (now - cpu0[i]!) / Math.max(1, r.received) * 1e6
