@@ -11,6 +11,8 @@ import { SubscriptionIndex } from '../bus/subscription-index.js'
 import { ClientRegistry } from './client-registry.js'
 import type { PersistenceBackend, PersistenceDeps } from './backend.js'
 import { localFirstBus } from './redis-bus.js'
+import { routeBus } from './route-seam.js'
+import { RouteTable } from './route-table.js'
 import { createBusConnection, createRedisConnection, isReady } from './redis-connection.js'
 import type { RetainedAdmission, RetainedLedger, RetainedLimits, SessionOwners } from './ledgers.js'
 import { confirmReplicatedWrites, ReplicaWait } from './replica-wait.js'
@@ -66,6 +68,10 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   const registry = new ClientRegistry(conn, nodeId, log)
   const pubConn = createBusConnection(cfg.redis, 'bus-pub')
   const subConn = createBusConnection(cfg.redis, 'bus-sub')
+  // The route table's control channels, on a connection of their own: a pattern subscription
+  // of the bus (`#` is PSUBSCRIBE `*`) would otherwise mix them with the bus's messages.
+  const routesSub = createBusConnection(cfg.redis, 'routes-sub')
+  const routes = new RouteTable(conn, routesSub, nodeId, log, !cfg.routeTable)
 
   // One line per outage and connection, not one per retry.
   const lastErrors = new Map<string, string>()
@@ -75,6 +81,7 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     log.error({ redis: source, err: err.message }, 'Redis connection error; retrying')
   }
   conn.on('error', onRedisError('sessions'))
+  routesSub.on('error', onRedisError('routes-sub'))
   conn.on('ready', () => { lastErrors.clear(); log.info('Redis connection ready') })
 
   // Defect 6: the whole queue flows on reconnect; it is bounded by maxOfflineQueue anyway.
@@ -135,7 +142,9 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     if (Date.now() - undecodableLogged < 1000) return
     undecodableLogged = Date.now()
     log.warn({ channel, err: err.message }, 'undecodable bus message dropped (not MessagePack { id, msg }: something else publishes on this Redis)')
-  })
+  }, (topic) => routes.wantsRemote(topic))
+  // A message no other node subscribes to skips Redis; SUBACK waits for the route (route-table.ts).
+  routeBus(mq, routes, log)
   // Defect 2: without this listener an unreachable Redis kills the process (ECONNREFUSED).
   busStateOf(mq).on('error', onRedisError('bus'))
 
@@ -192,6 +201,8 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
       const isAlive = nodeAliveCache()
       await adoptSessionsOfGoneNodes(isAlive)
       await registry.sweepGoneNodes(isAlive)
+      await routes.sweepGone(isAlive)
+      await routes.refresh()
       const cutoff = Date.now() - cfg.sessionExpiryS * 1000
       const expired = await conn.zrangebyscore(OFFLINE_KEY, '-inf', cutoff, 'LIMIT', 0, 500)
       for (const clientId of expired) {
@@ -255,7 +266,10 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
           log.info({ redis: name }, 'waiting for Redis')
           c.once('ready', () => resolve())
         })
-      await Promise.all([waitFor(conn, 'sessions'), waitFor(pubConn, 'bus-pub'), waitFor(subConn, 'bus-sub')])
+      await Promise.all([waitFor(conn, 'sessions'), waitFor(pubConn, 'bus-pub'), waitFor(subConn, 'bus-sub'), waitFor(routesSub, 'routes-sub')])
+      // Alive before joining the route table: another node's sweep drops members without a heartbeat.
+      await heartbeat()
+      await routes.start()
     },
     start: async (broker: Aedes) => {
       // Defect 3: continue counting from a value this node id cannot have used before.
@@ -299,10 +313,11 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
     },
     close: async () => {
       clearInterval(janitor)
+      await routes.close()
       await new Promise<void>((resolve) => { (mq as unknown as { close: (cb: () => void) => void }).close(() => resolve()) })
       // Not persistence.destroy(): it unsubscribes through the bus, which is closed by now,
       // and never settles. The connections are ours; closing them is all it would do.
-      for (const c of [conn, pubConn, subConn]) c.disconnect()
+      for (const c of [conn, pubConn, subConn, routesSub]) c.disconnect()
     }
   }
 }

@@ -30,7 +30,13 @@ export const redisPersistenceSchema = z.strictObject({
   /** An offline persistent session and its queue are removed after this long (MQTT 3.1.1 sessions never expire by themselves; EMQX's default is 2 h). */
   sessionExpiryS: z.number().int().min(1).default(7200),
   /** Queued messages kept per persistent session; beyond it the oldest are dropped (counted). */
-  maxOfflineQueue: z.number().int().min(1).default(1000)
+  maxOfflineQueue: z.number().int().min(1).default(1000),
+  /**
+   * Cluster route table: a message no other node subscribes to is not PUBLISHed to Redis.
+   * false: this node announces that it wants everything and publishes everything (for a
+   * cluster that also has nodes which do not know the table; see the README).
+   */
+  routeTable: z.boolean().default(true)
 })
 export type RedisPersistenceConfig = z.infer<typeof redisPersistenceSchema>
 

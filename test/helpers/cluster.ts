@@ -16,7 +16,7 @@ export interface ClusterNode extends GatewayProcess {
 }
 
 /** A gateway process in Redis mode (real OS process, the CLI), node id fixed. */
-export async function startNode (redis: Pick<TestRedis, 'configYaml'>, id: string, opts: { persistence?: Record<string, number>, yaml?: string, env?: Record<string, string>, waitFor?: 'readyz' | 'healthz' } = {}): Promise<ClusterNode> {
+export async function startNode (redis: Pick<TestRedis, 'configYaml'>, id: string, opts: { persistence?: Record<string, number | boolean>, yaml?: string, env?: Record<string, string>, waitFor?: 'readyz' | 'healthz' } = {}): Promise<ClusterNode> {
   const file = join(configDir, `${id}-${Date.now()}.yaml`)
   const persistenceExtra = Object.entries(opts.persistence ?? {}).map(([k, v]) => `, ${k}: ${v}`).join('')
   writeFileSync(file, `node: { id: ${id} }
