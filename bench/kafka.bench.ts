@@ -47,6 +47,13 @@ function runqueueWaitNs (pid: number | undefined, mainOnly: boolean): number {
     return ns
   } catch { return NaN }
 }
+/** Read and write system calls a process made so far (/proc/PID/io syscr, syscw): [reads, writes]. */
+function syscalls (pid: number | undefined): [number, number] {
+  try {
+    const io = readFileSync(`/proc/${pid ?? 'none'}/io`, 'utf8')
+    return [Number(/^syscr: (\d+)/m.exec(io)?.[1] ?? NaN), Number(/^syscw: (\d+)/m.exec(io)?.[1] ?? NaN)]
+  } catch { return [NaN, NaN] }
+}
 /** A counter's value summed over its label sets, from /metrics text. */
 function counterSum (text: string, name: string): number {
   let n = 0
@@ -163,6 +170,7 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
       const cpu0 = [cpuSeconds(gw.child.pid), cpuSeconds(kafkaPid)]
       const before = await readStages(admin)
       const wait0 = [runqueueWaitNs(gw.child.pid, true), runqueueWaitNs(kafkaPid, false)]
+      const io0 = syscalls(gw.child.pid)
       const load1 = loadavg()[0]!
       // Paced: bounded at the run's own length + 10 s (a message the flow plugin dropped never arrives).
       const r = await loadgen<PubSubResult>({ mode: 'pubsub', url, publishUrl: url, topic, qos: 1, inflight: extra.rate === undefined ? 100 : 2000, payloadBytes: 100, noDelay, ...extra, timeLimitMs: extra.rate === undefined ? 60000 : extra.count / extra.rate * 1000 + 10000 })
@@ -172,8 +180,9 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
       // Waiting for a core, ms per second of the run: the event loop's (all of it is latency), Kafka's threads'.
       const waited = (i: number, now: number): number => (now - wait0[i]!) / 1e6 / r.seconds
       const waits = [waited(0, runqueueWaitNs(gw.child.pid, true)), waited(1, runqueueWaitNs(kafkaPid, false))]
+      const io1 = syscalls(gw.child.pid)
       const after = await readStages(admin)
-      const row = { path: name, load, round: String(round), 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p90 ms': r.p90ms, 'p99 ms': r.p99ms, 'max ms': r.maxms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)), 'late sends': r.lateSends, 'flow dropped': (after.flowDropped ?? 0) - (before.flowDropped ?? 0), 'gw loop runq ms/s': waits[0]!, 'Kafka runq ms/s': waits[1]!, 'load 1 min': load1 }
+      const row = { path: name, load, round: String(round), 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p90 ms': r.p90ms, 'p99 ms': r.p99ms, 'max ms': r.maxms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)), 'gw reads/msg': (io1[0] - io0[0]) / Math.max(1, r.received), 'gw writes/msg': (io1[1] - io0[1]) / Math.max(1, r.received), 'late sends': r.lateSends, 'flow dropped': (after.flowDropped ?? 0) - (before.flowDropped ?? 0), 'gw loop runq ms/s': waits[0]!, 'Kafka runq ms/s': waits[1]!, 'load 1 min': load1 }
       if (topic === 'chat/room') stageSums.set(load, addStages(stageSums.get(load), diffStages(before, after)))
       return row
     }

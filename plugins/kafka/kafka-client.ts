@@ -103,10 +103,10 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
   const sendLane = async (topic: string, lane: { queue: Pending[], sending: boolean }): Promise<void> => {
     lane.sending = true
     while (lane.queue.length > 0) {
-      // Linger: a request is sent once its oldest record has waited lingerMs (or a full batch
-      // is there). Each produce request costs the gateway a write and its request machinery,
-      // and Kafka a request and the consumer's fetch it wakes: at a few thousand msgs/s,
-      // per-request work was most of both processes' CPU per message (bench/kafka, paced).
+      // Linger (produceLingerMs, off by default): a request is sent once its oldest record has
+      // waited lingerMs, unless a full batch is already waiting. Each produce request costs the
+      // gateway a write and its request machinery, and Kafka a request and the consumer's fetch
+      // it wakes: at a few thousand msgs/s a request carried a handful of records (bench/kafka, paced).
       if (lingerMs > 0 && lane.queue.length < MAX_PRODUCE_BATCH) {
         const wait = lane.queue[0]!.handedAt + lingerMs - performance.now()
         if (wait >= 1) await new Promise((resolve) => setTimeout(resolve, wait))
