@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks'
 import type { Cluster, Redis } from 'ioredis'
 import type { Logger } from '../log.js'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
+import { RouteAcks } from './route-acks.js'
 import { ROUTE_CHANGE, ROUTE_JOIN, ROUTE_LEAVE, ROUTE_LOAD, ROUTE_TICK } from './route-scripts.js'
 
 const MEMBERS_KEY = 'mqgw:{routes}:members'
@@ -16,6 +17,8 @@ const ROUTES_PREFIX = 'mqgw:{routes}:node:'
 export const ROUTE_CHANNEL_PREFIX = 'mqgw\0routes'
 const CONTROL_CHANNEL = ROUTE_CHANNEL_PREFIX
 const replyChannel = (node: string): string => `${ROUTE_CHANNEL_PREFIX}\0${node}`
+/** Every node's ticks, `<sent>:<node>`: a node renews its lease from its own, and learns which others have gone silent. */
+const TICK_CHANNEL = `${ROUTE_CHANNEL_PREFIX}\0\0ticks`
 /** How often a node proves to itself that its control subscription is live (a tick through Redis). */
 export const TICK_MS = 500
 /**
@@ -40,7 +43,6 @@ type RouteConn = (Redis | Cluster) & {
 
 interface Control { n: string, v: number, o: '+' | '-' | '=' | 'x', f?: unknown, r?: string }
 
-interface AckWait { acked: Set<string>, expected?: Set<string>, resolve: () => void }
 
 /**
  * The cluster route table (issue #15): which filters each other node has local subscribers
@@ -78,7 +80,7 @@ export class RouteTable {
   readonly #local = new Map<string, { count: number, ready: Promise<void> }>()
   /** Changes of one filter in order (an add after a remove must not overtake it). */
   readonly #chains = new Map<string, Promise<void>>()
-  readonly #acks = new Map<string, AckWait>()
+  readonly #acks: RouteAcks
   #joined: Promise<void> | undefined
   #tick: NodeJS.Timeout | undefined
   #warned = 0
@@ -91,6 +93,9 @@ export class RouteTable {
     this.#node = node
     this.#log = log
     this.#passive = passive
+    this.#acks = new RouteAcks(this.#node, ACK_WAIT_MS, (nodes) => {
+      this.#warn(`route not acknowledged by ${nodes.join(', ')}; waited out their lease (they publish everything by now)`)
+    })
     this.#conn.defineCommand('mqgwRouteChange', { numberOfKeys: 3, lua: ROUTE_CHANGE })
     this.#conn.defineCommand('mqgwRouteJoin', { numberOfKeys: 3, lua: ROUTE_JOIN })
     this.#conn.defineCommand('mqgwRouteLeave', { numberOfKeys: 3, lua: ROUTE_LEAVE })
@@ -131,7 +136,7 @@ export class RouteTable {
   }
 
   #sendTick (): void {
-    this.#conn.mqgwRouteTick(MEMBERS_KEY, replyChannel(this.#node), `t:${performance.now()}`).catch(() => {})
+    this.#conn.mqgwRouteTick(MEMBERS_KEY, TICK_CHANNEL, `${performance.now()}:${this.#node}`).catch(() => {})
   }
 
   /** Joins again if this node is no longer a member (swept while cut off; a passive node hears of it only here). Run by the sweep. */
@@ -147,7 +152,7 @@ export class RouteTable {
     // Changes that arrive from here until the load's reply are applied after it.
     this.#pending = []
     try {
-      await this.#sub.subscribe(CONTROL_CHANNEL, replyChannel(this.#node))
+      await this.#sub.subscribe(CONTROL_CHANNEL, TICK_CHANNEL, replyChannel(this.#node))
       if (join) {
         this.#joined = this.#join([...this.#local.keys()])
         await this.#joined
@@ -211,9 +216,9 @@ export class RouteTable {
     if (this.#passive || this.#closed) return
     try { await this.#joined } catch { await this.#rejoin() }
     const reqId = randomBytes(6).toString('base64url')
-    const wait = this.#ackWait(reqId)
+    const wait = this.#acks.expect(reqId, this.#passive)
     const members = await this.#change('+', filter, reqId)
-    if (members === undefined) { this.#acks.delete(reqId); return }
+    if (members === undefined) { this.#acks.forget(reqId); return }
     await wait(members)
   }
 
@@ -251,36 +256,13 @@ export class RouteTable {
 
   async #join (filters: string[]): Promise<void> {
     const reqId = randomBytes(6).toString('base64url')
-    const wait = this.#ackWait(reqId)
+    const wait = this.#acks.expect(reqId, this.#passive)
     try {
       const members = await this.#conn.mqgwRouteJoin(MEMBERS_KEY, VERSIONS_KEY, ROUTES_PREFIX + this.#node, this.#node, this.#passive ? 'p' : 'a', reqId, CONTROL_CHANNEL, ...filters)
       await wait(members)
     } finally {
-      this.#acks.delete(reqId)
+      this.#acks.forget(reqId)
     }
-  }
-
-  /**
-   * Registered before the change is sent (an ack may arrive before the script's reply); the
-   * returned function waits for the acks of the active members the reply names, or ACK_WAIT_MS.
-   */
-  #ackWait (reqId: string): (members: string[]) => Promise<void> {
-    const entry: AckWait = { acked: new Set(), resolve: () => {} }
-    this.#acks.set(reqId, entry)
-    return (members) => new Promise<void>((resolve) => {
-      const expected = new Set<string>()
-      for (let i = 0; i + 1 < members.length; i += 2) {
-        if (members[i] !== this.#node && members[i + 1] === 'a' && !entry.acked.has(members[i]!)) expected.add(members[i]!)
-      }
-      if (expected.size === 0 || this.#passive) { this.#acks.delete(reqId); resolve(); return }
-      const timer = setTimeout(() => {
-        this.#acks.delete(reqId)
-        this.#warn(`route not acknowledged by ${[...expected].join(', ')}; waited out their lease (they publish everything by now)`)
-        resolve()
-      }, ACK_WAIT_MS)
-      entry.expected = expected
-      entry.resolve = () => { clearTimeout(timer); this.#acks.delete(reqId); resolve() }
-    })
   }
 
   #onMessage (channel: string, message: string): void {
@@ -294,6 +276,7 @@ export class RouteTable {
         return
       }
       if (msg.n === this.#node) {
+        if (typeof msg.r === 'string') this.#acks.ownChange(msg.r)
         // Swept by another node (this node's heartbeat lapsed: it was stalled or cut off from
         // Redis for three sweep periods): the others stopped routing here; join again at once.
         if (msg.o === 'x' && !this.#closed) void this.#rejoin()
@@ -306,16 +289,17 @@ export class RouteTable {
       if (typeof msg.r === 'string' && msg.r !== '') this.#conn.publish(replyChannel(msg.n), `a:${msg.r}:${this.#node}`).catch(() => {})
       return
     }
+    if (channel === TICK_CHANNEL) {
+      const colon = message.indexOf(':')
+      const node = message.slice(colon + 1)
+      if (node !== this.#node) this.#acks.heard(node)
+      else if (Number.isFinite(Number(message.slice(0, colon)))) this.#leaseUntil = Math.max(this.#leaseUntil, Number(message.slice(0, colon)) + LEASE_MS)
+      return
+    }
     if (channel !== replyChannel(this.#node)) return
-    if (message.startsWith('t:')) {
-      const sent = Number(message.slice(2))
-      if (Number.isFinite(sent)) this.#leaseUntil = Math.max(this.#leaseUntil, sent + LEASE_MS)
-    } else if (message.startsWith('a:')) {
+    if (message.startsWith('a:')) {
       const [, reqId, from] = message.split(':')
-      const entry = this.#acks.get(reqId ?? '')
-      if (entry === undefined || from === undefined) return
-      entry.acked.add(from)
-      if (entry.expected?.delete(from) === true && entry.expected.size === 0) entry.resolve()
+      if (reqId !== undefined && from !== undefined) this.#acks.acked(reqId, from)
     }
   }
 

@@ -18,6 +18,7 @@ import { connectClient, connectCollecting, endClient, pollUntil, waitFor } from 
 import { TestRedis } from '../helpers/redis.js'
 
 const MEMBERS_KEY = 'mqgw:{routes}:members'
+const TICK_CHANNEL = 'mqgw\0routes\0\0ticks'
 
 describe('cluster route table (real redis-server, three gateway processes)', () => {
   const redis = new TestRedis()
@@ -141,29 +142,43 @@ describe('cluster route table (real redis-server, three gateway processes)', () 
     }
   })
 
-  it('a node that does not acknowledge (SIGSTOPped): the SUBACK waits out its lease, then its messages reach the subscriber', async () => {
+  it('a node that does not acknowledge (SIGSTOPped): the SUBACK waits out its lease, no longer once it is silent; then its messages reach the subscriber', async () => {
     // Its own heartbeat outlives the stop (sessionExpiryS 8: lapses 6 s after the last one), so it stays a member.
     const d = await startNode(redis, 'rt-d', { persistence: { sessionExpiryS: 8 } })
+    // Every node's ticks (`<sent>:<node>`): when D's last one went through Redis.
+    const ticks = redis.client()
+    let lastTickOfD = 0
+    ticks.on('message', (_channel: string, message: string) => { if (message.endsWith(':rt-d')) lastTickOfD = Date.now() })
+    await ticks.subscribe(TICK_CHANNEL)
     const sub = await connectCollecting(b.url, { clientId: 'rt-stop-sub' })
     const pubD = await connectClient(d.url, { clientId: 'rt-stop-pub-d' })
     const pubA = await connectClient(a.url, { clientId: 'rt-stop-pub-a' })
     try {
+      await waitFor(() => lastTickOfD > 0, 'a tick of D')
       process.kill(d.child.pid!, 'SIGSTOP')
       const started = Date.now()
       try {
         await sub.client.subscribeAsync('rt/stopped', { qos: 1 })
-        const waited = Date.now() - started
-        // LEASE_MS (2000) + margin: the stopped node can no longer be skipping Redis by then.
-        assert.ok(waited >= 2000 && waited < 5000, `SUBACK after ${waited} ms`)
+        const subackAt = Date.now()
+        // D's lease comes from its own ticks: it may skip Redis until 2000 ms (LEASE_MS) after its last one.
+        assert.ok(subackAt - lastTickOfD >= 2000, `SUBACK ${subackAt - lastTickOfD} ms after D's last tick`)
+        assert.ok(subackAt - started < 5000, `SUBACK after ${subackAt - started} ms`)
+        // D has now been silent for longer than its lease: a new route does not wait for it (it
+        // would wait 2.2 s if the wait were counted from the change rather than from D's last tick).
+        const second = Date.now()
+        await sub.client.subscribeAsync('rt/stopped-2', { qos: 1 })
+        assert.ok(Date.now() - second < 2000, `second SUBACK after ${Date.now() - second} ms with D silent`)
         await pubA.publishAsync('rt/stopped', 'from-a', { qos: 1 })
-        // Written while D is stopped; D reads it, and the route change, once continued.
+        // Written while D is stopped; D reads them, and the route changes, once continued.
         pubD.publish('rt/stopped', 'from-d', { qos: 1 })
+        pubD.publish('rt/stopped-2', 'from-d-2', { qos: 1 })
       } finally {
         process.kill(d.child.pid!, 'SIGCONT')
       }
-      await waitFor(() => sub.received.some((m) => m.payload === 'from-d'), 'the stopped node\'s message')
-      assert.deepEqual(sub.received.map((m) => m.payload).sort(), ['from-a', 'from-d'])
+      await waitFor(() => sub.received.some((m) => m.payload === 'from-d') && sub.received.some((m) => m.payload === 'from-d-2'), 'the stopped node\'s messages')
+      assert.deepEqual(sub.received.map((m) => m.payload).sort(), ['from-a', 'from-d', 'from-d-2'])
     } finally {
+      ticks.disconnect()
       await Promise.all([endClient(sub.client), endClient(pubD), endClient(pubA)])
       await d.stop()
     }
