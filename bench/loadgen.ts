@@ -7,13 +7,21 @@
  *
  * Prints one JSON line with the measurement.
  */
+import type { Socket } from 'node:net'
 import mqtt, { type IClientOptions } from 'mqtt'
 
 interface Common { url: string, username?: string, password?: string, timeLimitMs?: number }
 interface ConnectJob extends Common { mode: 'connect', count: number, concurrency: number, clientPrefix: string, uniqueUsers?: boolean }
 interface PublishJob extends Common { mode: 'publish', count: number, inflight: number, topic: string, qos: 0 | 1, payloadBytes?: number, clientId?: string }
-/** One subscriber (on `url`) and one publisher (on `publishUrl`): throughput and end-to-end latency. */
-interface PubSubJob extends Common { mode: 'pubsub', publishUrl: string, count: number, inflight: number, topic: string, qos: 0 | 1, payloadBytes?: number, persistentSubscriber?: boolean }
+/**
+ * One subscriber (on `url`) and one publisher (on `publishUrl`): throughput and end-to-end latency.
+ * Closed loop by default (`inflight` messages not yet received). `rate`: paced (open loop) at that
+ * many msgs/s, `inflight` then only caps a stalled path; each message carries its DUE time, so a
+ * send held back (window full, busy generator) counts in its latency (no coordinated omission).
+ * `noDelay`: TCP_NODELAY on the generator's two sockets (mqtt.js leaves Nagle on; Go, Mosquitto's
+ * and Paho's clients turn it off).
+ */
+interface PubSubJob extends Common { mode: 'pubsub', publishUrl: string, count: number, inflight: number, topic: string, qos: 0 | 1, payloadBytes?: number, persistentSubscriber?: boolean, rate?: number, noDelay?: boolean }
 type Job = ConnectJob | PublishJob | PubSubJob
 
 function percentile (sorted: number[], p: number): number {
@@ -95,38 +103,54 @@ async function runPubSub (job: PubSubJob): Promise<object> {
   const sub = await mqtt.connectAsync(job.url, { clientId: subId, reconnectPeriod: 0, clean: job.persistentSubscriber !== true, ...auth })
   const pub = await mqtt.connectAsync(job.publishUrl, { clientId: `bench-pub-${process.pid}`, reconnectPeriod: 0, ...auth })
   await sub.subscribeAsync(job.topic, { qos: job.qos })
+  if (job.noDelay === true) for (const c of [sub, pub]) (c.stream as Socket).setNoDelay(true)
   const latencies: number[] = []
   const deadline = Date.now() + (job.timeLimitMs ?? 60000)
   const padding = Buffer.alloc(Math.max(0, (job.payloadBytes ?? 100) - 8), 120)
   let received = 0
   let sent = 0
   let acked = 0
+  let late = 0
   const started = performance.now()
+  const perMs = job.rate !== undefined && job.rate > 0 ? job.rate / 1000 : 0
+  let ticker: NodeJS.Timeout | undefined
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))
     sub.on('message', (_topic, payload) => {
       latencies.push(performance.now() - payload.readDoubleLE(0))
       if (++received >= job.count) { clearTimeout(timer); resolve() }
-      else pump()
+      else if (perMs === 0) pump()
     })
+    const send = (stamp: number): void => {
+      const payload = Buffer.alloc(8 + padding.length)
+      payload.writeDoubleLE(stamp, 0)
+      padding.copy(payload, 8)
+      sent++
+      pub.publish(job.topic, payload, { qos: job.qos }, () => { acked++ })
+    }
     const pump = (): void => {
       // The window counts messages not yet received, so latency is not queueing in the generator.
-      while (sent < job.count && sent - received < job.inflight && Date.now() < deadline) {
-        const payload = Buffer.alloc(8 + padding.length)
-        payload.writeDoubleLE(performance.now(), 0)
-        padding.copy(payload, 8)
-        sent++
-        pub.publish(job.topic, payload, { qos: job.qos }, () => { acked++ })
+      while (sent < job.count && sent - received < job.inflight && Date.now() < deadline) send(performance.now())
+    }
+    // Paced: every ms, what fell due since (message k is due at started + k / rate), stamped
+    // with its due time. A full window holds sends back; that wait is in their latency.
+    const tick = (): void => {
+      const now = performance.now()
+      while (sent < job.count && started + sent / perMs <= now && sent - received < job.inflight) {
+        if (now - (started + sent / perMs) > 1) late++
+        send(started + sent / perMs)
       }
     }
-    pump()
+    if (perMs > 0) ticker = setInterval(tick, 1)
+    else pump()
   })
+  if (ticker) clearInterval(ticker)
   const seconds = (performance.now() - started) / 1000
   await Promise.all([sub.endAsync(true), pub.endAsync(true)])
   // A session left behind would keep queueing the next run's messages: a clean connect drops it.
   if (job.persistentSubscriber === true) await (await mqtt.connectAsync(job.url, { clientId: subId, reconnectPeriod: 0, clean: true, ...auth })).endAsync()
   latencies.sort((a, b) => a - b)
-  return { sent, acked, received, seconds, messagesPerSecond: received / seconds, p50ms: percentile(latencies, 50), p99ms: percentile(latencies, 99) }
+  return { sent, acked, received, seconds, messagesPerSecond: received / seconds, p50ms: percentile(latencies, 50), p90ms: percentile(latencies, 90), p99ms: percentile(latencies, 99), maxms: latencies.at(-1) ?? 0, lateSends: late }
 }
 
 const job = JSON.parse(process.argv[2] ?? '{}') as Job

@@ -60,6 +60,9 @@ function headerName (name: string): Buffer {
   return b
 }
 
+/** Records in one produce request at most. */
+const MAX_PRODUCE_BATCH = 500
+
 /** Consumed records waiting for delivery beyond which fetching pauses (memory bound). */
 const MAX_BATCHED = 2000
 
@@ -67,8 +70,9 @@ const MAX_BATCHED = 2000
  * BridgeKafkaClient on @platformatic/kafka (maintained; bench/kafka-client.bench.ts: 3-4x
  * kafkajs' acks = all produce throughput at a quarter of its latency).
  */
-export function createPlatformaticClient (opts: { brokers: string[], clientId: string, connectionTimeoutMs: number, produceTimeoutMs: number, commitIntervalMs?: number, observe?: (stage: ProduceStage, seconds: number, records: number) => void }, log: Logger): BridgeKafkaClient {
+export function createPlatformaticClient (opts: { brokers: string[], clientId: string, connectionTimeoutMs: number, produceTimeoutMs: number, commitIntervalMs?: number, produceLingerMs?: number, observe?: (stage: ProduceStage, seconds: number, records: number) => void }, log: Logger): BridgeKafkaClient {
   const commitIntervalMs = opts.commitIntervalMs ?? 100
+  const lingerMs = opts.produceLingerMs ?? 0
   const observe = opts.observe ?? noop
   const base = { bootstrapBrokers: opts.brokers, connectTimeout: opts.connectionTimeoutMs, timeout: opts.produceTimeoutMs, retries: 3, retryDelay: 200, autocreateTopics: true }
   const producer = new Producer<Buffer, Buffer, Buffer, Buffer>({ ...base, clientId: opts.clientId, acks: ProduceAcks.ALL })
@@ -99,13 +103,21 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
   const sendLane = async (topic: string, lane: { queue: Pending[], sending: boolean }): Promise<void> => {
     lane.sending = true
     while (lane.queue.length > 0) {
+      // Linger (produceLingerMs, off by default): a request is sent once its oldest record has
+      // waited lingerMs, unless a full batch is already waiting. Each produce request costs the
+      // gateway a write and its request machinery, and Kafka a request and the consumer's fetch
+      // it wakes: at a few thousand msgs/s a request carried a handful of records (bench/kafka, paced).
+      if (lingerMs > 0 && lane.queue.length < MAX_PRODUCE_BATCH) {
+        const wait = lane.queue[0]!.handedAt + lingerMs - performance.now()
+        if (wait >= 1) await new Promise((resolve) => setTimeout(resolve, wait))
+      }
       // One bound per record, from when it was handed over, whatever it waited behind:
       // the client's PUBLISH is answered within produceTimeoutMs (below hooks.timeoutMs,
       // see check() in plugin.ts). A record whose time ran out while it queued is refused
       // without being sent, so the client's resend cannot duplicate it.
       const now = Date.now()
       const batch: Pending[] = []
-      for (const p of lane.queue.splice(0, 500)) {
+      for (const p of lane.queue.splice(0, MAX_PRODUCE_BATCH)) {
         if (p.deadline > now) batch.push(p)
         else p.reject(new Error(`Kafka produce: not sent within ${opts.produceTimeoutMs} ms (waited behind earlier records)`))
       }

@@ -52,7 +52,7 @@ export const kafkaPlugin = definePlugin({
     // resolution), consumer_wait (→ handed to delivery: the turn's batching and the previous
     // batch's delivery), publish (→ published into the broker), end_to_end (the PUBLISH's
     // arrival on the producing node, its `timestamp` header → published; ms resolution).
-    const stages = new LightHistogram({ name: 'mqgw_kafka_stage_seconds', help: 'Time per stage of the Kafka path, per record', labelName: 'stage', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5], registers })
+    const stages = new LightHistogram({ name: 'mqgw_kafka_stage_seconds', help: 'Time per stage of the Kafka path, per record', labelName: 'stage', buckets: [0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1, 5], registers })
     const stage = Object.fromEntries(['queued', 'request', 'to_consumer', 'consumer_wait', 'publish', 'end_to_end'].map((s) => [s, stages.series(s)])) as Record<'queued' | 'request' | 'to_consumer' | 'consumer_wait' | 'publish' | 'end_to_end', HistogramSeries>
     let buffered = 0
     new Gauge({ name: 'mqgw_kafka_qos0_buffered', help: 'Routed QoS 0 messages waiting for Kafka', registers, collect () { this.set(buffered) } }) // eslint-disable-line no-new
@@ -60,7 +60,7 @@ export const kafkaPlugin = definePlugin({
     // Loaded only when the bridge is configured: @platformatic/kafka adds ~35 MB of RSS to every
     // gateway process (measured: 73 -> 108 MB at import), which a node without Kafka should not pay.
     const { createPlatformaticClient } = await import('./kafka-client.js')
-    const client: BridgeKafkaClient = createPlatformaticClient({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs, commitIntervalMs: config.commitIntervalMs, observe: (s, seconds, n) => stages.observe(stage[s], seconds, n) }, log)
+    const client: BridgeKafkaClient = createPlatformaticClient({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs, commitIntervalMs: config.commitIntervalMs, produceLingerMs: config.produceLingerMs, observe: (s, seconds, n) => stages.observe(stage[s], seconds, n) }, log)
     ctx.readiness.register('kafka', () => {
       if (!client.producerConnected()) return { ready: false, reason: 'Kafka producer not connected' }
       if (config.consume.length > 0 && !client.consumerRunning()) return { ready: false, reason: 'Kafka consumer not running' }

@@ -41,3 +41,13 @@ describe('kafka section: commitIntervalMs', () => {
     assert.match(problems('kafka: { brokers: ["k:9092"], commitIntervalMs: 1.5 }'), /kafka\.commitIntervalMs/)
   })
 })
+
+describe('kafka section: produceLingerMs', () => {
+  it('defaults to 0 (no linger); 2 ms is accepted; above 50 ms or not a whole number is refused by name', () => {
+    const config = parseConfig('kafka: { brokers: ["127.0.0.1:9092"] }', { plugins, env: {} })
+    assert.equal((config.kafka as { produceLingerMs: number }).produceLingerMs, 0)
+    assert.equal(problems('kafka: { brokers: ["k:9092"], produceLingerMs: 2 }'), '')
+    assert.match(problems('kafka: { brokers: ["k:9092"], produceLingerMs: 51 }'), /kafka\.produceLingerMs/)
+    assert.match(problems('kafka: { brokers: ["k:9092"], produceLingerMs: 0.5 }'), /kafka\.produceLingerMs/)
+  })
+})
