@@ -1,40 +1,44 @@
 import { performance } from 'node:perf_hooks'
 
+/** A route change's reply: the members hash and every node's tick count (flat HGETALL lists). */
+export type ChangeReply = [string[], string[]]
+
 interface Wait {
   acked: Set<string>
   expected?: Set<string>
   finish?: () => void
-  /** When each other node's latest tick had arrived, as of this change's own message on the control connection. */
-  heard?: Map<string, number>
-  shorten?: () => void
+  recheck?: () => void
 }
 
 /**
  * The acknowledgements a route change waits for (route-table.ts): each other route-aware
  * member applies the change and answers on this node's reply channel. The wait ends when all
- * have answered, or at the latest after `waitMs` (a member's lease, from ticks Redis ran before
- * the change, has run out by then, so it publishes everything). Sooner for members already
- * silent when the change went out: a member renews its lease only from its own ticks, so one
- * whose latest tick arrived here at h (ticks Redis ran before the change are delivered here
- * before the change's own message, on the same connection) has stopped skipping Redis by
- * h + lease, unless a later tick reached it, which it reads after the change. So a dead node
- * does not hold every SUBACK in the cluster for `waitMs` until the sweep removes it.
+ * have answered, or for each member that does not, once its lease has surely run out.
+ *
+ * A member may skip Redis only until `waitMs` (its lease plus a margin) after sending a tick
+ * that came back to it; a tick Redis runs after the change reaches it after the change. Redis
+ * counts each node's ticks, and every tick reply (every 500 ms) and change reply carries all
+ * counts: `since` is when this node first saw a member's current count, so that member sent no
+ * tick Redis ran between then and now, and the wait for it ends at `since + waitMs`: `waitMs`
+ * for a member that ticks (it answers long before), nothing for one silent for longer. So a dead
+ * node does not hold every SUBACK in the cluster until the sweep removes it. Only this process's
+ * monotonic clock is read; Redis' wall clock is not.
  */
 export class RouteAcks {
   readonly #waits = new Map<string, Wait>()
-  /** When each other node's latest tick arrived here (performance.now()). */
-  readonly #heard = new Map<string, number>()
+  /** Each other node's tick count and when this node first saw it (performance.now()). */
+  readonly #seen = new Map<string, { count: string, since: number }>()
 
   constructor (private readonly self: string, private readonly waitMs: number, private readonly onTimeout: (silent: string[]) => void) {}
 
-  heard (node: string): void { this.#heard.set(node, performance.now()) }
-
-  /** This node's own change `reqId` came back on the control connection. */
-  ownChange (reqId: string): void {
-    const wait = this.#waits.get(reqId)
-    if (wait === undefined || wait.heard !== undefined) return
-    wait.heard = new Map(this.#heard)
-    wait.shorten?.()
+  /** Tick counts as a flat HGETALL list, just received. */
+  observe (counts: string[]): void {
+    const now = performance.now()
+    for (let i = 0; i + 1 < counts.length; i += 2) {
+      const node = counts[i]!
+      const count = counts[i + 1]!
+      if (this.#seen.get(node)?.count !== count) this.#seen.set(node, { count, since: now })
+    }
   }
 
   acked (reqId: string, from: string): void {
@@ -43,42 +47,42 @@ export class RouteAcks {
     wait.acked.add(from)
     if (wait.expected?.delete(from) !== true) return
     if (wait.expected.size === 0) wait.finish?.()
-    else wait.shorten?.()
+    else wait.recheck?.()
   }
 
   forget (reqId: string): void { this.#waits.delete(reqId) }
 
   /**
    * Registered before the change is sent (an ack may arrive before the script's reply); the
-   * returned function takes the members hash the script returned and waits for the active ones.
+   * returned function takes the script's reply and waits for the active members it names.
    */
-  expect (reqId: string, passive: boolean): (members: string[]) => Promise<void> {
+  expect (reqId: string, passive: boolean): (reply: ChangeReply) => Promise<void> {
     const wait: Wait = { acked: new Set() }
     this.#waits.set(reqId, wait)
-    return (members) => new Promise<void>((resolve) => {
+    return ([members, counts]) => new Promise<void>((resolve) => {
+      this.observe(counts)
       const expected = new Set<string>()
       for (let i = 0; i + 1 < members.length; i += 2) {
         if (members[i] !== this.self && members[i + 1] === 'a' && !wait.acked.has(members[i]!)) expected.add(members[i]!)
       }
-      if (expected.size === 0 || passive) { this.#waits.delete(reqId); resolve(); return }
+      const start = performance.now()
+      let timer: NodeJS.Timeout | undefined
       const finish = (): void => { clearTimeout(timer); this.#waits.delete(reqId); resolve() }
-      const latest = performance.now() + this.waitMs
-      let timer = setTimeout(() => { finish(); this.onTimeout([...expected]) }, this.waitMs)
+      // Ends when each member still expected has answered or gone past its deadline.
+      const recheck = (): void => {
+        let until = 0
+        // A member with no tick count yet (joined, not ticked): the full wait from the change.
+        for (const node of expected) until = Math.max(until, Math.min(this.#seen.get(node)?.since ?? start, start) + this.waitMs)
+        clearTimeout(timer)
+        const ms = until - performance.now()
+        if (ms <= 0) { finish(); this.onTimeout([...expected]); return }
+        timer = setTimeout(recheck, ms)
+      }
+      if (expected.size === 0 || passive) { finish(); return }
       wait.expected = expected
       wait.finish = finish
-      // Ends when each member still expected has answered or gone past its own deadline.
-      wait.shorten = () => {
-        let until = 0
-        for (const node of expected) {
-          const at = wait.heard?.get(node)
-          if (at === undefined) return // not heard since this node started: the full wait
-          until = Math.max(until, at + this.waitMs)
-        }
-        if (until >= latest) return
-        clearTimeout(timer)
-        timer = setTimeout(finish, Math.max(0, until - performance.now()))
-      }
-      if (wait.heard !== undefined) wait.shorten()
+      wait.recheck = recheck
+      recheck()
     })
   }
 }

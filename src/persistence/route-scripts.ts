@@ -10,16 +10,16 @@
  *   list is encoded by cjson as {}); 'x': the node left (or was swept as dead).
  */
 
-/** KEYS members, versions, routes of the node; ARGV node, op ('+'|'-'), request id, channel, filter. Returns the members hash, or nil when this node is not a member (swept: join again). */
+/** KEYS members, versions, routes of the node, tick counts; ARGV node, op ('+'|'-'), request id, channel, filter. Returns [members hash, tick counts hash], or nil when this node is not a member (swept: join again). */
 export const ROUTE_CHANGE = `
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
 if ARGV[2] == '+' then redis.call('HSET', KEYS[3], ARGV[5], '1') else redis.call('HDEL', KEYS[3], ARGV[5]) end
 local v = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 redis.call('PUBLISH', ARGV[4], cjson.encode({ n = ARGV[1], v = v, o = ARGV[2], f = ARGV[5], r = ARGV[3] }))
-return redis.call('HGETALL', KEYS[1])
+return { redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[4]) }
 `
 
-/** KEYS members, versions, routes of the node; ARGV node, mode ('a' acks | 'p' passive), request id, channel, filters... Returns the members hash. */
+/** KEYS members, versions, routes of the node, tick counts; ARGV node, mode ('a' acks | 'p' passive), request id, channel, filters... Returns [members hash, tick counts hash]. */
 export const ROUTE_JOIN = `
 redis.call('DEL', KEYS[3])
 local f = {}
@@ -30,7 +30,7 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local v = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 redis.call('PUBLISH', ARGV[4], cjson.encode({ n = ARGV[1], v = v, o = '=', f = f, r = ARGV[3] }))
-return redis.call('HGETALL', KEYS[1])
+return { redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[4]) }
 `
 
 /** KEYS members, versions, routes of the node; ARGV node, channel. 1 if it was a member. The version stays (it only grows). */
@@ -56,11 +56,14 @@ return out
 `
 
 /**
- * KEYS members (only to pin the slot); ARGV channel, message. A tick goes out from the same
- * Redis node as the route changes: on Redis Cluster a PUBLISH reaches other nodes' subscribers
- * over the cluster bus, in order only among messages published on one node.
+ * KEYS members (only to pin the slot), tick counts; ARGV channel, message, node. A tick goes
+ * out from the same Redis node as the route changes: on Redis Cluster a PUBLISH reaches other
+ * nodes' subscribers over the cluster bus, in order only among messages published on one node.
+ * It also counts the node's ticks (never reset: a count seen twice means no tick in between)
+ * and returns every node's count, so each node sees every 500 ms which others still tick.
  */
 export const ROUTE_TICK = `
 redis.call('PUBLISH', ARGV[1], ARGV[2])
-return 1
+redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+return redis.call('HGETALL', KEYS[2])
 `

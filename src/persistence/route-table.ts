@@ -3,11 +3,12 @@ import { performance } from 'node:perf_hooks'
 import type { Cluster, Redis } from 'ioredis'
 import type { Logger } from '../log.js'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
-import { RouteAcks } from './route-acks.js'
+import { RouteAcks, type ChangeReply } from './route-acks.js'
 import { ROUTE_CHANGE, ROUTE_JOIN, ROUTE_LEAVE, ROUTE_LOAD, ROUTE_TICK } from './route-scripts.js'
 
 const MEMBERS_KEY = 'mqgw:{routes}:members'
 const VERSIONS_KEY = 'mqgw:{routes}:versions'
+const TICKS_KEY = 'mqgw:{routes}:ticks'
 const ROUTES_PREFIX = 'mqgw:{routes}:node:'
 /**
  * Channels of the table. U+0000 cannot be in an MQTT topic name [MQTT-1.5.3-2], and the bus
@@ -17,8 +18,6 @@ const ROUTES_PREFIX = 'mqgw:{routes}:node:'
 export const ROUTE_CHANNEL_PREFIX = 'mqgw\0routes'
 const CONTROL_CHANNEL = ROUTE_CHANNEL_PREFIX
 const replyChannel = (node: string): string => `${ROUTE_CHANNEL_PREFIX}\0${node}`
-/** Every node's ticks, `<sent>:<node>`: a node renews its lease from its own, and learns which others have gone silent. */
-const TICK_CHANNEL = `${ROUTE_CHANNEL_PREFIX}\0\0ticks`
 /** How often a node proves to itself that its control subscription is live (a tick through Redis). */
 export const TICK_MS = 500
 /**
@@ -34,11 +33,11 @@ const ACK_WAIT_MS = LEASE_MS + 200
 const CACHE_MAX = 10000
 
 type RouteConn = (Redis | Cluster) & {
-  mqgwRouteChange: (members: string, versions: string, routes: string, node: string, op: string, reqId: string, channel: string, filter: string) => Promise<string[] | null>
-  mqgwRouteJoin: (members: string, versions: string, routes: string, node: string, mode: string, reqId: string, channel: string, ...filters: string[]) => Promise<string[]>
+  mqgwRouteChange: (members: string, versions: string, routes: string, ticks: string, node: string, op: string, reqId: string, channel: string, filter: string) => Promise<ChangeReply | null>
+  mqgwRouteJoin: (members: string, versions: string, routes: string, ticks: string, node: string, mode: string, reqId: string, channel: string, ...filters: string[]) => Promise<ChangeReply>
   mqgwRouteLeave: (members: string, versions: string, routes: string, node: string, channel: string) => Promise<number>
   mqgwRouteLoad: (members: string, versions: string, prefix: string) => Promise<unknown[]>
-  mqgwRouteTick: (members: string, channel: string, message: string) => Promise<number>
+  mqgwRouteTick: (members: string, ticks: string, channel: string, message: string, node: string) => Promise<string[]>
 }
 
 interface Control { n: string, v: number, o: '+' | '-' | '=' | 'x', f?: unknown, r?: string }
@@ -96,11 +95,11 @@ export class RouteTable {
     this.#acks = new RouteAcks(this.#node, ACK_WAIT_MS, (nodes) => {
       this.#warn(`route not acknowledged by ${nodes.join(', ')}; waited out their lease (they publish everything by now)`)
     })
-    this.#conn.defineCommand('mqgwRouteChange', { numberOfKeys: 3, lua: ROUTE_CHANGE })
-    this.#conn.defineCommand('mqgwRouteJoin', { numberOfKeys: 3, lua: ROUTE_JOIN })
+    this.#conn.defineCommand('mqgwRouteChange', { numberOfKeys: 4, lua: ROUTE_CHANGE })
+    this.#conn.defineCommand('mqgwRouteJoin', { numberOfKeys: 4, lua: ROUTE_JOIN })
     this.#conn.defineCommand('mqgwRouteLeave', { numberOfKeys: 3, lua: ROUTE_LEAVE })
     this.#conn.defineCommand('mqgwRouteLoad', { numberOfKeys: 2, lua: ROUTE_LOAD })
-    this.#conn.defineCommand('mqgwRouteTick', { numberOfKeys: 1, lua: ROUTE_TICK })
+    this.#conn.defineCommand('mqgwRouteTick', { numberOfKeys: 2, lua: ROUTE_TICK })
   }
 
   /** Whether a message on `topic` must go to Redis: some other node may have a subscriber for it. */
@@ -136,7 +135,7 @@ export class RouteTable {
   }
 
   #sendTick (): void {
-    this.#conn.mqgwRouteTick(MEMBERS_KEY, TICK_CHANNEL, `${performance.now()}:${this.#node}`).catch(() => {})
+    this.#conn.mqgwRouteTick(MEMBERS_KEY, TICKS_KEY, replyChannel(this.#node), `t:${performance.now()}`, this.#node).then((counts) => { this.#acks.observe(counts) }, () => {})
   }
 
   /** Joins again if this node is no longer a member (swept while cut off; a passive node hears of it only here). Run by the sweep. */
@@ -152,7 +151,7 @@ export class RouteTable {
     // Changes that arrive from here until the load's reply are applied after it.
     this.#pending = []
     try {
-      await this.#sub.subscribe(CONTROL_CHANNEL, TICK_CHANNEL, replyChannel(this.#node))
+      await this.#sub.subscribe(CONTROL_CHANNEL, replyChannel(this.#node))
       if (join) {
         this.#joined = this.#join([...this.#local.keys()])
         await this.#joined
@@ -217,17 +216,17 @@ export class RouteTable {
     try { await this.#joined } catch { await this.#rejoin() }
     const reqId = randomBytes(6).toString('base64url')
     const wait = this.#acks.expect(reqId, this.#passive)
-    const members = await this.#change('+', filter, reqId)
-    if (members === undefined) { this.#acks.forget(reqId); return }
-    await wait(members)
+    const reply = await this.#change('+', filter, reqId)
+    if (reply === undefined) { this.#acks.forget(reqId); return }
+    await wait(reply)
   }
 
   /** One change; undefined when it was not announced that way (rejoined instead, or failed and rejoined). */
-  async #change (op: '+' | '-', filter: string, reqId: string): Promise<string[] | undefined> {
+  async #change (op: '+' | '-', filter: string, reqId: string): Promise<ChangeReply | undefined> {
     if (this.#passive || this.#closed) return undefined
     try {
-      const members = await this.#conn.mqgwRouteChange(MEMBERS_KEY, VERSIONS_KEY, ROUTES_PREFIX + this.#node, this.#node, op, reqId, CONTROL_CHANNEL, filter)
-      if (members !== null) return members
+      const reply = await this.#conn.mqgwRouteChange(MEMBERS_KEY, VERSIONS_KEY, ROUTES_PREFIX + this.#node, TICKS_KEY, this.#node, op, reqId, CONTROL_CHANNEL, filter)
+      if (reply !== null) return reply
       this.#log.warn('this node was swept from the route table (heartbeat lapsed); announcing its routes again')
     } catch (err) {
       this.#warn('route change failed; announcing this node\'s routes again', err as Error)
@@ -258,8 +257,7 @@ export class RouteTable {
     const reqId = randomBytes(6).toString('base64url')
     const wait = this.#acks.expect(reqId, this.#passive)
     try {
-      const members = await this.#conn.mqgwRouteJoin(MEMBERS_KEY, VERSIONS_KEY, ROUTES_PREFIX + this.#node, this.#node, this.#passive ? 'p' : 'a', reqId, CONTROL_CHANNEL, ...filters)
-      await wait(members)
+      await wait(await this.#conn.mqgwRouteJoin(MEMBERS_KEY, VERSIONS_KEY, ROUTES_PREFIX + this.#node, TICKS_KEY, this.#node, this.#passive ? 'p' : 'a', reqId, CONTROL_CHANNEL, ...filters))
     } finally {
       this.#acks.forget(reqId)
     }
@@ -276,7 +274,6 @@ export class RouteTable {
         return
       }
       if (msg.n === this.#node) {
-        if (typeof msg.r === 'string') this.#acks.ownChange(msg.r)
         // Swept by another node (this node's heartbeat lapsed: it was stalled or cut off from
         // Redis for three sweep periods): the others stopped routing here; join again at once.
         if (msg.o === 'x' && !this.#closed) void this.#rejoin()
@@ -289,15 +286,11 @@ export class RouteTable {
       if (typeof msg.r === 'string' && msg.r !== '') this.#conn.publish(replyChannel(msg.n), `a:${msg.r}:${this.#node}`).catch(() => {})
       return
     }
-    if (channel === TICK_CHANNEL) {
-      const colon = message.indexOf(':')
-      const node = message.slice(colon + 1)
-      if (node !== this.#node) this.#acks.heard(node)
-      else if (Number.isFinite(Number(message.slice(0, colon)))) this.#leaseUntil = Math.max(this.#leaseUntil, Number(message.slice(0, colon)) + LEASE_MS)
-      return
-    }
     if (channel !== replyChannel(this.#node)) return
-    if (message.startsWith('a:')) {
+    if (message.startsWith('t:')) {
+      const sent = Number(message.slice(2))
+      if (Number.isFinite(sent)) this.#leaseUntil = Math.max(this.#leaseUntil, sent + LEASE_MS)
+    } else if (message.startsWith('a:')) {
       const [, reqId, from] = message.split(':')
       if (reqId !== undefined && from !== undefined) this.#acks.acked(reqId, from)
     }

@@ -18,7 +18,6 @@ import { connectClient, connectCollecting, endClient, pollUntil, waitFor } from 
 import { TestRedis } from '../helpers/redis.js'
 
 const MEMBERS_KEY = 'mqgw:{routes}:members'
-const TICK_CHANNEL = 'mqgw\0routes\0\0ticks'
 
 describe('cluster route table (real redis-server, three gateway processes)', () => {
   const redis = new TestRedis()
@@ -145,11 +144,11 @@ describe('cluster route table (real redis-server, three gateway processes)', () 
   it('a node that does not acknowledge (SIGSTOPped): the SUBACK waits out its lease, no longer once it is silent; then its messages reach the subscriber', async () => {
     // Its own heartbeat outlives the stop (sessionExpiryS 8: lapses 6 s after the last one), so it stays a member.
     const d = await startNode(redis, 'rt-d', { persistence: { sessionExpiryS: 8 } })
-    // Every node's ticks (`<sent>:<node>`): when D's last one went through Redis.
+    // D's ticks (to itself, on its reply channel): when its last one went through Redis.
     const ticks = redis.client()
     let lastTickOfD = 0
-    ticks.on('message', (_channel: string, message: string) => { if (message.endsWith(':rt-d')) lastTickOfD = Date.now() })
-    await ticks.subscribe(TICK_CHANNEL)
+    ticks.on('message', (_channel: string, message: string) => { if (message.startsWith('t:')) lastTickOfD = Date.now() })
+    await ticks.subscribe('mqgw\0routes\0rt-d')
     const sub = await connectCollecting(b.url, { clientId: 'rt-stop-sub' })
     const pubD = await connectClient(d.url, { clientId: 'rt-stop-pub-d' })
     const pubA = await connectClient(a.url, { clientId: 'rt-stop-pub-a' })
