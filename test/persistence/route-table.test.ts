@@ -98,6 +98,9 @@ describe('cluster route table (real redis-server, three gateway processes)', () 
       await pub.publishAsync('rt/local/marker', 'marker', { qos: 1 })
       await waitFor(() => remote.received.some((m) => m.payload === 'marker'), 'the marker on B')
       const upTo = await seen('rt/local/marker')
+      // Two subscribers' sockets: the marker on B's may overtake A's local deliveries (Nagle
+      // holds a write while the subscriber's delayed ACK of its SUBACK is out, up to 40 ms).
+      await waitFor(() => local.received.length >= 100, 'the 100 local deliveries on A')
       assert.deepEqual(local.received.map((m) => m.payload), Array.from({ length: 100 }, (_, i) => `l${i}`), 'all delivered locally, in order')
       assert.deepEqual(naming(from, 'rt/local/only'), [], 'no PUBLISH or script call for a topic no other node wants')
       assert.deepEqual(naming(from, 'rt/local/nobody'), [])
