@@ -19,7 +19,7 @@ export const ROUTE_CHANNEL_PREFIX = 'mqgw\0routes'
 const CONTROL_CHANNEL = ROUTE_CHANNEL_PREFIX
 const replyChannel = (node: string): string => `${ROUTE_CHANNEL_PREFIX}\0${node}`
 /** How often a node proves to itself that its control subscription is live (a tick through Redis). */
-export const TICK_MS = 500
+const TICK_MS = 500
 /**
  * A node skips Redis only while its newest tick came back less than LEASE_MS after it was
  * sent. A route change published after that tick arrives before any later tick (Redis sends a
@@ -27,7 +27,7 @@ export const TICK_MS = 500
  * LEASE_MS after the last one it saw: that is how long a SUBSCRIBE waits for a node that does
  * not acknowledge (ACK_WAIT_MS, counted from the change's reply, with a margin for clock rates).
  */
-export const LEASE_MS = 2000
+const LEASE_MS = 2000
 const ACK_WAIT_MS = LEASE_MS + 200
 /** Distinct topics whose answer is cached; the cache is emptied when full and on any route change. */
 const CACHE_MAX = 10000

@@ -36,6 +36,7 @@ describe('cluster route table (real redis-server, three gateway processes)', () 
     ;[a, b, c] = await Promise.all([startNode(redis, 'rt-a', { persistence }), startNode(redis, 'rt-b', { persistence }), startNode(redis, 'rt-c', { persistence })])
     db = redis.client()
     monitor = await db.monitor()
+    monitor.on('error', () => {})
     monitor.on('monitor', (_time: string, args: string[]) => { commands.push(args.map(String)) })
   })
   after(async () => {
