@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import type { Cluster, Redis } from 'ioredis'
-import type { Logger } from '../log.js'
+import { RateLimitedWarn, type Logger } from '../log.js'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
 import { RouteAcks, type ChangeReply } from './route-acks.js'
 import { ROUTE_CHANGE, ROUTE_JOIN, ROUTE_LEAVE, ROUTE_LOAD, ROUTE_TICK } from './route-scripts.js'
@@ -82,7 +82,8 @@ export class RouteTable {
   readonly #acks: RouteAcks
   #joined: Promise<void> | undefined
   #tick: NodeJS.Timeout | undefined
-  #warned = 0
+  // At most one line a second per kind: a Redis outage would otherwise log once per SUBSCRIBE.
+  readonly #warnings: RateLimitedWarn
   /** The newest reload: an older one's load must not mark the table ready (its snapshot may predate changes applied since). */
   #reloads = 0
 
@@ -91,6 +92,7 @@ export class RouteTable {
     this.#sub = sub
     this.#node = node
     this.#log = log
+    this.#warnings = new RateLimitedWarn(log, 1000)
     this.#passive = passive
     this.#acks = new RouteAcks(this.#node, ACK_WAIT_MS, (nodes) => {
       this.#warn(`route not acknowledged by ${nodes.join(', ')}; waited out their lease (they publish everything by now)`)
@@ -358,9 +360,6 @@ export class RouteTable {
   }
 
   #warn (text: string, err?: Error): void {
-    // At most one line a second: a Redis outage would otherwise log once per SUBSCRIBE.
-    if (Date.now() - this.#warned < 1000) return
-    this.#warned = Date.now()
-    this.#log.warn(err === undefined ? {} : { err: err.message }, text)
+    this.#warnings.warn(text, err === undefined ? {} : { err: err.message }, text)
   }
 }
