@@ -4,6 +4,7 @@ import type { Cluster, Redis } from 'ioredis'
 import { RateLimitedWarn, type Logger } from '../log.js'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
 import { RouteAcks, type ChangeReply } from './route-acks.js'
+import { RouteChangeBatches, type RouteChange } from './route-batch.js'
 import { ROUTE_CHANGE, ROUTE_JOIN, ROUTE_LEAVE, ROUTE_LOAD, ROUTE_TICK } from './route-scripts.js'
 
 const MEMBERS_KEY = 'mqgw:{routes}:members'
@@ -31,9 +32,15 @@ const LEASE_MS = 2000
 const ACK_WAIT_MS = LEASE_MS + 200
 /** Distinct topics whose answer is cached; the cache is emptied when full and on any route change. */
 const CACHE_MAX = 10000
+/**
+ * Route changes sent in one script call at most (a reconnect storm's SUBSCRIBEs of one turn):
+ * the script runs alone in Redis, so a bound keeps it short.
+ */
+const BATCH_MAX = 256
+
 
 type RouteConn = (Redis | Cluster) & {
-  mqgwRouteChange: (members: string, versions: string, routes: string, ticks: string, node: string, op: string, reqId: string, channel: string, filter: string) => Promise<ChangeReply | null>
+  mqgwRouteChange: (members: string, versions: string, routes: string, ticks: string, node: string, reqId: string, channel: string, ...opsAndFilters: string[]) => Promise<ChangeReply | null>
   mqgwRouteJoin: (members: string, versions: string, routes: string, ticks: string, node: string, mode: string, reqId: string, channel: string, ...filters: string[]) => Promise<ChangeReply>
   mqgwRouteLeave: (members: string, versions: string, routes: string, node: string, channel: string) => Promise<number>
   mqgwRouteLoad: (members: string, versions: string, prefix: string) => Promise<unknown[]>
@@ -82,6 +89,8 @@ export class RouteTable {
   readonly #acks: RouteAcks
   #joined: Promise<void> | undefined
   #tick: NodeJS.Timeout | undefined
+  /** This turn's route changes, sent together by #send (one script call, one ack per node). */
+  readonly #batches = new RouteChangeBatches((batch) => this.#send(batch), BATCH_MAX)
   // At most one line a second per kind: a Redis outage would otherwise log once per SUBSCRIBE.
   readonly #warnings: RateLimitedWarn
   /** The newest reload: an older one's load must not mark the table ready (its snapshot may predate changes applied since). */
@@ -202,7 +211,7 @@ export class RouteTable {
     const entry = this.#local.get(filter)
     if (entry === undefined || --entry.count > 0) return
     this.#local.delete(filter)
-    void this.#serial(filter, () => this.#change('-', filter, '').then(() => {}))
+    void this.#serial(filter, () => this.#change('-', filter))
   }
 
   #serial (filter: string, fn: () => Promise<void>): Promise<void> {
@@ -216,25 +225,38 @@ export class RouteTable {
   async #announce (filter: string): Promise<void> {
     if (this.#passive || this.#closed) return
     try { await this.#joined } catch { await this.#rejoin() }
-    const reqId = randomBytes(6).toString('base64url')
-    const wait = this.#acks.expect(reqId, this.#passive)
-    const reply = await this.#change('+', filter, reqId)
-    if (reply === undefined) { this.#acks.forget(reqId); return }
-    await wait(reply)
+    await this.#change('+', filter)
   }
 
-  /** One change; undefined when it was not announced that way (rejoined instead, or failed and rejoined). */
-  async #change (op: '+' | '-', filter: string, reqId: string): Promise<ChangeReply | undefined> {
-    if (this.#passive || this.#closed) return undefined
+  /**
+   * Queues one change for this turn's script call. Resolves once it is announced (for '+', also
+   * acknowledged or waited out), or was not announced that way (rejoined instead: the join
+   * carries every current filter and is acknowledged itself).
+   */
+  #change (op: '+' | '-', filter: string): Promise<void> {
+    if (this.#passive || this.#closed) return Promise.resolve()
+    return this.#batches.push(op, filter)
+  }
+
+  async #send (batch: RouteChange[]): Promise<void> {
+    if (this.#closed) return
+    const adds = batch.some((c) => c.op === '+')
+    // Removals need no acknowledgement (a stale route costs a useless PUBLISH, never a delivery).
+    const reqId = adds ? randomBytes(6).toString('base64url') : ''
+    const wait = adds ? this.#acks.expect(reqId, false) : undefined
+    let reply: ChangeReply | null = null
     try {
-      const reply = await this.#conn.mqgwRouteChange(MEMBERS_KEY, VERSIONS_KEY, ROUTES_PREFIX + this.#node, TICKS_KEY, this.#node, op, reqId, CONTROL_CHANNEL, filter)
-      if (reply !== null) return reply
-      this.#log.warn('this node was swept from the route table (heartbeat lapsed); announcing its routes again')
+      reply = await this.#conn.mqgwRouteChange(MEMBERS_KEY, VERSIONS_KEY, ROUTES_PREFIX + this.#node, TICKS_KEY, this.#node, reqId, CONTROL_CHANNEL, ...batch.flatMap((c) => [c.op, c.filter]))
+      if (reply === null) this.#log.warn('this node was swept from the route table (heartbeat lapsed); announcing its routes again')
     } catch (err) {
       this.#warn('route change failed; announcing this node\'s routes again', err as Error)
     }
+    if (reply !== null) {
+      if (wait !== undefined) await wait(reply)
+      return
+    }
+    if (adds) this.#acks.forget(reqId)
     await this.#rejoin()
-    return undefined
   }
 
   /** Joins again with every current filter (the change that failed is in it), retrying while Redis is away. */
