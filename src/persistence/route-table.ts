@@ -238,8 +238,9 @@ export class RouteTable {
     return this.#batches.push(op, filter)
   }
 
-  async #send (batch: RouteChange[]): Promise<void> {
-    if (this.#closed) return
+  /** One script call for `batch`; resolves when it is done, with the wait for acknowledgements. */
+  async #send (batch: RouteChange[]): Promise<{ acknowledged: Promise<void> } | undefined> {
+    if (this.#closed) return undefined
     const adds = batch.some((c) => c.op === '+')
     // Removals need no acknowledgement (a stale route costs a useless PUBLISH, never a delivery).
     const reqId = adds ? randomBytes(6).toString('base64url') : ''
@@ -251,12 +252,10 @@ export class RouteTable {
     } catch (err) {
       this.#warn('route change failed; announcing this node\'s routes again', err as Error)
     }
-    if (reply !== null) {
-      if (wait !== undefined) await wait(reply)
-      return
-    }
+    if (reply !== null) return wait === undefined ? undefined : { acknowledged: wait(reply) }
     if (adds) this.#acks.forget(reqId)
     await this.#rejoin()
+    return undefined
   }
 
   /** Joins again with every current filter (the change that failed is in it), retrying while Redis is away. */
