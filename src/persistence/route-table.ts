@@ -30,7 +30,7 @@ const TICK_MS = 500
  */
 const LEASE_MS = 2000
 const ACK_WAIT_MS = LEASE_MS + 200
-/** Distinct topics whose answer is cached; the cache is emptied when full and on any route change. */
+/** Distinct topics whose answer is cached; the cache is emptied when full and on a change of a wildcard filter (a change of an exact filter drops that topic's answer only). */
 const CACHE_MAX = 10000
 /**
  * Route changes sent in one script call at most (a reconnect storm's SUBSCRIBEs of one turn):
@@ -336,6 +336,13 @@ export class RouteTable {
       this.#nodeFilters.set(msg.n, filters)
       if (msg.o === '+' && !filters.has(msg.f)) { filters.add(msg.f); this.#count(msg.f, 1) }
       if (msg.o === '-' && filters.delete(msg.f)) this.#count(msg.f, -1)
+      // A filter without wildcards matches one topic, itself: only that answer can change. A
+      // reconnect storm of per-user filters (`user/${username}/inbox`) then keeps every other
+      // cached answer instead of emptying the cache once per SUBSCRIBE.
+      if (!msg.f.includes('+') && !msg.f.includes('#')) {
+        this.#cache.delete(msg.f)
+        return
+      }
     }
     this.#cache.clear()
   }

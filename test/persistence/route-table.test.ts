@@ -8,6 +8,8 @@
  *    naming its topic (seen in MONITOR, in order, up to a marker on a routed topic);
  *  - wildcard filters route and a non-matching topic does not; an unsubscribed filter stops
  *    routing (a later SUBACK proves the node applied the removal: changes apply in order);
+ *  - a topic whose "no other node" answer is cached is routed once another node subscribes to
+ *    it exactly or by a wildcard (an exact filter drops only its own topic's cached answer);
  *  - a SIGKILLed node's routes go with the sweep; its persistent subscriber, resumed on
  *    another node, gets every message published meanwhile (from the store's queue);
  *  - a restarted node loads the others' routes and announces its own.
@@ -164,6 +166,39 @@ describe('cluster route table (real redis-server, three gateway processes)', () 
       await seen('rt/after-unsub')
       assert.deepEqual(naming(from, 'rt/wild/y/temp'), [], 'no longer routed after UNSUBSCRIBE')
       assert.equal(sub.received.filter((m) => m.payload === 'gone').length, 0)
+    } finally {
+      await Promise.all([endClient(sub.client), endClient(pub)])
+    }
+  })
+
+  it('a topic cached as wanted by no other node is routed once another node subscribes to it, exactly or by a wildcard; an exact unsubscribe stops it', async () => {
+    const sub = await connectCollecting(b.url, { clientId: 'rt-cache-sub' })
+    const pub = await connectClient(a.url, { clientId: 'rt-cache-pub' })
+    try {
+      await sub.client.subscribeAsync('rt/cache/marker', { qos: 1 })
+      // A answers "no other node" for these and caches the answers (no Redis command names them).
+      let from = commands.length
+      for (const t of ['rt/cache/exact', 'rt/cache/wild/x', 'rt/cache/other']) await pub.publishAsync(t, `early ${t}`, { qos: 1 })
+      await pub.publishAsync('rt/cache/marker', 'm1', { qos: 1 })
+      await waitFor(() => sub.received.some((m) => m.payload === 'm1'), 'm1')
+      await seen('rt/cache/marker')
+      for (const t of ['rt/cache/exact', 'rt/cache/wild/x', 'rt/cache/other']) assert.deepEqual(naming(from, t), [], `${t} not routed yet`)
+      // An exact filter drops only its own topic's answer, a wildcard filter every answer.
+      await sub.client.subscribeAsync('rt/cache/exact', { qos: 1 })
+      await sub.client.subscribeAsync('rt/cache/wild/+', { qos: 1 })
+      for (const t of ['rt/cache/exact', 'rt/cache/wild/x', 'rt/cache/other']) await pub.publishAsync(t, `late ${t}`, { qos: 1 })
+      await pub.publishAsync('rt/cache/marker', 'm2', { qos: 1 })
+      await waitFor(() => sub.received.some((m) => m.payload === 'm2'), 'm2')
+      await waitFor(() => sub.received.filter((m) => m.payload.startsWith('late ')).length >= 2, 'the two late messages')
+      assert.deepEqual(sub.received.map((m) => m.payload).filter((p) => p.includes('rt/cache/')).sort(), ['late rt/cache/exact', 'late rt/cache/wild/x'])
+      await sub.client.unsubscribeAsync('rt/cache/exact')
+      await sub.client.subscribeAsync('rt/cache/after', { qos: 1 })
+      from = commands.length
+      await pub.publishAsync('rt/cache/exact', 'gone', { qos: 1 })
+      await pub.publishAsync('rt/cache/marker', 'm3', { qos: 1 })
+      await waitFor(() => sub.received.some((m) => m.payload === 'm3'), 'm3')
+      await seen('rt/cache/marker')
+      assert.deepEqual(naming(from, 'rt/cache/exact'), [], 'no longer routed after the exact UNSUBSCRIBE')
     } finally {
       await Promise.all([endClient(sub.client), endClient(pub)])
     }
