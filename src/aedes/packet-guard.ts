@@ -14,10 +14,11 @@ import type { Client } from 'aedes'
  *   mqtt-packet decodes with Buffer#toString, which silently turns bad bytes into
  *   U+FFFD, so the bytes are checked before decoding.
  *
- * The parser instance gets three own methods shared by all parsers instead of wrappers
- * per client: no closures per connection (idle memory matters at a million connections). The parser is mqtt-packet's, created in Aedes' Client
+ * The guarded methods go once on the prototype of the Aedes patch's parser class (LeanParser,
+ * used by Aedes clients only; a plain mqtt-packet parser elsewhere in the process is not
+ * touched): no closures or own methods per connection. The parser is created in Aedes' Client
  * constructor; `handle()` returns that client before any byte is read, which is when
- * this runs.
+ * this runs and sets the connection's limits.
  */
 
 /** The internals of mqtt-packet's Parser that this guard relies on (mqtt-packet 9.x). */
@@ -49,6 +50,8 @@ type GuardedParser = ParserInternals & { _guardMaxPacketSize: number, _guardMaxC
 
 type GuardedMethods = Pick<ParserInternals, '_parseLength' | '_parseString' | '_emitError'>
 const guardedMethods = new WeakMap<object, GuardedMethods>()
+/** Parser prototypes that carry the guarded methods. */
+const guardedPrototypes = new WeakSet<object>()
 
 /** The guarded methods for one parser prototype, created once and shared by every parser. */
 function guardedMethodsFor (original: ParserInternals): GuardedMethods {
@@ -120,15 +123,23 @@ export function guardParser (client: Client, maxPacketSize: number, maxConnectPa
   if (!parser || typeof parser._parseLength !== 'function' || typeof parser._parseString !== 'function') {
     throw new Error('Aedes client has no mqtt-packet parser where expected; packet guards cannot be installed')
   }
+  // The Aedes patch's parser class (lib/client.js LeanParser) declares the guard's fields in its
+  // constructor, and only Aedes clients use it: the guarded methods go on its prototype once,
+  // and each connection only sets its limits. Own properties per parser (methods and fields
+  // added after construction) cost a property store and six map transitions per CONNECT.
+  if (!Object.hasOwn(parser, '_guardMaxPacketSize')) {
+    throw new Error('Aedes parser without the packet guard fields (patches/aedes+1.2.0.patch not applied?); packet guards cannot be installed')
+  }
+  const proto = Object.getPrototypeOf(parser) as ParserInternals
+  if (!guardedPrototypes.has(proto)) {
+    const methods = guardedMethodsFor(parser)
+    proto._parseLength = methods._parseLength
+    proto._parseString = methods._parseString
+    proto._emitError = methods._emitError
+    guardedPrototypes.add(proto)
+  }
   const guarded = parser as GuardedParser
   guarded._guardMaxPacketSize = maxPacketSize
   guarded._guardMaxConnectPacketSize = Math.min(maxConnectPacketSize, maxPacketSize)
   guarded._guardError = null
-  // Own properties holding shared functions, not a swapped prototype: V8 gives every
-  // object whose prototype is set after creation a hidden class of its own (measured:
-  // one map plus descriptor array, ~0.5 KB, per connection).
-  const methods = guardedMethodsFor(parser)
-  guarded._parseLength = methods._parseLength
-  guarded._parseString = methods._parseString
-  guarded._emitError = methods._emitError
 }
