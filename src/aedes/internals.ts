@@ -11,7 +11,7 @@ import * as aedesModule from 'aedes'
  * | publish before PUBACK, ack without publish | patch: lib/handlers/publish.js      |
  * | outbound flow window on deliveries       | patch: lib/client.js, connect, puback |
  * | one subscription save per SUBSCRIBE      | patch: lib/handlers/subscribe.js      |
- * | packet size and UTF-8 guards in the parser | packet-guard.ts (parser methods)    |
+ * | packet size and UTF-8 guards in the parser | packet-guard.ts (methods on the LeanParser prototype, once); patch: lib/client.js LeanParser declares their fields |
  * | one socket write per turn (TCP/TLS; WS: one frame per turn, listeners/ws-duplex.ts) | write-batching.ts |
  * | flowing-mode reads ('data' from the read callback, not 'readable' + read()); a read arriving while the previous read's packets are handled is put back and the stream paused; client.pause()/resume() hold the stream; the CONNECT holds reads until its emptyQueue's resume() (the stored queue's replay needs the client's PUBACKs) | patch: lib/read-turns.js, lib/client.js onData, handlers/index.js |
  * | at most 4 full socket reads per turn, then the other sockets (TCP, TLS, WebSocket) | patch: lib/read-turns.js countLargeRead |
@@ -25,6 +25,7 @@ import * as aedesModule from 'aedes'
  * | Redis store: the CONNECT's delete of the client's previous will uses this node's key (was `will:undefined:<id>`); the will left on the node that held the id before goes too | patch: aedes-persistence-redis delWill; persistence/client-registry.ts |
  * | CONNECT's stored-queue replay reads the store's own stream (one Readable less) | patch: lib/handlers/connect.js emptyQueue |
  * | a field for the gateway's connection record on every client (was a WeakMap entry) | patch: lib/client.js `mqgwRecord`; internals.ts `clientRecordOf` |
+ * | per connection no closure for the connect timer and no once('connected') wrapper (the CONNECT's queued packets are handled by handlers/connect.js before it emits 'connected') | patch: lib/client.js connectTimedOut, `_dequeueAfterConnect`; handlers/connect.js |
  * | the memory store's empty queue replayed without a stream (almost every CONNECT) | patch: aedes-persistence outgoingStream, lib/handlers/connect.js emptyQueue |
  * | how other nodes learn of a client's arrival and departure: `announceClient` / `announceClientGone` (Aedes: a publish on $SYS/<id>/new/clients / disconnect/clients) replaceable, `closeTakenOverClient` callable | patch: aedes.js; Redis mode: persistence/client-registry.ts; memory mode (published only when someone listens): persistence/memory-announcements.ts |
  * | parser allocation (issue #14 fan-in): mqtt-packet's debug() calls only when enabled, `enabled` read once per parse() | patches/mqtt-packet+9.0.2.patch |

@@ -4,9 +4,10 @@ import { PassThrough, Readable } from 'node:stream'
 import { after, before, describe, it } from 'node:test'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { Aedes } from 'aedes'
+import mqttPacket from 'mqtt-packet'
 import { connectedClients } from '../../src/aedes/internals.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
-import { pollUntil } from '../helpers/mqtt.js'
+import { pollUntil, rawSocket, waitFor } from '../helpers/mqtt.js'
 import { RawClient } from '../helpers/raw-client.js'
 
 /**
@@ -82,6 +83,32 @@ describe('lean idle Aedes client (patch)', () => {
     await pollUntil(async () => c.closed, (closed) => closed, 5000, 5)
     assert.equal(c._keepaliveSlot, -1)
     assert.equal(c._keepaliveInterval, -1)
+  })
+
+  it('packets sent in the same write as the CONNECT are handled once it succeeds, in order (no once(\'connected\') listener per client)', async () => {
+    const raw = await rawSocket(gw.gateway.ports.mqtt!)
+    try {
+      // One write: the parser reads all three while the CONNECT is being authenticated, so the
+      // SUBSCRIBE and PUBLISH wait in the parser's queue until the CONNECT succeeded.
+      raw.socket.write(Buffer.concat([
+        mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'lean-pipelined', keepalive: 30 }),
+        mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'lean/pipelined', qos: 1 }] }),
+        mqttPacket.generate({ cmd: 'publish', messageId: 2, topic: 'lean/pipelined', payload: Buffer.from('queued'), qos: 1, dup: false, retain: false })
+      ]))
+      const cmds = (): string[] => {
+        const out: string[] = []
+        const parser = mqttPacket.parser({ protocolVersion: 4 })
+        parser.on('packet', (p: mqttPacket.Packet) => out.push(p.cmd === 'publish' ? `publish:${(p as mqttPacket.IPublishPacket).payload.toString()}` : p.cmd))
+        parser.parse(raw.data())
+        return out
+      }
+      await waitFor(() => cmds().length >= 4, 'CONNACK, SUBACK, PUBACK and the message')
+      const got = cmds()
+      assert.deepEqual(got.slice(0, 2), ['connack', 'suback'])
+      assert.deepEqual([...got.slice(2)].sort(), ['puback', 'publish:queued'])
+    } finally {
+      raw.socket.destroy()
+    }
   })
 
   it('a stream already destroyed when Aedes takes it closes its client (no stream.finished() to report it)', async () => {
