@@ -14,6 +14,9 @@
  * choose; --paced=none to skip): the latency a user sees at a stated load, with pattern 2's stages
  * per load (--rate-base=N: of N msgs/s instead, to compare builds at equal rates). --linger=MS: the
  * bridge's produceLingerMs. --gen-nodelay: TCP_NODELAY on the generator's sockets too (mqtt.js leaves Nagle on).
+ * --kafka-props=k=v,k=v: extra server.properties for the bench's broker (e.g. num.io.threads=1). The
+ * broker's JVM settings come from scripts/kafka/kafka.sh (KAFKA_HEAP_OPTS, KAFKA_JVM_OPTS to compare
+ * others); its stop-the-world pauses per run (DIR/gc.log) are the `Kafka STW` columns.
  */
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
@@ -149,7 +152,14 @@ function medianRow (own: Array<Record<string, string | number>>): Record<string,
 function medians (rows: Array<Record<string, string | number>>, paths: string[]): Array<Record<string, string | number>> {
   return paths.map((p) => medianRow(rows.filter((r) => r.path === p)))
 }
-const kafka = new TestKafka()
+const kafkaProps = process.argv.find((a) => a.startsWith('--kafka-props='))?.slice('--kafka-props='.length)
+const serverProperties: Record<string, string> = {}
+for (const kv of kafkaProps?.split(',') ?? []) {
+  const m = /^([a-z0-9.]+)=([^=]+)$/.exec(kv)
+  if (!m) throw new Error(`--kafka-props: ${kv} is not key=value`)
+  serverProperties[m[1]!] = m[2]!
+}
+const kafka = new TestKafka({ serverProperties })
 await kafka.start()
 try {
   await kafka.createTopics(['chat'], 1)
