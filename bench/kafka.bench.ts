@@ -13,7 +13,7 @@
  * message's due time) at 50 % and 90 % of pattern 2's median closed-loop msgs/s (--paced=50,90 to
  * choose; --paced=none to skip): the latency a user sees at a stated load, with pattern 2's stages
  * per load (--rate-base=N: of N msgs/s instead, to compare builds at equal rates). --linger=MS: the
- * bridge's produceLingerMs. --gen-nodelay: TCP_NODELAY on the generator's sockets too (mqtt.js leaves Nagle on).
+ * bridge's produceLingerMs; --fetch-pause=MS: its fetchPauseMs. --gen-nodelay: TCP_NODELAY on the generator's sockets too (mqtt.js leaves Nagle on).
  * --kafka-props=k=v,k=v: extra server.properties for the bench's broker (e.g. num.io.threads=1). The
  * broker's JVM settings come from scripts/kafka/kafka.sh (KAFKA_HEAP_OPTS, KAFKA_JVM_OPTS to compare
  * others); its stop-the-world pauses per run (DIR/gc.log) are the `Kafka STW` columns.
@@ -138,6 +138,9 @@ const commitInterval = process.argv.find((a) => a.startsWith('--commit-interval=
 // --linger=N: the bridge's produceLingerMs (default: the plugin's).
 const linger = process.argv.find((a) => a.startsWith('--linger='))?.split('=')[1]
 if (linger !== undefined && !/^\d+$/.test(linger)) throw new Error(`--linger=${linger}: not a whole number of ms`)
+// --fetch-pause=N: the bridge's fetchPauseMs (default: the plugin's).
+const fetchPause = process.argv.find((a) => a.startsWith('--fetch-pause='))?.split('=')[1]
+if (fetchPause !== undefined && !/^\d+$/.test(fetchPause)) throw new Error(`--fetch-pause=${fetchPause}: not a whole number of ms`)
 if (commitInterval !== undefined && !/^\d+$/.test(commitInterval)) throw new Error(`--commit-interval=${commitInterval}: not a whole number of ms`)
 const roundsArg = process.argv.find((a) => a.startsWith('--rounds='))?.split('=')[1] ?? '3'
 if (!/^[1-9]\d?$/.test(roundsArg)) throw new Error(`--rounds=${roundsArg}: a whole number from 1 to 99`)
@@ -172,7 +175,7 @@ ${process.argv.includes('--tcp-nodelay') ? 'listeners: { mqtt: { tcpNoDelay: tru
   groupId: bench-bridge
   routes: [ { mqtt: "chat/#", kafkaTopic: chat } ]
   consume: [ { kafkaTopic: chat } ]
-${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}${linger !== undefined ? `  produceLingerMs: ${linger}\n` : ''}`)
+${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}${linger !== undefined ? `  produceLingerMs: ${linger}\n` : ''}${fetchPause !== undefined ? `  fetchPauseMs: ${fetchPause}\n` : ''}`)
   const gw = await spawnGateway(['--config', file], {}, 'readyz', 120000)
   try {
     const url = `mqtt://127.0.0.1:${gw.ports.mqtt}`
