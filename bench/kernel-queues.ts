@@ -3,8 +3,9 @@
  * where a message waits between the generator and the broker and back. Every `everyMs` (20 by
  * default) the sampler reads /proc/net/tcp (one file read; `ss -tnmi` would fork a process per
  * sample) and keeps, for each connection to the broker's port, the Send-Q and Recv-Q of both
- * ends: tx_queue (bytes written and not yet acknowledged by the peer) and rx_queue (bytes
- * received and not yet read by the owner). It runs in the harness process (the load generator's
+ * ends: tx_queue (bytes written and not yet acknowledged by the peer: it may include bytes already
+ * in the peer's Recv-Q, so a connection's two queues can overlap) and rx_queue (bytes received and
+ * not yet read by the owner). It runs in the harness process (the load generator's
  * core): about 0.1-0.3 ms of CPU per sample with a few dozen sockets.
  *
  * summariseQueues turns a fan-in's samples into time at the offered rate (bytes / (wire bytes per
@@ -67,7 +68,9 @@ export function queueSeries (samples: QueueSample[], t0: number, t1: number, msg
   const win = samples.filter((s) => s.t >= t0 && s.t < t1)
   const score = new Map<number, number>()
   for (const s of win) for (const [client, sTx, sRx, cTx, cRx] of s.conns) score.set(client, (score.get(client) ?? 0) + sTx + cRx - sRx - cTx)
-  const sub = [...score].sort((a, b) => b[1] - a[1])[0]?.[0]
+  // None when no connection carried more toward the client than from it.
+  const top = [...score].sort((a, b) => b[1] - a[1])[0]
+  const sub = top !== undefined && top[1] > 0 ? top[0] : undefined
   const bytesPerMs = msgsPerSecond / 1000 * bytesPerMsg
   const perPub = bytesPerMs / Math.max(1, publishers)
   return win.map((s) => {
