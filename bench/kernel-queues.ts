@@ -30,8 +30,11 @@ const hexPort = (addr: string): number => parseInt(addr.slice(addr.indexOf(':') 
 /** The queues of every established connection to 127.0.0.1:`port` (IPv4) now. */
 export function readQueues (port: number): ConnQueues[] {
   const byClient = new Map<number, ConnQueues>()
+  // Only lines naming the port (as local or remote "ADDR:PORT "), before splitting any.
+  const tag = `:${port.toString(16).toUpperCase().padStart(4, '0')} `
   const lines = readFileSync('/proc/net/tcp', 'utf8').split('\n')
   for (let i = 1; i < lines.length; i++) {
+    if (!lines[i]!.includes(tag)) continue
     const f = lines[i]!.trim().split(/\s+/)
     if (f.length < 5 || f[3] !== '01') continue
     const lp = hexPort(f[1]!)
