@@ -15,8 +15,8 @@
  *
  *
  * fanin-80 is the same at 80 % (how the tail grows with the load). During the paced run the
- * harness samples the kernel's TCP queues of the broker's connections every 20 ms
- * (FANIN90_SAMPLE_MS; bench/kernel-queues.ts, which says what a sample costs) and the row says where the tail's messages waited: the mean of each
+ * harness samples the kernel's TCP queues of the broker's connections every FANIN90_SAMPLE_MS ms
+ * (off by default, 20 is a good value; bench/kernel-queues.ts, which says what a sample costs) and the row says where the tail's messages waited: the mean of each
  * queue, as ms at the offered rate, over the 100 ms slices whose latency peak reached the run's
  * p99 ("tail in kernel ms": publisher Send-Q at the generator / Recv-Q at the broker, subscriber
  * Send-Q at the broker / Recv-Q at the generator; the rest is in the broker's process or not yet
@@ -72,8 +72,11 @@ export function fairScenarios<R extends FairFlowRun> (h: FairHarness<R>, fanin: 
   const fixed = process.env.FANIN90_RATE === undefined ? undefined : Number(process.env.FANIN90_RATE)
   if (fixed !== undefined && !(fixed > 0 && fixed <= 10_000_000)) throw new Error('FANIN90_RATE takes a rate in msgs/s (1..10000000)')
   const keepSamples = process.env.FANIN90_SAMPLES === '1'
-  const sampleMs = Number(process.env.FANIN90_SAMPLE_MS ?? 20)
-  if (!(sampleMs >= 5 && sampleMs <= 1000)) throw new Error('FANIN90_SAMPLE_MS takes 5..1000 (ms between kernel queue samples)')
+  // Off unless asked for: the sampler runs in this process, on the load generator's core, and a
+  // read of /proc/net/tcp costs ~2 µs per socket on the machine, TIME_WAIT ones included (10,000
+  // after the idle scenario: ~20 ms per sample, the whole core at one sample per 20 ms).
+  const sampleMs = process.env.FANIN90_SAMPLE_MS === undefined ? undefined : Number(process.env.FANIN90_SAMPLE_MS)
+  if (sampleMs !== undefined && !(sampleMs >= 5 && sampleMs <= 1000)) throw new Error('FANIN90_SAMPLE_MS takes 5..1000 (ms between kernel queue samples)')
   const paced = (fraction: number): FairScenario => ({
     title: `${faninTitle}; paced at ${fraction * 100} % of the broker's closed-loop maximum (measured first, same broker)`,
     ratioColumns: ['max msgs/s', 'delivered msgs/s', 'p50 ms', 'p99 ms'],
@@ -83,7 +86,7 @@ export function fairScenarios<R extends FairFlowRun> (h: FairHarness<R>, fanin: 
       let sampler: { stop: () => QueueSample[] } | undefined
       let samples: QueueSample[] = []
       const r = await h.flowRun(name, (port) => {
-        sampler = startQueueSampler(port, sampleMs)
+        if (sampleMs !== undefined) sampler = startQueueSampler(port, sampleMs)
         return { ...fanin(port), rate, latency: true }
       }).finally(() => { samples = sampler?.stop() ?? [] })
       let queues: QueueSummary | undefined
