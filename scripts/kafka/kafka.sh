@@ -40,9 +40,9 @@ KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx256m}
 # Kafka's CPU per bridged message fell from 98-160 to 55-68 us (bench/kafka, 3 alternating rounds).
 # ZGC with one GC thread (-XX:ConcGCThreads=1 -XX:ParallelGCThreads=1) instead of G1: on 2 shared
 # cores G1's young pauses stop every request thread for as long as its workers wait for a core
-# (bench/kafka, DIR/gc.log, load 4-10: G1 as Kafka ships it, 2 workers, stop-the-world p90 10-15 ms,
+# (bench/kafka, DIR/gc.log, load 4-10: G1 with Kafka's 20 ms pause target, 2 workers: stop-the-world p90 10-15 ms,
 # p99 29-93 ms, 160-370 ms per run; G1 with 1 worker and a fixed heap worse, p90 20-48 ms), while
-# ZGC's pauses do no work proportional to the heap (p90 0.65-2.2 ms; what remains are waits for
+# ZGC's pauses do no work proportional to the heap (p90 0.47-2.2 ms; what remains are waits for
 # a core to reach the safepoint), for the same CPU per message. -XX:+PerfDisableSharedMem: the JVM's
 # statistics are not an mmap'd file in /tmp (its page writeback can stall a safepoint).
 KAFKA_JVM_OPTS=${KAFKA_JVM_OPTS:--XX:+UseZGC -XX:ConcGCThreads=1 -XX:ParallelGCThreads=1 -XX:+PerfDisableSharedMem -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true -XX:TieredStopAtLevel=1}
