@@ -48,7 +48,7 @@ export const kafkaConfigSchema = z.strictObject({
    * so that one fetch carries the records produced meanwhile instead of one fetch per produce
    * request; adds up to this much to a consumed record's latency. An idle topic is still long-polled
    * without a pause. 0: the next fetch at once. Not together with produceLingerMs: both at 2 ms
-   * collapsed bench/kafka's closed loop to a fifth of either alone (README, Kafka bridge).
+   * collapsed bench/kafka's closed loop to a fifth of the pause alone (README, Kafka bridge).
    */
   fetchPauseMs: z.number().int().min(0).max(50).default(0),
   /**
