@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
-import { Packr } from 'msgpackr'
+import { decodeBusMessage, encodeBusMessage } from './bus-codec.js'
 import { ROUTE_CHANNEL_PREFIX } from './route-table.js'
 
 /**
@@ -27,7 +27,8 @@ import { ROUTE_CHANNEL_PREFIX } from './route-table.js'
  * The wire format is mqemitter-redis' own ({ id, msg } in msgpack), so a node running plain
  * mqemitter-redis still reads these messages and this one reads its. The codec is msgpackr
  * instead of msgpack-lite (3-4x less CPU per encode and decode of a bus message in a
- * micro-bench; msgpack-lite was ~20 % of a node's CPU under QoS 1 load), limited to plain
+ * micro-bench; msgpack-lite was ~20 % of a node's CPU under QoS 1 load), with a fixed reader
+ * and writer for the usual PUBLISH layout in front of it (bus-codec.ts), limited to plain
  * MessagePack: no records extension, fixmaps, `undefined` as nil (what msgpack-lite writes and
  * reads; a decoded absent messageId is null either way).
  */
@@ -43,7 +44,6 @@ interface RedisBus {
 
 // msgpack of { id, msg }: fixmap(2), fixstr "id", then the id as a fixstr (< 32 bytes).
 const HEAD = Buffer.from([0x82, 0xa2, 0x69, 0x64])
-const codec = new Packr({ useRecords: false, variableMapSize: true, encodeUndefinedAsNil: true, mapsAsObjects: true })
 /**
  * One script call PUBLISHes a turn's messages in order: ioredis' cost is per command (a Command
  * object, a promise, its own encoding; ~18 % of a node's CPU with one PUBLISH each, profiled),
@@ -110,7 +110,7 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
       return
     }
     const id = prefix + (counter++).toString(36)
-    const payload = codec.pack({ id, msg })
+    const payload = encodeBusMessage(id, msg)
     bus._emit(msg)
     if (callbacks.length === 0) setImmediate(flush)
     args.push(msg.topic, payload)
@@ -125,7 +125,7 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
     if (channel[4] === 0 && channel.compare(ROUTE_CHANNELS, 0, ROUTE_CHANNELS.length, 0, Math.min(channel.length, ROUTE_CHANNELS.length)) === 0) return
     let packet: { id: string, msg: unknown }
     try {
-      packet = codec.unpack(payload) as { id: string, msg: unknown }
+      packet = decodeBusMessage(payload)
     } catch (err) {
       // Something else PUBLISHed on a subscribed channel (anyone who can write to Redis can):
       // a throw here would escape ioredis' event emit and end the process. Reported, the

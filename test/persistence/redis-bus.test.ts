@@ -162,11 +162,18 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
     try {
       // 0xc1 is never used in MessagePack: the decoder throws on it.
       assert.ok(await db.publish('junk/raw', Buffer.from([0xc1, 0x00])) >= 1, 'node a subscribes the channel')
+      // MessagePack that is not a bus message { id, msg }: nil, a number, a map without msg.
+      // msgpackr reads them without complaint; the handler dereferenced the result (nil: a
+      // TypeError thrown out of ioredis' event emit, which ended the process).
+      for (const junk of [[0xc0], [0x01], [0x81, 0xa2, 0x69, 0x64, 0x01]]) {
+        assert.ok(await db.publish('junk/msgpack', Buffer.from(junk)) >= 1, 'node a subscribes the channel')
+      }
       // Marker on the same path: a well-formed bus message after the bad one.
       await new Promise<void>((resolve, reject) => stock.emit({ cmd: 'publish', topic: 'junk/after', payload: Buffer.from('after'), qos: 0, retain: false, dup: false, brokerId: 'stock', brokerCounter: 2 }, (err) => err === undefined ? resolve() : reject(err)))
       await waitFor(() => sub.received.some((m) => m.payload === 'after'), 'the message after the undecodable one')
       assert.deepEqual(sub.received.map((m) => m.topic), ['junk/after'])
       assert.match(a.stdout() + a.stderr(), /undecodable bus message dropped.*junk\/raw|junk\/raw.*undecodable bus message dropped/)
+      assert.equal(a.child.exitCode, null, 'node a still runs')
     } finally {
       db.disconnect()
       await endClient(sub.client)
