@@ -4,8 +4,8 @@ import { Packr } from 'msgpackr'
  * The Redis bus's wire format, mqemitter-redis' own: MessagePack of `{ id, msg }`, `msg` being
  * an Aedes packet. msgpackr (3-4x cheaper than mqemitter-redis' msgpack-lite) is the codec;
  * in front of it, a fixed reader and writer for the one layout nearly every bus message has:
- * a PUBLISH as `new Packet()` builds it (aedes-packet: cmd, brokerId, brokerCounter, topic,
- * payload, qos, retain, dup, then messageId for QoS > 0), with no MQTT 5 fields.
+ * a PUBLISH as Aedes emits it (aedes-packet: cmd, brokerId, brokerCounter, topic, payload,
+ * qos, retain, dup, then messageId for QoS > 0 and the publisher's clientId), no MQTT 5 fields.
  *
  * Why: msgpackr's general reader was the largest single item of a subscriber's node in
  * bench/redis (unpack ~12 % of node A's CPU in `throughput`, ~7 % in `aggregate`, plus the
@@ -21,8 +21,13 @@ import { Packr } from 'msgpackr'
  */
 export const codec = new Packr({ useRecords: false, variableMapSize: true, encodeUndefinedAsNil: true, mapsAsObjects: true })
 
-/** The layout's field names in aedes-packet's order; `messageId` only with QoS > 0. */
-const FIELDS = ['cmd', 'brokerId', 'brokerCounter', 'topic', 'payload', 'qos', 'retain', 'dup', 'messageId'] as const
+/**
+ * The layout's field names in aedes-packet's order, then the optional ones: `messageId` (QoS
+ * > 0, undefined at this point) and `clientId` (the publisher's, which Aedes' publish adds).
+ */
+const FIELDS = ['cmd', 'brokerId', 'brokerCounter', 'topic', 'payload', 'qos', 'retain', 'dup', 'messageId', 'clientId'] as const
+const MESSAGE_ID = 8
+const CLIENT_ID = 9
 const fixstr = (s: string): number[] => [0xa0 | s.length, ...Buffer.from(s)]
 /** The encoded field names, each followed by its value; index i is FIELDS[i]. */
 const KEY_BYTES = FIELDS.map((f) => Buffer.from(fixstr(f)))
@@ -39,6 +44,7 @@ interface FlatPacket {
   retain: boolean
   dup: boolean
   messageId?: number | null
+  clientId?: string
 }
 
 // --- writer ---------------------------------------------------------------------------------
@@ -49,17 +55,28 @@ const SLAB = 64 * 1024
 let slab = Buffer.allocUnsafe(SLAB)
 let used = 0
 
-/** Whether `msg` is the fixed layout, field for field and in order, with plain values. */
-function isFlatPacket (msg: object): msg is FlatPacket {
+/**
+ * Which optional fields `msg` has (bit 1 messageId, bit 2 clientId) when it is the fixed
+ * layout, field for field and in order, with plain values; -1 when it is not.
+ */
+function flatLayout (msg: object): number {
   const keys = Object.keys(msg)
   const n = keys.length
-  if (n !== 8 && n !== 9) return false
-  for (let i = 0; i < n; i++) if (keys[i] !== FIELDS[i]) return false
+  if (n < 8 || n > 10) return -1
+  for (let i = 0; i < 8; i++) if (keys[i] !== FIELDS[i]) return -1
+  let extra = 0
+  let next = MESSAGE_ID
+  for (let i = 8; i < n; i++) {
+    const k = keys[i]
+    if (next === MESSAGE_ID && k === 'messageId') { extra |= 1; next = CLIENT_ID } else if (k === 'clientId') { extra |= 2; next = -1 } else return -1
+  }
   const p = msg as FlatPacket
-  return typeof p.cmd === 'string' && typeof p.brokerId === 'string' && typeof p.brokerCounter === 'number' &&
+  const ok = typeof p.cmd === 'string' && typeof p.brokerId === 'string' && typeof p.brokerCounter === 'number' &&
     typeof p.topic === 'string' && Buffer.isBuffer(p.payload) && typeof p.qos === 'number' &&
     typeof p.retain === 'boolean' && typeof p.dup === 'boolean' &&
-    (n === 8 || p.messageId === undefined || p.messageId === null || typeof p.messageId === 'number')
+    ((extra & 1) === 0 || p.messageId === undefined || p.messageId === null || typeof p.messageId === 'number') &&
+    ((extra & 2) === 0 || typeof p.clientId === 'string')
+  return ok ? extra : -1
 }
 
 function writeKey (buf: Buffer, pos: number, i: number): number {
@@ -107,11 +124,11 @@ function writeNumber (buf: Buffer, pos: number, v: number): number {
 
 /** MessagePack of `{ id, msg }`, the same bytes as `codec.pack({ id, msg })`. */
 export function encodeBusMessage (id: string, msg: object): Buffer {
-  if (!isFlatPacket(msg)) return codec.pack({ id, msg })
-  const p = msg
-  const nine = Object.keys(msg).length === 9
+  const extra = flatLayout(msg)
+  if (extra < 0) return codec.pack({ id, msg })
+  const p = msg as FlatPacket
   // Upper bound: strings at 3 bytes a character plus header, fields at most 9 bytes, names.
-  const bound = 128 + 3 * (id.length + p.cmd.length + p.brokerId.length + p.topic.length) + p.payload.length
+  const bound = 160 + 3 * (id.length + p.cmd.length + p.brokerId.length + p.topic.length + (p.clientId?.length ?? 0)) + p.payload.length
   if (used + bound > slab.length) {
     slab = Buffer.allocUnsafe(Math.max(SLAB, bound))
     used = 0
@@ -121,7 +138,7 @@ export function encodeBusMessage (id: string, msg: object): Buffer {
   let pos = start + ID_KEY.copy(buf, start)
   pos = writeString(buf, pos, id)
   pos += MSG_KEY.copy(buf, pos)
-  buf[pos++] = 0x80 | (nine ? 9 : 8)
+  buf[pos++] = 0x80 | (8 + (extra & 1) + (extra >> 1))
   pos = writeString(buf, writeKey(buf, pos, 0), p.cmd)
   pos = writeString(buf, writeKey(buf, pos, 1), p.brokerId)
   pos = writeNumber(buf, writeKey(buf, pos, 2), p.brokerCounter)
@@ -136,11 +153,12 @@ export function encodeBusMessage (id: string, msg: object): Buffer {
   pos += KEY_BYTES[6]!.length + 1
   buf[writeKey(buf, pos, 7)] = p.dup ? 0xc3 : 0xc2
   pos += KEY_BYTES[7]!.length + 1
-  if (nine) {
-    pos = writeKey(buf, pos, 8)
+  if ((extra & 1) !== 0) {
+    pos = writeKey(buf, pos, MESSAGE_ID)
     if (typeof p.messageId === 'number') pos = writeNumber(buf, pos, p.messageId)
     else buf[pos++] = 0xc0
   }
+  if ((extra & 2) !== 0) pos = writeString(buf, writeKey(buf, pos, CLIENT_ID), p.clientId!)
   used = pos
   return buf.subarray(start, pos)
 }
@@ -161,16 +179,27 @@ function expect (bytes: Buffer): void {
   at += n
 }
 
+/** Whether `bytes` come next; consumes them if so. */
+function matches (bytes: Buffer): boolean {
+  const n = bytes.length
+  if (at + n > src.length) return false
+  for (let i = 0; i < n; i++) if (src[at + i] !== bytes[i]) return false
+  at += n
+  return true
+}
+
 function byte (): number {
   if (at >= src.length) throw NOT_FIXED
   return src[at++]!
 }
 
 /**
- * A string field as the last message had it, if its bytes are the same: `cmd` and the
- * publishing node's broker id repeat (one per node), so they are compared, not decoded again.
+ * A string field as the last message had it, if its bytes are the same: `cmd`, the publishing
+ * node's broker id, the topic and the publisher's client id repeat from message to message
+ * (a stream of one publisher), so they are compared, not decoded again; a different value
+ * usually differs within its first bytes.
  */
-const last: string[] = ['', '']
+const last: string[] = ['', '', '', '']
 
 function readString (slot: number): string {
   const t = byte()
@@ -234,25 +263,36 @@ function readFixed (): { id: string, msg: FlatPacket } {
   const id = readString(-1)
   expect(MSG_KEY)
   const size = byte()
-  if (size !== 0x88 && size !== 0x89) throw NOT_FIXED
+  if (size < 0x88 || size > 0x8a) throw NOT_FIXED
   expect(KEY_BYTES[0]!); const cmd = readString(0)
   expect(KEY_BYTES[1]!); const brokerId = readString(1)
   expect(KEY_BYTES[2]!); const brokerCounter = readNumber()
-  expect(KEY_BYTES[3]!); const topic = readString(-1)
+  expect(KEY_BYTES[3]!); const topic = readString(2)
   expect(KEY_BYTES[4]!); const payload = readPayload()
   expect(KEY_BYTES[5]!); const qos = readNumber()
   expect(KEY_BYTES[6]!); const retain = readBoolean()
   expect(KEY_BYTES[7]!); const dup = readBoolean()
-  if (size === 0x88) {
-    if (at !== src.length) throw NOT_FIXED
-    return { id, msg: { cmd, brokerId, brokerCounter, topic, payload, qos, retain, dup } }
-  }
-  expect(KEY_BYTES[8]!)
   let messageId: number | null = null
-  if (src[at] === 0xc0) at++
-  else messageId = readNumber()
+  let clientId = ''
+  let extra = 0
+  for (let i = size - 0x88; i > 0; i--) {
+    if (extra === 0 && matches(KEY_BYTES[MESSAGE_ID]!)) {
+      extra |= 1
+      if (src[at] === 0xc0) at++
+      else messageId = readNumber()
+    } else if ((extra & 2) === 0 && matches(KEY_BYTES[CLIENT_ID]!)) {
+      extra |= 2
+      clientId = readString(3)
+    } else throw NOT_FIXED
+  }
   if (at !== src.length) throw NOT_FIXED
-  return { id, msg: { cmd, brokerId, brokerCounter, topic, payload, qos, retain, dup, messageId } }
+  // One literal per layout: each is one shape, as msgpackr's reader would give the fields.
+  switch (extra) {
+    case 0: return { id, msg: { cmd, brokerId, brokerCounter, topic, payload, qos, retain, dup } }
+    case 1: return { id, msg: { cmd, brokerId, brokerCounter, topic, payload, qos, retain, dup, messageId } }
+    case 2: return { id, msg: { cmd, brokerId, brokerCounter, topic, payload, qos, retain, dup, clientId } }
+    default: return { id, msg: { cmd, brokerId, brokerCounter, topic, payload, qos, retain, dup, messageId, clientId } }
+  }
 }
 
 /**

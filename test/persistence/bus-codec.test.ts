@@ -15,8 +15,8 @@ const require = createRequire(import.meta.url)
 // mqemitter-redis' own encoder: the bytes a node of the previous version (or plain mqemitter-redis) writes.
 const msgpackLite = createRequire(require.resolve('mqemitter-redis'))('msgpack-lite') as { encode: (v: unknown) => Buffer, decode: (b: Buffer) => unknown }
 
-/** A PUBLISH as aedes-packet builds it (field order matters: it is the layout). */
-function packet (over: Partial<Record<string, unknown>> = {}, qos = 1): Record<string, unknown> {
+/** A PUBLISH as Aedes emits it (field order matters: it is the layout); `clientId` appended by Aedes' publish. */
+function packet (over: Partial<Record<string, unknown>> = {}, qos = 1, clientId: string | undefined = 'sensor-17'): Record<string, unknown> {
   const p: Record<string, unknown> = {
     cmd: 'publish',
     brokerId: 'c0ffee00-1234-4abc-8def-0123456789ab',
@@ -28,12 +28,17 @@ function packet (over: Partial<Record<string, unknown>> = {}, qos = 1): Record<s
     dup: false
   }
   if (qos > 0) p.messageId = undefined
+  if (clientId !== undefined) p.clientId = clientId
   return Object.assign(p, over)
 }
 
 const cases: Array<[string, Record<string, unknown>]> = [
   ['QoS 1, messageId undefined (as Aedes emits it)', packet()],
   ['QoS 0: no messageId field', packet({}, 0)],
+  ['QoS 1 without clientId (packets not from a client)', packet({}, 1, undefined)],
+  ['QoS 0 without clientId', packet({}, 0, undefined)],
+  ['a clientId of 40 characters', packet({}, 1, 'c'.repeat(40))],
+  ['a non-ASCII clientId', packet({}, 1, 'capteur-é')],
   ['messageId a number', packet({ messageId: 65535 })],
   ['retain and dup true', packet({ retain: true, dup: true })],
   ['empty payload', packet({ payload: Buffer.alloc(0) })],
@@ -58,7 +63,9 @@ const cases: Array<[string, Record<string, unknown>]> = [
 
 const fallbacks: Array<[string, object]> = [
   ['MQTT 5 properties (first field)', { properties: { userProperties: { a: 'b' } }, ...packet() }],
-  ['a clientId field', { clientId: 'x', ...packet() }],
+  ['clientId first', { clientId: 'x', ...packet({}, 1, undefined) }],
+  ['clientId before messageId', (() => { const p = packet({}, 0, 'c'); p.messageId = 7; return p })()],
+  ['a numeric clientId', packet({ clientId: 5 }, 1, undefined)],
   ['fields in another order', { topic: 't', cmd: 'publish', brokerId: 'b', brokerCounter: 1, payload: Buffer.from('p'), qos: 0, retain: false, dup: false }],
   ['a Uint8Array payload', packet({ payload: new Uint8Array([1, 2, 3]) })],
   ['a string payload', packet({ payload: 'text' })],
@@ -90,9 +97,11 @@ describe('bus codec: the fixed bus layout, byte for byte msgpackr, everything el
     }
   })
 
-  it('repeated strings are compared, not trusted: a changed broker id, cmd or topic of the same length reads as itself', () => {
+  it('repeated strings are compared, not trusted: a changed broker id, topic or client id of the same length reads as itself', () => {
     const one = decodeBusMessage(encodeBusMessage('a', packet({ brokerId: 'node-aaaa' }))) as { msg: Record<string, unknown> }
-    const two = decodeBusMessage(encodeBusMessage('b', packet({ brokerId: 'node-bbbb', topic: 'bench/qos2' }))) as { msg: Record<string, unknown> }
+    const two = decodeBusMessage(encodeBusMessage('b', packet({ brokerId: 'node-bbbb', topic: 'bench/qos2' }, 1, 'sensor-18'))) as { msg: Record<string, unknown> }
+    assert.equal(one.msg.clientId, 'sensor-17')
+    assert.equal(two.msg.clientId, 'sensor-18')
     assert.equal(one.msg.brokerId, 'node-aaaa')
     assert.equal(two.msg.brokerId, 'node-bbbb')
     assert.equal(two.msg.topic, 'bench/qos2')
