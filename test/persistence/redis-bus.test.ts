@@ -74,7 +74,7 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
       probe.destroy()
     }
     // Sent back to back (not one per PUBACK), so the node reads several per turn and their
-    // PUBLISHes go out together in the script call (PUBLISH_MANY), whose order is checked below.
+    // PUBLISHes go out together in the script call (PUBLISH_PACKED), whose order is checked below.
     const db2 = redis.client()
     // EVALSHA, or EVAL when Redis did not have the script yet (ioredis' NOSCRIPT fallback).
     const scriptCalls = async (): Promise<number> => {
@@ -98,6 +98,32 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
     assert.deepEqual(remote.received.map((m) => m.payload), expected, 'other node: each once, in order')
     await endClient(pubB)
     await Promise.all([endClient(local.client), endClient(remote.client), endClient(pub)])
+  })
+
+  it('a batch packed into one script argument keeps every channel and payload byte for byte: non-ASCII and 300-character topics, empty and 70,000-byte payloads, in order', async () => {
+    const remote = await connectCollecting(b.url, { clientId: 'bus-packed-sub' })
+    await remote.client.subscribeAsync('packed/#', { qos: 1 })
+    const pub = (await connectCollecting(a.url, { clientId: 'bus-packed-pub' })).client
+    const db = redis.client()
+    const scriptCalls = async (): Promise<number> => {
+      const stats = await db.info('commandstats')
+      return [...stats.matchAll(/cmdstat_eval(?:sha)?:calls=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0)
+    }
+    const topics = ['packed/a', 'packed/température/€/😀', `packed/${'x'.repeat(300)}`]
+    const payloads = ['', 'é'.repeat(35000), 'plain\u0000nul']
+    const sent = Array.from({ length: 60 }, (_, i) => ({ topic: topics[i % 3]!, payload: `${i}:${payloads[Math.floor(i / 3) % 3]!}` }))
+    try {
+      const before = await scriptCalls()
+      // Back to back: the node reads several per turn and sends them in one script call.
+      await Promise.all(sent.map((m) => pub.publishAsync(m.topic, m.payload, { qos: 1 })))
+      assert.ok(await scriptCalls() > before, 'some PUBLISHes went out batched')
+      await pub.publishAsync('packed/marker', 'marker', { qos: 1 })
+      await waitFor(() => remote.received.some((m) => m.payload === 'marker'), 'the marker on the other node')
+      assert.deepEqual(remote.received.map((m) => ({ topic: m.topic, payload: m.payload })), [...sent, { topic: 'packed/marker', payload: 'marker' }])
+    } finally {
+      db.disconnect()
+      await Promise.all([endClient(remote.client), endClient(pub)])
+    }
   })
 
   // Redis sends node B each message three times (one channel, two patterns); the bus drops the
