@@ -9,6 +9,9 @@
  *               node_modules/aedes carries this project's patch (patches/), so the peer runs a
  *               copy with the patch reversed (.cache/bench/pristine-aedes, see pristineAedes())
  *  - mosquitto: /usr/sbin/mosquitto with a generated config in a temp dir
+ *  - node-floor (only when asked for, connection scenarios only): a bare Node net server answering
+ *               CONNECT and PINGREQ and nothing else (dist/bench/node-floor.js): what any broker on
+ *               Node's net.Socket pays per connection
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -18,8 +21,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort } from '../test/helpers/process.js'
 
-export type BrokerName = 'gateway' | 'aedes' | 'mosquitto'
+export type BrokerName = 'gateway' | 'aedes' | 'mosquitto' | 'node-floor'
+/** The peers a compare run uses unless told otherwise. */
 export const BROKERS: readonly BrokerName[] = ['gateway', 'aedes', 'mosquitto']
+/** Every peer startBroker knows; node-floor is not a broker (connections only), so never a default. */
+export const KNOWN_BROKERS: readonly BrokerName[] = [...BROKERS, 'node-floor']
 
 export const BROKER_CORE = 1
 export const LOADGEN_CORE = 0
@@ -248,6 +254,8 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
   } else if (name === 'aedes') {
     wsPort = await freePort()
     child = spawnPinned(BROKER_CORE, process.execPath, [join(process.cwd(), 'dist/bench/plain-aedes.js'), String(port), pristineAedes(), String(wsPort)])
+  } else if (name === 'node-floor') {
+    child = spawnPinned(BROKER_CORE, process.execPath, [join(process.cwd(), 'dist/bench/node-floor.js'), String(port)])
   } else {
     const dir = mkdtempSync(join(tmpdir(), 'mqgw-compare-mosquitto-'))
     const file = join(dir, 'mosquitto.conf')

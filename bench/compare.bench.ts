@@ -5,6 +5,7 @@
  *   node dist/bench/compare.bench.js                       every scenario, every broker
  *   node dist/bench/compare.bench.js fanin qos1            chosen scenarios
  *   node dist/bench/compare.bench.js idle --brokers=gateway,mosquitto
+ *   node dist/bench/compare.bench.js idle --brokers=gateway,node-floor,mosquitto   with the Node floor (bench/node-floor.ts)
  *   node dist/bench/compare.bench.js --rounds=3                each broker run 3 times (interleaved), median reported
  *   node dist/bench/compare.bench.js --retries=0               keep runs disturbed by other processes (default: retry twice)
  *   node dist/bench/compare.bench.js --loadgen=node            the Node load generator instead of the Go one (default go)
@@ -59,7 +60,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
-import { BROKERS, BROKER_CORE, FD_LIMIT, MOSQUITTO, coreSeconds, cpuSeconds, cpusAllowed, fdLimitOf, mosquittoConfig, pinSelf, rssKiB, startBroker, type BrokerName, type LoadgenRun, type RunningBroker } from './brokers.js'
+import { BROKERS, BROKER_CORE, KNOWN_BROKERS, FD_LIMIT, MOSQUITTO, coreSeconds, cpuSeconds, cpusAllowed, fdLimitOf, mosquittoConfig, pinSelf, rssKiB, startBroker, type BrokerName, type LoadgenRun, type RunningBroker } from './brokers.js'
 import { COST_LIMIT, GO_MODES, generatorLimit, runGenerators, type LimitedBy, type GeneratorChoice, type GeneratorFacts } from './generators.js'
 import { fairScenarios } from './compare-fair.js'
 import { wsScenarios, type WsPeer, type WsScenario } from './compare-ws.js'
@@ -324,7 +325,13 @@ const allScenarios: Record<string, Scenario | WsScenario> = {
     { fanin: scenarios.fanin!.title, qos1: scenarios.qos1!.title, fanout: scenarios.fanout!.title })
 }
 
-function addRatios (rows: Row[], columns: string[], pairs: ReadonlyArray<readonly [string, string]> = [['gateway', 'aedes'], ['gateway', 'mosquitto']]): Row[] {
+/** Scenarios the node-floor peer (bench/node-floor.ts: CONNACK and PINGRESP, nothing else) can serve. */
+const FLOOR_SCENARIOS = new Set(['idle'])
+
+/** gateway/node-floor: what the gateway adds to Node's own per-connection cost; node-floor/mosquitto: what Node costs beside C. */
+const RATIO_PAIRS: ReadonlyArray<readonly [string, string]> = [['gateway', 'aedes'], ['gateway', 'mosquitto'], ['gateway', 'node-floor'], ['node-floor', 'mosquitto']]
+
+function addRatios (rows: Row[], columns: string[], pairs: ReadonlyArray<readonly [string, string]> = RATIO_PAIRS): Row[] {
   const by = (name: string): Row | undefined => rows.find((r) => r.broker === name)
   const out = [...rows]
   for (const [mine, peer] of pairs) {
@@ -369,7 +376,7 @@ async function main (): Promise<void> {
   const args = process.argv.slice(2)
   const brokerArg = args.find((a) => a.startsWith('--brokers='))
   const brokers = brokerArg === undefined ? BROKERS : brokerArg.slice('--brokers='.length).split(',') as BrokerName[]
-  for (const b of brokers) if (!BROKERS.includes(b)) throw new Error(`unknown broker ${b}; known: ${BROKERS.join(', ')}`)
+  for (const b of brokers) if (!KNOWN_BROKERS.includes(b)) throw new Error(`unknown broker ${b}; known: ${KNOWN_BROKERS.join(', ')}`)
   const retriesArg = args.find((a) => a.startsWith('--retries='))
   const retries = retriesArg === undefined ? 2 : Number(retriesArg.slice('--retries='.length))
   if (!Number.isInteger(retries) || retries < 0 || retries > 5) throw new Error('--retries=N takes 0..5')
@@ -422,7 +429,8 @@ async function main (): Promise<void> {
     const t0 = Date.now()
     process.stderr.write(`== ${name}\n`)
     // One row per peer: a broker (TCP scenarios), or a broker and transport (bench/compare-ws.ts).
-    const peers: readonly WsPeer[] = 'peers' in s ? s.peers.filter((p) => brokers.includes(p.broker)) : brokers.map((b) => ({ row: b, broker: b, ws: false }))
+    // node-floor answers CONNECT and PINGREQ only: it takes part in the connection scenario alone.
+    const peers: readonly WsPeer[] = 'peers' in s ? s.peers.filter((p) => brokers.includes(p.broker)) : brokers.filter((b) => b !== 'node-floor' || FLOOR_SCENARIOS.has(name)).map((b) => ({ row: b, broker: b, ws: false }))
     const runOnce = (p: WsPeer): Promise<Measured> => 'peers' in s ? s.runPeer(p) : s.runOnce(p.broker)
     // Rounds are interleaved (g, a, m, g, a, m, ...) so that slow drifts hit every broker alike.
     const runs = new Map<string, Measured[]>(peers.map((p) => [p.row, []]))

@@ -11,7 +11,12 @@ import type { Socket } from 'node:net'
 import mqtt, { type IClientOptions } from 'mqtt'
 
 interface Common { url: string, username?: string, password?: string, timeLimitMs?: number }
-interface ConnectJob extends Common { mode: 'connect', count: number, concurrency: number, clientPrefix: string, uniqueUsers?: boolean }
+/**
+ * `subscribe`: after CONNACK each client subscribes (QoS 1) to this topic with `%i` replaced by its
+ * index, a filter of its own as `user/${username}/inbox` gives each user; the latency then runs to
+ * the SUBACK, and `subackP50ms`/`subackP99ms` time the SUBSCRIBE alone.
+ */
+interface ConnectJob extends Common { mode: 'connect', count: number, concurrency: number, clientPrefix: string, uniqueUsers?: boolean, subscribe?: string }
 interface PublishJob extends Common { mode: 'publish', count: number, inflight: number, topic: string, qos: 0 | 1, payloadBytes?: number, clientId?: string }
 /**
  * One subscriber (on `url`) and one publisher (on `publishUrl`): throughput and end-to-end latency.
@@ -29,7 +34,7 @@ function percentile (sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(p / 100 * sorted.length))]!
 }
 
-async function connectOnce (job: ConnectJob, i: number): Promise<{ ms: number, client: mqtt.MqttClient | undefined, code: number }> {
+async function connectOnce (job: ConnectJob, i: number): Promise<{ ms: number, client: mqtt.MqttClient | undefined, code: number, subackMs?: number }> {
   const started = performance.now()
   const opts: IClientOptions = {
     clientId: `${job.clientPrefix}-${i}`, reconnectPeriod: 0, connectTimeout: 10000, clean: true,
@@ -37,7 +42,16 @@ async function connectOnce (job: ConnectJob, i: number): Promise<{ ms: number, c
   }
   return new Promise((resolve) => {
     const client = mqtt.connect(job.url, opts)
-    client.once('connect', () => resolve({ ms: performance.now() - started, client, code: 0 }))
+    client.once('connect', () => {
+      if (job.subscribe === undefined) { resolve({ ms: performance.now() - started, client, code: 0 }); return }
+      const sent = performance.now()
+      client.subscribe(job.subscribe.replaceAll('%i', String(i)), { qos: 1 }, (err, granted) => {
+        const now = performance.now()
+        const ok = err === null && granted?.[0]?.qos === 1
+        if (!ok) client.end(true)
+        resolve({ ms: now - started, client: ok ? client : undefined, code: ok ? 0 : -2, subackMs: now - sent })
+      })
+    })
     client.once('error', (err) => {
       client.end(true)
       resolve({ ms: performance.now() - started, client: undefined, code: (err as { code?: number }).code ?? -1 })
@@ -48,6 +62,7 @@ async function connectOnce (job: ConnectJob, i: number): Promise<{ ms: number, c
 async function runConnect (job: ConnectJob): Promise<object> {
   const deadline = Date.now() + (job.timeLimitMs ?? 60000)
   const latencies: number[] = []
+  const subacks: number[] = []
   const clients: mqtt.MqttClient[] = []
   let next = 0
   let refused = 0
@@ -58,13 +73,15 @@ async function runConnect (job: ConnectJob): Promise<object> {
       if (r.client) clients.push(r.client)
       else refused++
       latencies.push(r.ms)
+      if (r.subackMs !== undefined) subacks.push(r.subackMs)
     }
   }
   await Promise.all(Array.from({ length: job.concurrency }, worker))
   const seconds = (performance.now() - started) / 1000
   await Promise.all(clients.map((c) => c.endAsync(true)))
   latencies.sort((a, b) => a - b)
-  return { connected: clients.length, refused, seconds, connectsPerSecond: clients.length / seconds, p50ms: percentile(latencies, 50), p99ms: percentile(latencies, 99) }
+  subacks.sort((a, b) => a - b)
+  return { connected: clients.length, refused, seconds, connectsPerSecond: clients.length / seconds, p50ms: percentile(latencies, 50), p99ms: percentile(latencies, 99), ...(subacks.length > 0 ? { subackP50ms: percentile(subacks, 50), subackP99ms: percentile(subacks, 99) } : {}) }
 }
 
 async function runPublish (job: PublishJob): Promise<object> {

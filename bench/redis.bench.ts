@@ -6,6 +6,9 @@
  *  3. CONNECT cost (`connect`): gateway CPU per clean-session CONNECT, Redis mode vs memory.
  *  4. Aggregate (`aggregate [pairs]`, default 100 pairs): many QoS 1 pairs on one memory node vs
  *     spread by client id over two Redis-mode nodes (bench/redis-aggregate.ts; Go generator).
+ *  5. Subscribe storm (`subscribe`): clients connecting to one node of three, each subscribing to
+ *     a filter of its own (as `user/${username}/inbox`), route table on vs off, beside one memory
+ *     node: CPU per client of every node and Redis, SUBACK p50/p99.
  * Part 1 also prints each process's CPU µs per message over the run (node A = subscriber's,
  * node B = publisher's, redis-server), which the machine's other load changes less than msgs/s.
  * Needs redis-server (Debian package); starts its own on a free 127.0.0.1 port.
@@ -17,7 +20,7 @@ import { join } from 'node:path'
 import { TestRedis } from '../test/helpers/redis.js'
 import { cpuSeconds } from './brokers.js'
 import { aggregate, redisPid } from './redis-aggregate.js'
-import { loadgen, report, spawnGateway, stopGateway } from './lib.js'
+import { loadgen, report, spawnGateway, stopGateway, type GatewayProcess } from './lib.js'
 
 const require = createRequire(import.meta.url)
 // The store's own encoder, so the sessions written here are exactly what it would write.
@@ -139,9 +142,57 @@ async function connectCost (redis: TestRedis): Promise<void> {
   report('CONNECT cost: 3,000 clean-session CONNECTs, 100 in flight (CPU includes the clients\' disconnects)', rows, raw)
 }
 
-// `node dist/bench/redis.bench.js [throughput|ready|connect|aggregate] [sessions|pairs]`: every part by default.
+interface SubscribeResult extends ConnectResult { subackP50ms: number, subackP99ms: number }
+
+/**
+ * A reconnect storm's cost in a cluster: 3,000 clients (100 in flight) connect to node A of three
+ * Redis-mode nodes and each subscribes to a filter no other client has (each filter is new to the
+ * node, so with the route table every SUBSCRIBE is announced to, and acknowledged by, the other
+ * nodes before its SUBACK). Route table on vs off (`routeTable: false`: nothing announced, every
+ * message published to Redis), beside one memory node; CPU per client of each process.
+ */
+async function subscribeStorm (redis: TestRedis): Promise<void> {
+  const rows: Array<Record<string, string | number>> = []
+  const raw: Record<string, unknown> = {}
+  const job = (port: number, prefix: string) => ({ mode: 'connect', url: `mqtt://127.0.0.1:${port}`, count: 3000, concurrency: 100, clientPrefix: prefix, subscribe: `bench/storm/${prefix}/%i/inbox`, timeLimitMs: 60000 })
+  const memory = await spawnGateway(['--config', configFile('storm-mem', 'node: { id: storm-mem }\nlimits: { maxUnauthenticatedPerAddress: 0 }')])
+  try {
+    await loadgen({ ...job(memory.ports.mqtt, 'warm'), count: 300 })
+    const cpu0 = cpuSeconds(memory.child.pid!)
+    const r = await loadgen<SubscribeResult>(job(memory.ports.mqtt, 'mem'))
+    const cpu = cpuSeconds(memory.child.pid!) - cpu0
+    raw.memory = { ...r, cpuSeconds: cpu }
+    rows.push({ setup: 'one node, memory', 'clients/s': r.connectsPerSecond, 'SUBACK p50 ms': r.subackP50ms, 'SUBACK p99 ms': r.subackP99ms, 'A µs/client': 1e6 * cpu / r.connected, refused: r.refused })
+  } finally {
+    await stopGateway(memory)
+  }
+  for (const routeTable of [true, false]) {
+    const db = redis.client()
+    await db.flushall()
+    db.disconnect()
+    const nodes: GatewayProcess[] = []
+    try {
+      for (const id of ['storm-a', 'storm-b', 'storm-c']) {
+        nodes.push(await spawnGateway(['--config', configFile(`${id}-${routeTable}`, `node: { id: ${id} }\nlimits: { maxUnauthenticatedPerAddress: 0 }\npersistence: { type: redis, redis: { url: "${redis.url}" }, routeTable: ${routeTable} }`)]))
+      }
+      const port = nodes[0]!.ports.mqtt
+      await loadgen({ ...job(port, 'warm'), count: 300 })
+      const pids = [...nodes.map((n) => n.child.pid!), await redisPid(redis)]
+      const c0 = pids.map((pid) => cpuSeconds(pid))
+      const r = await loadgen<SubscribeResult>(job(port, `rt-${routeTable}`))
+      const us = pids.map((pid, i) => 1e6 * (cpuSeconds(pid) - c0[i]!) / r.connected)
+      raw[`routeTable ${routeTable}`] = { ...r, cpuMicrosPerClient: us }
+      rows.push({ setup: `three nodes, Redis, routeTable ${routeTable ? 'on' : 'off'}`, 'clients/s': r.connectsPerSecond, 'SUBACK p50 ms': r.subackP50ms, 'SUBACK p99 ms': r.subackP99ms, 'A µs/client': us[0]!, 'B µs/client': us[1]!, 'C µs/client': us[2]!, 'redis µs/client': us[3]!, refused: r.refused })
+    } finally {
+      for (const n of nodes) await stopGateway(n)
+    }
+  }
+  report('Subscribe storm: 3,000 clients connect to node A and each subscribes to a filter of its own, 100 in flight (CPU includes the clients\' disconnects)', rows, raw)
+}
+
+// `node dist/bench/redis.bench.js [throughput|ready|connect|aggregate|subscribe] [sessions|pairs]`: every part by default.
 const args = process.argv.slice(2)
-const parts = args.filter((a) => a === 'throughput' || a === 'ready' || a === 'connect' || a === 'aggregate')
+const parts = args.filter((a) => a === 'throughput' || a === 'ready' || a === 'connect' || a === 'aggregate' || a === 'subscribe')
 const sessionsArg = args.find((a) => /^\d+$/.test(a))
 const redis = new TestRedis()
 await redis.start()
@@ -149,6 +200,7 @@ try {
   if (parts.length === 0 || parts.includes('throughput')) await throughput(redis)
   if (parts.length === 0 || parts.includes('connect')) await connectCost(redis)
   if (parts.length === 0 || parts.includes('aggregate')) await aggregate(redis, configFile, Number(sessionsArg ?? 100))
+  if (parts.length === 0 || parts.includes('subscribe')) await subscribeStorm(redis)
   if (parts.length === 0 || parts.includes('ready')) await timeToReady(redis, Number(sessionsArg ?? 100000))
 } finally {
   await redis.stop()

@@ -38,3 +38,26 @@ export function createLogger (level: LogLevel, destination?: NodeJS.WritableStre
     singleLine: true
   }))
 }
+
+/**
+ * One warn line per reason per interval: a flood of refused sockets, junk on the Redis bus or
+ * a Redis outage seen once per SUBSCRIBE must not become a flood of log lines. The first one
+ * logs at once; later ones within the interval are counted and reported (`suppressed`) with
+ * the next line that is written.
+ */
+export class RateLimitedWarn {
+  readonly #last = new Map<string, { at: number, suppressed: number }>()
+  constructor (private readonly log: Logger, private readonly intervalMs = 10000) {}
+
+  warn (reason: string, fields: Record<string, unknown>, msg: string): void {
+    const now = Date.now()
+    const state = this.#last.get(reason)
+    if (state && now - state.at < this.intervalMs) {
+      state.suppressed++
+      return
+    }
+    const suppressed = state?.suppressed ?? 0
+    this.#last.set(reason, { at: now, suppressed: 0 })
+    this.log.warn(suppressed > 0 ? { ...fields, suppressed } : fields, msg)
+  }
+}

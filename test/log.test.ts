@@ -1,13 +1,16 @@
 /**
  * log.format: readable lines (pino-pretty) when stdout is a terminal, JSON otherwise. The
- * real CLI runs under a pseudo-terminal (util-linux `script`) and on a pipe.
+ * real CLI runs under a pseudo-terminal (util-linux `script`) and on a pipe. RateLimitedWarn: one
+ * warn line per kind per interval.
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Writable } from 'node:stream'
 import { describe, it } from 'node:test'
+import { RateLimitedWarn, createLogger } from '../src/log.js'
 import { CLI, freePort, spawnGateway } from './helpers/process.js'
 import { connectClient, endClient, pollUntil } from './helpers/mqtt.js'
 
@@ -93,5 +96,22 @@ describe('log.format', () => {
     assert.throws(() => parseConfig('log: { format: fancy }', { plugins: [], env: {} }), /log\.format/)
     const config = parseConfig('', { plugins: [], env: { MQGW_LOG_FORMAT: 'pretty' } })
     assert.equal(config.log.format, 'pretty')
+  })
+})
+
+describe('RateLimitedWarn', () => {
+  it('writes the first line of a kind at once, counts the rest of its interval, and reports them with the next line', async () => {
+    const lines: Array<Record<string, unknown>> = []
+    const sink = new Writable({ write (chunk: Buffer, _enc, done) { lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>); done() } })
+    const warnings = new RateLimitedWarn(createLogger('warn', sink), 200)
+    warnings.warn('a', { n: 1 }, 'kind a')
+    warnings.warn('a', { n: 2 }, 'kind a')
+    warnings.warn('a', { n: 3 }, 'kind a')
+    // Another kind is not hidden behind the first.
+    warnings.warn('b', { n: 4 }, 'kind b')
+    assert.deepEqual(lines.map((l) => [l.msg, l.n, l.suppressed]), [['kind a', 1, undefined], ['kind b', 4, undefined]])
+    await new Promise((resolve) => setTimeout(resolve, 250))
+    warnings.warn('a', { n: 5 }, 'kind a')
+    assert.deepEqual(lines.map((l) => [l.msg, l.n, l.suppressed]), [['kind a', 1, undefined], ['kind b', 4, undefined], ['kind a', 5, 2]])
   })
 })

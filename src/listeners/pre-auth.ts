@@ -1,5 +1,4 @@
 import type { Socket } from 'node:net'
-import type { Logger } from '../log.js'
 
 /**
  * Connections accepted but not yet past CONNACK, counted per client address (the PROXY
@@ -58,24 +57,3 @@ function normalize (address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address
 }
 
-/**
- * One warn line per reason per interval: a flood of refused sockets must not become a
- * flood of log lines. The first refusal logs at once; later ones within the interval are
- * counted and reported (`suppressed`) with the next line that is written.
- */
-export class RateLimitedWarn {
-  readonly #last = new Map<string, { at: number, suppressed: number }>()
-  constructor (private readonly log: Logger, private readonly intervalMs = 10000) {}
-
-  warn (reason: string, fields: Record<string, unknown>, msg: string): void {
-    const now = Date.now()
-    const state = this.#last.get(reason)
-    if (state && now - state.at < this.intervalMs) {
-      state.suppressed++
-      return
-    }
-    const suppressed = state?.suppressed ?? 0
-    this.#last.set(reason, { at: now, suppressed: 0 })
-    this.log.warn(suppressed > 0 ? { ...fields, suppressed } : fields, msg)
-  }
-}

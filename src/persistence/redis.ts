@@ -8,6 +8,7 @@ import { Counter } from 'prom-client'
 import { batchWritesPerTurn } from '../aedes/write-batching.js'
 import { busStateOf, connectedClients, continuePacketCounter, declareSyncDone, replaceLocalMatcher } from '../aedes/internals.js'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
+import { RateLimitedWarn } from '../log.js'
 import { ClientRegistry } from './client-registry.js'
 import type { PersistenceBackend, PersistenceDeps } from './backend.js'
 import { localFirstBus } from './redis-bus.js'
@@ -138,12 +139,10 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   // each Redis message event, never from inside a delivery.
   declareSyncDone(mq)
   // This node's subscribers get its messages at once, not from Redis' echo (redis-bus.ts).
-  let undecodableLogged = 0
+  // At most one line a second: whoever writes junk to Redis could otherwise flood the log.
+  const junk = new RateLimitedWarn(log, 1000)
   localFirstBus(mq, (channel, err) => {
-    // At most one line a second: whoever writes junk to Redis could otherwise flood the log.
-    if (Date.now() - undecodableLogged < 1000) return
-    undecodableLogged = Date.now()
-    log.warn({ channel, err: err.message }, 'undecodable bus message dropped (not MessagePack { id, msg }: something else publishes on this Redis)')
+    junk.warn('undecodable', { channel, err: err.message }, 'undecodable bus message dropped (not MessagePack { id, msg }: something else publishes on this Redis)')
   }, (topic) => routes.wantsRemote(topic))
   // A message no other node subscribes to skips Redis; SUBACK waits for the route (route-table.ts).
   routeBus(mq, routes, log)

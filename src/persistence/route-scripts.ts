@@ -10,12 +10,25 @@
  *   list is encoded by cjson as {}); 'x': the node left (or was swept as dead).
  */
 
-/** KEYS members, versions, routes of the node, tick counts; ARGV node, op ('+'|'-'), request id, channel, filter. Returns [members hash, tick counts hash], or nil when this node is not a member (swept: join again). */
+/**
+ * KEYS members, versions, routes of the node, tick counts; ARGV node, request id, channel, then
+ * op ('+'|'-') and filter pairs: the route changes of one event-loop turn in one call. Each
+ * change is its own control message with its own version, so every node, also one of an earlier
+ * version, applies them one by one; only the last carries the request id, so each node
+ * acknowledges the whole batch once (Redis delivers the messages in order: the last one's ack
+ * means all were applied). Returns [members hash, tick counts hash], or nil when this node is
+ * not a member (swept: join again).
+ */
 export const ROUTE_CHANGE = `
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
-if ARGV[2] == '+' then redis.call('HSET', KEYS[3], ARGV[5], '1') else redis.call('HDEL', KEYS[3], ARGV[5]) end
-local v = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-redis.call('PUBLISH', ARGV[4], cjson.encode({ n = ARGV[1], v = v, o = ARGV[2], f = ARGV[5], r = ARGV[3] }))
+for i = 4, #ARGV, 2 do
+  local op, filter = ARGV[i], ARGV[i + 1]
+  if op == '+' then redis.call('HSET', KEYS[3], filter, '1') else redis.call('HDEL', KEYS[3], filter) end
+  local v = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+  local r = ''
+  if i + 1 == #ARGV then r = ARGV[2] end
+  redis.call('PUBLISH', ARGV[3], cjson.encode({ n = ARGV[1], v = v, o = op, f = filter, r = r }))
+end
 return { redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[4]) }
 `
 

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import type { Cluster, Redis } from 'ioredis'
-import type { Logger } from '../log.js'
+import { RateLimitedWarn, type Logger } from '../log.js'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
 import { RouteAcks, type ChangeReply } from './route-acks.js'
+import { RouteChangeBatches, type RouteChange } from './route-batch.js'
 import { ROUTE_CHANGE, ROUTE_JOIN, ROUTE_LEAVE, ROUTE_LOAD, ROUTE_TICK } from './route-scripts.js'
 
 const MEMBERS_KEY = 'mqgw:{routes}:members'
@@ -29,11 +30,17 @@ const TICK_MS = 500
  */
 const LEASE_MS = 2000
 const ACK_WAIT_MS = LEASE_MS + 200
-/** Distinct topics whose answer is cached; the cache is emptied when full and on any route change. */
+/** Distinct topics whose answer is cached; the cache is emptied when full and on a change of a wildcard filter (a change of an exact filter drops that topic's answer only). */
 const CACHE_MAX = 10000
+/**
+ * Route changes sent in one script call at most (a reconnect storm's SUBSCRIBEs of one turn):
+ * the script runs alone in Redis, so a bound keeps it short.
+ */
+const BATCH_MAX = 256
+
 
 type RouteConn = (Redis | Cluster) & {
-  mqgwRouteChange: (members: string, versions: string, routes: string, ticks: string, node: string, op: string, reqId: string, channel: string, filter: string) => Promise<ChangeReply | null>
+  mqgwRouteChange: (members: string, versions: string, routes: string, ticks: string, node: string, reqId: string, channel: string, ...opsAndFilters: string[]) => Promise<ChangeReply | null>
   mqgwRouteJoin: (members: string, versions: string, routes: string, ticks: string, node: string, mode: string, reqId: string, channel: string, ...filters: string[]) => Promise<ChangeReply>
   mqgwRouteLeave: (members: string, versions: string, routes: string, node: string, channel: string) => Promise<number>
   mqgwRouteLoad: (members: string, versions: string, prefix: string) => Promise<unknown[]>
@@ -82,7 +89,10 @@ export class RouteTable {
   readonly #acks: RouteAcks
   #joined: Promise<void> | undefined
   #tick: NodeJS.Timeout | undefined
-  #warned = 0
+  /** This turn's route changes, sent together by #send (one script call, one ack per node). */
+  readonly #batches = new RouteChangeBatches((batch) => this.#send(batch), BATCH_MAX)
+  // At most one line a second per kind: a Redis outage would otherwise log once per SUBSCRIBE.
+  readonly #warnings: RateLimitedWarn
   /** The newest reload: an older one's load must not mark the table ready (its snapshot may predate changes applied since). */
   #reloads = 0
 
@@ -91,6 +101,7 @@ export class RouteTable {
     this.#sub = sub
     this.#node = node
     this.#log = log
+    this.#warnings = new RateLimitedWarn(log, 1000)
     this.#passive = passive
     this.#acks = new RouteAcks(this.#node, ACK_WAIT_MS, (nodes) => {
       this.#warn(`route not acknowledged by ${nodes.join(', ')}; waited out their lease (they publish everything by now)`)
@@ -200,7 +211,7 @@ export class RouteTable {
     const entry = this.#local.get(filter)
     if (entry === undefined || --entry.count > 0) return
     this.#local.delete(filter)
-    void this.#serial(filter, () => this.#change('-', filter, '').then(() => {}))
+    void this.#serial(filter, () => this.#change('-', filter))
   }
 
   #serial (filter: string, fn: () => Promise<void>): Promise<void> {
@@ -214,23 +225,35 @@ export class RouteTable {
   async #announce (filter: string): Promise<void> {
     if (this.#passive || this.#closed) return
     try { await this.#joined } catch { await this.#rejoin() }
-    const reqId = randomBytes(6).toString('base64url')
-    const wait = this.#acks.expect(reqId, this.#passive)
-    const reply = await this.#change('+', filter, reqId)
-    if (reply === undefined) { this.#acks.forget(reqId); return }
-    await wait(reply)
+    await this.#change('+', filter)
   }
 
-  /** One change; undefined when it was not announced that way (rejoined instead, or failed and rejoined). */
-  async #change (op: '+' | '-', filter: string, reqId: string): Promise<ChangeReply | undefined> {
-    if (this.#passive || this.#closed) return undefined
+  /**
+   * Queues one change for this turn's script call. Resolves once it is announced (for '+', also
+   * acknowledged or waited out), or was not announced that way (rejoined instead: the join
+   * carries every current filter and is acknowledged itself).
+   */
+  #change (op: '+' | '-', filter: string): Promise<void> {
+    if (this.#passive || this.#closed) return Promise.resolve()
+    return this.#batches.push(op, filter)
+  }
+
+  /** One script call for `batch`; resolves when it is done, with the wait for acknowledgements. */
+  async #send (batch: RouteChange[]): Promise<{ acknowledged: Promise<void> } | undefined> {
+    if (this.#closed) return undefined
+    const adds = batch.some((c) => c.op === '+')
+    // Removals need no acknowledgement (a stale route costs a useless PUBLISH, never a delivery).
+    const reqId = adds ? randomBytes(6).toString('base64url') : ''
+    const wait = adds ? this.#acks.expect(reqId, false) : undefined
+    let reply: ChangeReply | null = null
     try {
-      const reply = await this.#conn.mqgwRouteChange(MEMBERS_KEY, VERSIONS_KEY, ROUTES_PREFIX + this.#node, TICKS_KEY, this.#node, op, reqId, CONTROL_CHANNEL, filter)
-      if (reply !== null) return reply
-      this.#log.warn('this node was swept from the route table (heartbeat lapsed); announcing its routes again')
+      reply = await this.#conn.mqgwRouteChange(MEMBERS_KEY, VERSIONS_KEY, ROUTES_PREFIX + this.#node, TICKS_KEY, this.#node, reqId, CONTROL_CHANNEL, ...batch.flatMap((c) => [c.op, c.filter]))
+      if (reply === null) this.#log.warn('this node was swept from the route table (heartbeat lapsed); announcing its routes again')
     } catch (err) {
       this.#warn('route change failed; announcing this node\'s routes again', err as Error)
     }
+    if (reply !== null) return wait === undefined ? undefined : { acknowledged: wait(reply) }
+    if (adds) this.#acks.forget(reqId)
     await this.#rejoin()
     return undefined
   }
@@ -313,6 +336,13 @@ export class RouteTable {
       this.#nodeFilters.set(msg.n, filters)
       if (msg.o === '+' && !filters.has(msg.f)) { filters.add(msg.f); this.#count(msg.f, 1) }
       if (msg.o === '-' && filters.delete(msg.f)) this.#count(msg.f, -1)
+      // A filter without wildcards matches one topic, itself: only that answer can change. A
+      // reconnect storm of per-user filters (`user/${username}/inbox`) then keeps every other
+      // cached answer instead of emptying the cache once per SUBSCRIBE.
+      if (!msg.f.includes('+') && !msg.f.includes('#')) {
+        this.#cache.delete(msg.f)
+        return
+      }
     }
     this.#cache.clear()
   }
@@ -358,9 +388,6 @@ export class RouteTable {
   }
 
   #warn (text: string, err?: Error): void {
-    // At most one line a second: a Redis outage would otherwise log once per SUBSCRIBE.
-    if (Date.now() - this.#warned < 1000) return
-    this.#warned = Date.now()
-    this.#log.warn(err === undefined ? {} : { err: err.message }, text)
+    this.#warnings.warn(text, err === undefined ? {} : { err: err.message }, text)
   }
 }

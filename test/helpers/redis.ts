@@ -55,6 +55,31 @@ export class TestRedis {
     return c
   }
 
+  /**
+   * A MONITOR connection calling `onCommand` with each command's arguments. ioredis switches a
+   * connection to monitoring only once MONITOR's OK has resolved (a promise): a monitored line
+   * in the same read as the OK, likely while gateways send ticks and sweeps, meets an empty
+   * command queue and fails the connection ("Command queue state error"). Such an attempt is
+   * closed and another made.
+   */
+  async monitor (onCommand: (args: string[]) => void, attempts = 5): Promise<Redis> {
+    for (let attempt = 1; ; attempt++) {
+      const m = new Redis(this.port, '127.0.0.1', { monitor: true, maxRetriesPerRequest: 1, retryStrategy: () => null })
+      try {
+        await new Promise<void>((resolve, reject) => {
+          m.once('monitoring', () => resolve())
+          m.once('error', reject)
+        })
+        m.on('error', () => {})
+        m.on('monitor', (_time: string, args: unknown[]) => { onCommand(args.map(String)) })
+        return m
+      } catch (err) {
+        m.disconnect()
+        if (attempt >= attempts || !/Command queue state error/.test((err as Error).message)) throw err
+      }
+    }
+  }
+
   async stop (signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
     const child = this.#child
     this.#child = undefined

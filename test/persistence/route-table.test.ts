@@ -2,10 +2,14 @@
  * src/persistence/route-table.ts on real gateway processes and a real redis-server:
  *  - exact across SUBACK: a message published on node A right after a subscriber on node B
  *    has its SUBACK reaches it (50 fresh filters, exact and wildcard);
+ *  - a SUBSCRIBE of 100 fresh filters: its route changes go out in few script calls, each
+ *    acknowledged once by each other node, and are exact across the SUBACK;
  *  - a message no other node subscribes to is delivered locally and makes no Redis command
  *    naming its topic (seen in MONITOR, in order, up to a marker on a routed topic);
  *  - wildcard filters route and a non-matching topic does not; an unsubscribed filter stops
  *    routing (a later SUBACK proves the node applied the removal: changes apply in order);
+ *  - a topic whose "no other node" answer is cached is routed once another node subscribes to
+ *    it exactly or by a wildcard (an exact filter drops only its own topic's cached answer);
  *  - a SIGKILLed node's routes go with the sweep; its persistent subscriber, resumed on
  *    another node, gets every message published meanwhile (from the store's queue);
  *  - a restarted node loads the others' routes and announces its own.
@@ -35,9 +39,7 @@ describe('cluster route table (real redis-server, three gateway processes)', () 
     await redis.start()
     ;[a, b, c] = await Promise.all([startNode(redis, 'rt-a', { persistence }), startNode(redis, 'rt-b', { persistence }), startNode(redis, 'rt-c', { persistence })])
     db = redis.client()
-    monitor = await db.monitor()
-    monitor.on('error', () => {})
-    monitor.on('monitor', (_time: string, args: string[]) => { commands.push(args.map(String)) })
+    monitor = await redis.monitor((args) => { commands.push(args) })
   })
   after(async () => {
     monitor.disconnect()
@@ -78,6 +80,30 @@ describe('cluster route table (real redis-server, three gateway processes)', () 
       }
       assert.deepEqual(missed, [], 'every message published after its SUBACK is delivered')
       assert.equal(sub.received.length, 100, 'each once')
+    } finally {
+      await Promise.all([endClient(sub.client), endClient(pubA), endClient(pubC)])
+    }
+  })
+
+  it('a storm of fresh filters (one SUBSCRIBE of 100, as a reconnect storm of per-user inboxes) goes out in few script calls, acknowledged once per call, and is exact across its SUBACK', async () => {
+    const sub = await connectCollecting(b.url, { clientId: 'rt-storm-sub' })
+    const pubA = await connectClient(a.url, { clientId: 'rt-storm-pub-a' })
+    const pubC = await connectClient(c.url, { clientId: 'rt-storm-pub-c' })
+    try {
+      const filters = Array.from({ length: 100 }, (_, i) => i % 4 === 3 ? `rt/storm/${i}/+` : `rt/storm/${i}`)
+      const from = commands.length
+      await sub.client.subscribeAsync(filters, { qos: 1 })
+      await Promise.all(filters.map((f, i) => Promise.all([
+        pubA.publishAsync(f.replace('+', 'x'), `a${i}`, { qos: 1 }),
+        pubC.publishAsync(f.replace('+', 'x'), `c${i}`, { qos: 1 })
+      ])))
+      await waitFor(() => sub.received.length >= 200, 'the 200 messages on B')
+      assert.deepEqual(sub.received.map((m) => m.payload).sort(), filters.flatMap((_, i) => [`a${i}`, `c${i}`]).sort(), 'each once')
+      const scriptCalls = commands.slice(from).filter((args) => /^(evalsha|eval)$/i.test(args[0] ?? '') && args[3] === MEMBERS_KEY && args.some((x) => x.startsWith('rt/storm/')))
+      const acks = commands.slice(from).filter((args) => /^publish$/i.test(args[0] ?? '') && (args[1] ?? '').endsWith('\0rt-b') && (args[2] ?? '').startsWith('a:'))
+      // One call per filter before batching (100, and 200 acknowledgements).
+      assert.ok(scriptCalls.length >= 1 && scriptCalls.length <= 20, `route changes of one SUBSCRIBE in few script calls (${scriptCalls.length})`)
+      assert.ok(acks.length <= 2 * scriptCalls.length, `one acknowledgement per call from each other node (${acks.length} for ${scriptCalls.length} calls)`)
     } finally {
       await Promise.all([endClient(sub.client), endClient(pubA), endClient(pubC)])
     }
@@ -140,6 +166,39 @@ describe('cluster route table (real redis-server, three gateway processes)', () 
       await seen('rt/after-unsub')
       assert.deepEqual(naming(from, 'rt/wild/y/temp'), [], 'no longer routed after UNSUBSCRIBE')
       assert.equal(sub.received.filter((m) => m.payload === 'gone').length, 0)
+    } finally {
+      await Promise.all([endClient(sub.client), endClient(pub)])
+    }
+  })
+
+  it('a topic cached as wanted by no other node is routed once another node subscribes to it, exactly or by a wildcard; an exact unsubscribe stops it', async () => {
+    const sub = await connectCollecting(b.url, { clientId: 'rt-cache-sub' })
+    const pub = await connectClient(a.url, { clientId: 'rt-cache-pub' })
+    try {
+      await sub.client.subscribeAsync('rt/cache/marker', { qos: 1 })
+      // A answers "no other node" for these and caches the answers (no Redis command names them).
+      let from = commands.length
+      for (const t of ['rt/cache/exact', 'rt/cache/wild/x', 'rt/cache/other']) await pub.publishAsync(t, `early ${t}`, { qos: 1 })
+      await pub.publishAsync('rt/cache/marker', 'm1', { qos: 1 })
+      await waitFor(() => sub.received.some((m) => m.payload === 'm1'), 'm1')
+      await seen('rt/cache/marker')
+      for (const t of ['rt/cache/exact', 'rt/cache/wild/x', 'rt/cache/other']) assert.deepEqual(naming(from, t), [], `${t} not routed yet`)
+      // An exact filter drops only its own topic's answer, a wildcard filter every answer.
+      await sub.client.subscribeAsync('rt/cache/exact', { qos: 1 })
+      await sub.client.subscribeAsync('rt/cache/wild/+', { qos: 1 })
+      for (const t of ['rt/cache/exact', 'rt/cache/wild/x', 'rt/cache/other']) await pub.publishAsync(t, `late ${t}`, { qos: 1 })
+      await pub.publishAsync('rt/cache/marker', 'm2', { qos: 1 })
+      await waitFor(() => sub.received.some((m) => m.payload === 'm2'), 'm2')
+      await waitFor(() => sub.received.filter((m) => m.payload.startsWith('late ')).length >= 2, 'the two late messages')
+      assert.deepEqual(sub.received.map((m) => m.payload).filter((p) => p.includes('rt/cache/')).sort(), ['late rt/cache/exact', 'late rt/cache/wild/x'])
+      await sub.client.unsubscribeAsync('rt/cache/exact')
+      await sub.client.subscribeAsync('rt/cache/after', { qos: 1 })
+      from = commands.length
+      await pub.publishAsync('rt/cache/exact', 'gone', { qos: 1 })
+      await pub.publishAsync('rt/cache/marker', 'm3', { qos: 1 })
+      await waitFor(() => sub.received.some((m) => m.payload === 'm3'), 'm3')
+      await seen('rt/cache/marker')
+      assert.deepEqual(naming(from, 'rt/cache/exact'), [], 'no longer routed after the exact UNSUBSCRIBE')
     } finally {
       await Promise.all([endClient(sub.client), endClient(pub)])
     }
