@@ -13,9 +13,12 @@
  * message's due time) at 50 % and 90 % of pattern 2's median closed-loop msgs/s (--paced=50,90 to
  * choose; --paced=none to skip): the latency a user sees at a stated load, with pattern 2's stages
  * per load (--rate-base=N: of N msgs/s instead, to compare builds at equal rates). --linger=MS: the
- * bridge's produceLingerMs. --gen-nodelay: TCP_NODELAY on the generator's sockets too (mqtt.js leaves Nagle on).
+ * bridge's produceLingerMs; --fetch-pause=MS: its fetchPauseMs. --gen-nodelay: TCP_NODELAY on the generator's sockets too (mqtt.js leaves Nagle on).
+ * --kafka-props=k=v,k=v: extra server.properties for the bench's broker (e.g. num.io.threads=1). The
+ * broker's JVM settings come from scripts/kafka/kafka.sh (KAFKA_HEAP_OPTS, KAFKA_JVM_OPTS to compare
+ * others); its stop-the-world pauses per run (DIR/gc.log) are the `Kafka STW` columns.
  */
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TestKafka } from '../test/helpers/kafka.js'
@@ -53,6 +56,23 @@ function syscalls (pid: number | undefined): [number, number] {
     const io = readFileSync(`/proc/${pid ?? 'none'}/io`, 'utf8')
     return [Number(/^syscr: (\d+)/m.exec(io)?.[1] ?? NaN), Number(/^syscw: (\d+)/m.exec(io)?.[1] ?? NaN)]
   } catch { return [NaN, NaN] }
+}
+/**
+ * Kafka's stop-the-world pauses logged since `from` (a byte offset of DIR/gc.log, which
+ * scripts/kafka/kafka.sh has the JVM write: one `safepoint` line per pause, GC or not, with its
+ * `Total` including the time to reach it), in ms; and the log's size now, for the next run.
+ */
+function kafkaPauses (file: string, from: number): { pauses: number[], size: number } {
+  let text: Buffer
+  try { text = readFileSync(file) } catch { return { pauses: [], size: from } }
+  const pauses: number[] = []
+  // The JVM's async logger may have rotated the file meanwhile (10 MB): then from its start.
+  const start = text.length >= from ? from : 0
+  for (const m of text.subarray(start).toString('utf8').matchAll(/\[safepoint\s*\].*Total: (\d+) ns/g)) pauses.push(Number(m[1]) / 1e6)
+  return { pauses, size: text.length }
+}
+function fileSize (file: string): number {
+  try { return statSync(file).size } catch { return 0 }
 }
 /** A counter's value summed over its label sets, from /metrics text. */
 function counterSum (text: string, name: string): number {
@@ -118,6 +138,9 @@ const commitInterval = process.argv.find((a) => a.startsWith('--commit-interval=
 // --linger=N: the bridge's produceLingerMs (default: the plugin's).
 const linger = process.argv.find((a) => a.startsWith('--linger='))?.split('=')[1]
 if (linger !== undefined && !/^\d+$/.test(linger)) throw new Error(`--linger=${linger}: not a whole number of ms`)
+// --fetch-pause=N: the bridge's fetchPauseMs (default: the plugin's).
+const fetchPause = process.argv.find((a) => a.startsWith('--fetch-pause='))?.split('=')[1]
+if (fetchPause !== undefined && !/^\d+$/.test(fetchPause)) throw new Error(`--fetch-pause=${fetchPause}: not a whole number of ms`)
 if (commitInterval !== undefined && !/^\d+$/.test(commitInterval)) throw new Error(`--commit-interval=${commitInterval}: not a whole number of ms`)
 const roundsArg = process.argv.find((a) => a.startsWith('--rounds='))?.split('=')[1] ?? '3'
 if (!/^[1-9]\d?$/.test(roundsArg)) throw new Error(`--rounds=${roundsArg}: a whole number from 1 to 99`)
@@ -132,7 +155,14 @@ function medianRow (own: Array<Record<string, string | number>>): Record<string,
 function medians (rows: Array<Record<string, string | number>>, paths: string[]): Array<Record<string, string | number>> {
   return paths.map((p) => medianRow(rows.filter((r) => r.path === p)))
 }
-const kafka = new TestKafka()
+const kafkaProps = process.argv.find((a) => a.startsWith('--kafka-props='))?.slice('--kafka-props='.length)
+const serverProperties: Record<string, string> = {}
+for (const kv of kafkaProps?.split(',') ?? []) {
+  const m = /^([a-z0-9.]+)=([^=]+)$/.exec(kv)
+  if (!m) throw new Error(`--kafka-props: ${kv} is not key=value`)
+  serverProperties[m[1]!] = m[2]!
+}
+const kafka = new TestKafka({ serverProperties })
 await kafka.start()
 try {
   await kafka.createTopics(['chat'], 1)
@@ -145,7 +175,7 @@ ${process.argv.includes('--tcp-nodelay') ? 'listeners: { mqtt: { tcpNoDelay: tru
   groupId: bench-bridge
   routes: [ { mqtt: "chat/#", kafkaTopic: chat } ]
   consume: [ { kafkaTopic: chat } ]
-${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}${linger !== undefined ? `  produceLingerMs: ${linger}\n` : ''}`)
+${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}${linger !== undefined ? `  produceLingerMs: ${linger}\n` : ''}${fetchPause !== undefined ? `  fetchPauseMs: ${fetchPause}\n` : ''}`)
   const gw = await spawnGateway(['--config', file], {}, 'readyz', 120000)
   try {
     const url = `mqtt://127.0.0.1:${gw.ports.mqtt}`
@@ -171,6 +201,8 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
       const before = await readStages(admin)
       const wait0 = [runqueueWaitNs(gw.child.pid, true), runqueueWaitNs(kafkaPid, false)]
       const io0 = syscalls(gw.child.pid)
+      const gcLog = join(kafka.dir, 'gc.log')
+      const gc0 = fileSize(gcLog)
       const load1 = loadavg()[0]!
       // Paced: bounded at the run's own length + 10 s (a message the flow plugin dropped never arrives).
       const r = await loadgen<PubSubResult>({ mode: 'pubsub', url, publishUrl: url, topic, qos: 1, inflight: extra.rate === undefined ? 100 : 2000, payloadBytes: 100, noDelay, ...extra, timeLimitMs: extra.rate === undefined ? 60000 : extra.count / extra.rate * 1000 + 10000 })
@@ -182,7 +214,8 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
       const waits = [waited(0, runqueueWaitNs(gw.child.pid, true)), waited(1, runqueueWaitNs(kafkaPid, false))]
       const io1 = syscalls(gw.child.pid)
       const after = await readStages(admin)
-      const row = { path: name, load, round: String(round), 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p90 ms': r.p90ms, 'p99 ms': r.p99ms, 'max ms': r.maxms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)), 'gw reads/msg': (io1[0] - io0[0]) / Math.max(1, r.received), 'gw writes/msg': (io1[1] - io0[1]) / Math.max(1, r.received), 'late sends': r.lateSends, 'flow dropped': (after.flowDropped ?? 0) - (before.flowDropped ?? 0), 'gw loop runq ms/s': waits[0]!, 'Kafka runq ms/s': waits[1]!, 'load 1 min': load1 }
+      const { pauses } = kafkaPauses(gcLog, gc0)
+      const row = { path: name, load, round: String(round), 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p90 ms': r.p90ms, 'p99 ms': r.p99ms, 'max ms': r.maxms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)), 'gw reads/msg': (io1[0] - io0[0]) / Math.max(1, r.received), 'gw writes/msg': (io1[1] - io0[1]) / Math.max(1, r.received), 'late sends': r.lateSends, 'flow dropped': (after.flowDropped ?? 0) - (before.flowDropped ?? 0), 'gw loop runq ms/s': waits[0]!, 'Kafka runq ms/s': waits[1]!, 'Kafka STW ms/s': pauses.reduce((a, b) => a + b, 0) / r.seconds, 'Kafka max STW ms': Math.max(0, ...pauses), 'load 1 min': load1 }
       if (topic === 'chat/room') stageSums.set(load, addStages(stageSums.get(load), diffStages(before, after)))
       return row
     }

@@ -70,9 +70,10 @@ const MAX_BATCHED = 2000
  * BridgeKafkaClient on @platformatic/kafka (maintained; bench/kafka-client.bench.ts: 3-4x
  * kafkajs' acks = all produce throughput at a quarter of its latency).
  */
-export function createPlatformaticClient (opts: { brokers: string[], clientId: string, connectionTimeoutMs: number, produceTimeoutMs: number, commitIntervalMs?: number, produceLingerMs?: number, observe?: (stage: ProduceStage, seconds: number, records: number) => void }, log: Logger): BridgeKafkaClient {
+export function createPlatformaticClient (opts: { brokers: string[], clientId: string, connectionTimeoutMs: number, produceTimeoutMs: number, commitIntervalMs?: number, produceLingerMs?: number, fetchPauseMs?: number, observe?: (stage: ProduceStage, seconds: number, records: number) => void }, log: Logger): BridgeKafkaClient {
   const commitIntervalMs = opts.commitIntervalMs ?? 100
   const lingerMs = opts.produceLingerMs ?? 0
+  const fetchPauseMs = opts.fetchPauseMs ?? 0
   const observe = opts.observe ?? noop
   const base = { bootstrapBrokers: opts.brokers, connectTimeout: opts.connectionTimeoutMs, timeout: opts.produceTimeoutMs, retries: 3, retryDelay: 200, autocreateTopics: true }
   const producer = new Producer<Buffer, Buffer, Buffer, Buffer>({ ...base, clientId: opts.clientId, acks: ProduceAcks.ALL })
@@ -263,6 +264,16 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
           // record's latency). Records fetched meanwhile are delivered next, in order; beyond
           // MAX_BATCHED waiting ones the stream is paused until a batch is taken.
           let heldBack = false
+          // fetchPauseMs: after a fetch that brought records, the next fetch starts that much later.
+          // Kafka answers a waiting fetch as soon as one record is there (minBytes 1), so at a few
+          // thousand msgs/s every produce request woke a fetch of its own one or two records: a
+          // request and a write each way per record in the gateway and in Kafka. A fetch that came
+          // back empty (an idle topic) is followed at once, so idle costs one long poll per 500 ms.
+          let pausedAfterFetch = false
+          let fetchPauseTimer: NodeJS.Timeout | undefined
+          const resumeIfFree = (): void => {
+            if (!heldBack && !pausedAfterFetch && !s.destroyed) s.resume()
+          }
           pendingDelivery = () => flushing
           const flush = async (): Promise<void> => {
             try {
@@ -274,7 +285,7 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
                 batchAt = []
                 if (heldBack) {
                   heldBack = false
-                  if (!s.destroyed) s.resume()
+                  resumeIfFree()
                 }
                 await deliver(records.map((m, i) => toConsumed(m, at[i] ?? 0)))
                 // The newest record of each partition: a key is made where the partition changes,
@@ -304,8 +315,23 @@ export function createPlatformaticClient (opts: { brokers: string[], clientId: s
             }
             // Records of one turn are delivered together.
             if (!flushing && batch.length === 1) flushing = new Promise((resolve) => setImmediate(() => { void flush().then(resolve) }))
+            // The fetch's records are all emitted in one synchronous loop, and the stream then queues
+            // its next fetch with process.nextTick: a pause queued now, from the fetch's first record,
+            // runs before it (pausing right here would hold back this fetch's later records instead).
+            if (fetchPauseMs > 0 && !pausedAfterFetch && !closed) {
+              pausedAfterFetch = true
+              process.nextTick(() => {
+                if (!s.destroyed) s.pause()
+                fetchPauseTimer = setTimeout(() => {
+                  fetchPauseTimer = undefined
+                  pausedAfterFetch = false
+                  resumeIfFree()
+                }, fetchPauseMs)
+              })
+            }
           })
           s.on('error', (err: Error) => restart(c, err.message))
+          s.once('close', () => { if (fetchPauseTimer) clearTimeout(fetchPauseTimer) })
         } catch (err) {
           restart(c, (err as Error).message)
         }

@@ -60,7 +60,7 @@ export const kafkaPlugin = definePlugin({
     // Loaded only when the bridge is configured: @platformatic/kafka adds ~35 MB of RSS to every
     // gateway process (measured: 73 -> 108 MB at import), which a node without Kafka should not pay.
     const { createPlatformaticClient } = await import('./kafka-client.js')
-    const client: BridgeKafkaClient = createPlatformaticClient({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs, commitIntervalMs: config.commitIntervalMs, produceLingerMs: config.produceLingerMs, observe: (s, seconds, n) => stages.observe(stage[s], seconds, n) }, log)
+    const client: BridgeKafkaClient = createPlatformaticClient({ brokers: config.brokers, clientId: `${config.clientId}-${nodeId}`, connectionTimeoutMs: config.connectionTimeoutMs, produceTimeoutMs: config.produceTimeoutMs, commitIntervalMs: config.commitIntervalMs, produceLingerMs: config.produceLingerMs, fetchPauseMs: config.fetchPauseMs, observe: (s, seconds, n) => stages.observe(stage[s], seconds, n) }, log)
     ctx.readiness.register('kafka', () => {
       if (!client.producerConnected()) return { ready: false, reason: 'Kafka producer not connected' }
       if (config.consume.length > 0 && !client.consumerRunning()) return { ready: false, reason: 'Kafka consumer not running' }

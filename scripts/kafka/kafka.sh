@@ -18,8 +18,9 @@
 #   KAFKA_VERSION        3.9.1                      org.apache.kafka:kafka_2.13 version (3.9.x: pom's binding)
 #   KAFKA_CACHE          <repo>/.cache/kafka        jars go to $KAFKA_CACHE/$KAFKA_VERSION/libs
 #   KAFKA_PORT, KAFKA_CONTROLLER_PORT               fixed ports for a new DIR (default: free ones)
-#   KAFKA_HEAP_OPTS      -Xms128m -Xmx512m
-#   KAFKA_JVM_OPTS       G1, 20 ms pauses, exit on OOM, C1 JIT only (see below)
+#   KAFKA_HEAP_OPTS      -Xms256m -Xmx256m (fixed)
+#   KAFKA_JVM_OPTS       ZGC with one GC thread, exit on OOM, C1 JIT only (see below)
+#   KAFKA_GC_LOG         1: stop-the-world pauses (GC and safepoints) to DIR/gc.log (default); 0: none
 #   KAFKA_START_TIMEOUT  90   seconds until the broker must answer
 #   KAFKA_STOP_TIMEOUT   30   seconds between SIGTERM and SIGKILL
 #   KAFKA_WATCH_PID      a pid (e.g. the test runner's): the broker is stopped when it is gone
@@ -30,12 +31,22 @@ ROOT=$(cd "$HERE/../.." && pwd -P)
 KAFKA_VERSION=${KAFKA_VERSION:-3.9.1}
 KAFKA_CACHE=${KAFKA_CACHE:-$ROOT/.cache/kafka}
 LIBS=$KAFKA_CACHE/$KAFKA_VERSION/libs
-KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
+# A fixed heap: the broker's live set under bench/kafka is 45-75 MiB; a fixed size spares the
+# collector resizing decisions and leaves ZGC (below) room to collect concurrently.
+KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx256m}
 # C1 only (-XX:TieredStopAtLevel=1): a test or bench broker lives for seconds to minutes, and C2
 # spent its whole life compiling (bench/kafka: the compiler threads used as much CPU as the
 # request handlers, 40 s in), taking the 2 shared cores from the gateway under test. With C1 only
 # Kafka's CPU per bridged message fell from 98-160 to 55-68 us (bench/kafka, 3 alternating rounds).
-KAFKA_JVM_OPTS=${KAFKA_JVM_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true -XX:TieredStopAtLevel=1}
+# ZGC with one GC thread (-XX:ConcGCThreads=1 -XX:ParallelGCThreads=1) instead of G1: on 2 shared
+# cores G1's young pauses stop every request thread for as long as its workers wait for a core
+# (bench/kafka, DIR/gc.log, load 4-10: G1 with Kafka's 20 ms pause target, 2 workers: stop-the-world p90 10-15 ms,
+# p99 29-93 ms, 160-370 ms per run; G1 with 1 worker and a fixed heap worse, p90 20-48 ms), while
+# ZGC's pauses do no work proportional to the heap (p90 0.47-2.2 ms; what remains are waits for
+# a core to reach the safepoint), for the same CPU per message. -XX:+PerfDisableSharedMem: the JVM's
+# statistics are not an mmap'd file in /tmp (its page writeback can stall a safepoint).
+KAFKA_JVM_OPTS=${KAFKA_JVM_OPTS:--XX:+UseZGC -XX:ConcGCThreads=1 -XX:ParallelGCThreads=1 -XX:+PerfDisableSharedMem -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true -XX:TieredStopAtLevel=1}
+KAFKA_GC_LOG=${KAFKA_GC_LOG:-1}
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
 KAFKA_STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
 # Short-lived tool JVMs (StorageTool, the readiness check): C1 only, serial GC, small heap.
@@ -45,7 +56,7 @@ say () { echo "kafka.sh: $*" >&2; }
 die () { say "$*"; exit 1; }
 
 usage () {
-  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -229,7 +240,11 @@ launch () {
   LAUNCH_FROM=$(( $(wc -c <"$dir/kafka.log") + 1 ))
   echo "=== kafka.sh start $(date '+%Y-%m-%d %H:%M:%S') $KAFKA_VERSION 127.0.0.1:$port (controller $cport)" >>"$dir/kafka.log"
   # shellcheck disable=SC2086
-  java $KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS -Dlog4j.configuration="file:$dir/log4j.properties" \
+  # Every stop-the-world pause (GC or other safepoint) with its time to reach the safepoint, written
+  # off the pause by the JVM's async logger; bench/kafka reads it per run.
+  gclog=""
+  [ "$KAFKA_GC_LOG" = 0 ] || gclog="-Xlog:async -Xlog:gc,safepoint:file=$dir/gc.log:uptime,level,tags:filecount=2,filesize=10m"
+  java $KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS $gclog -Dlog4j.configuration="file:$dir/log4j.properties" \
     -Dkafka.logs.dir="$dir" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
     </dev/null >>"$dir/kafka.log" 2>&1 &
   pid=$!

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
-import { Packr } from 'msgpackr'
+import { decodeBusMessage, encodeBusMessage } from './bus-codec.js'
 import { ROUTE_CHANNEL_PREFIX } from './route-table.js'
 
 /**
@@ -14,7 +14,7 @@ import { ROUTE_CHANNEL_PREFIX } from './route-table.js'
  *
  * Here emit() delivers to this node's subscribers at once, synchronously as the memory bus
  * does, then PUBLISHes for the other nodes, all PUBLISHes of one turn in one script call
- * (PUBLISH_MANY below); `done` (the publisher's PUBACK) still waits for Redis' reply, so
+ * (PUBLISH_PACKED below); `done` (the publisher's PUBACK) still waits for Redis' reply, so
  * "acknowledged" still means "handed to Redis". The echo is recognised by this process's id
  * prefix in the payload's first bytes and dropped before decoding.
  *
@@ -27,7 +27,8 @@ import { ROUTE_CHANNEL_PREFIX } from './route-table.js'
  * The wire format is mqemitter-redis' own ({ id, msg } in msgpack), so a node running plain
  * mqemitter-redis still reads these messages and this one reads its. The codec is msgpackr
  * instead of msgpack-lite (3-4x less CPU per encode and decode of a bus message in a
- * micro-bench; msgpack-lite was ~20 % of a node's CPU under QoS 1 load), limited to plain
+ * micro-bench; msgpack-lite was ~20 % of a node's CPU under QoS 1 load), with a fixed reader
+ * and writer for the usual PUBLISH layout in front of it (bus-codec.ts), limited to plain
  * MessagePack: no records extension, fixmaps, `undefined` as nil (what msgpack-lite writes and
  * reads; a decoded absent messageId is null either way).
  */
@@ -43,7 +44,6 @@ interface RedisBus {
 
 // msgpack of { id, msg }: fixmap(2), fixstr "id", then the id as a fixstr (< 32 bytes).
 const HEAD = Buffer.from([0x82, 0xa2, 0x69, 0x64])
-const codec = new Packr({ useRecords: false, variableMapSize: true, encodeUndefinedAsNil: true, mapsAsObjects: true })
 /**
  * One script call PUBLISHes a turn's messages in order: ioredis' cost is per command (a Command
  * object, a promise, its own encoding; ~18 % of a node's CPU with one PUBLISH each, profiled),
@@ -51,8 +51,41 @@ const codec = new Packr({ useRecords: false, variableMapSize: true, encodeUndefi
  * callbacks (the PUBACKs) wait for the script's reply, so one PUBACK waits at most for the
  * rest of its turn; MAX_BATCH bounds how long one call holds Redis.
  */
-const PUBLISH_MANY = 'for i = 1, #ARGV, 2 do redis.call(\'PUBLISH\', ARGV[i], ARGV[i + 1]) end return #ARGV / 2'
 const MAX_BATCH = 500
+/**
+ * The batch travels as one argument, `[u16 channel length][channel][u32 payload length]
+ * [payload]` per message, unpacked by the script (Redis' Lua `struct`, `c0` = a string of the
+ * length read just before): ioredis formats a command argument by argument (a length, a
+ * string-to-Buffer conversion for each channel, then one concatenation), which with two
+ * arguments per message was ~9 % of a node's CPU in bench/redis aggregate (profiled); one
+ * argument costs it the same whatever the batch's size. Redis does the splitting instead.
+ */
+const PUBLISH_PACKED = `local b = ARGV[1]
+local n, pos, len = 0, 1, #b
+while pos <= len do
+  local channel, payload
+  channel, payload, pos = struct.unpack('>I2c0>I4c0', b, pos)
+  redis.call('PUBLISH', channel, payload)
+  n = n + 1
+end
+return n`
+
+/** `[channel, payload, ...]` as PUBLISH_PACKED reads it. */
+export function packBatch (args: ReadonlyArray<string | Buffer>): Buffer {
+  let bound = 0
+  for (let i = 0; i < args.length; i += 2) bound += 6 + (args[i] as string).length * 3 + (args[i + 1] as Buffer).length
+  const out = Buffer.allocUnsafe(bound)
+  let pos = 0
+  for (let i = 0; i < args.length; i += 2) {
+    const n = out.write(args[i] as string, pos + 2)
+    out.writeUInt16BE(n, pos)
+    pos += 2 + n
+    const payload = args[i + 1] as Buffer
+    out.writeUInt32BE(payload.length, pos)
+    pos += 4 + payload.copy(out, pos + 4)
+  }
+  return out.subarray(0, pos)
+}
 /** Sentinels' announcements, which a pattern subscription (`#` becomes `*`) also receives. */
 const SENTINEL_HELLO = Buffer.from('__sentinel__:hello')
 
@@ -74,8 +107,8 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
     payload.length > idStart + prefixBytes.length && payload.compare(prefixBytes, 0, prefixBytes.length, idStart, idStart + prefixBytes.length) === 0
 
   // The PUBLISHes of one event-loop turn: [channel, payload, ...] and their callbacks, in order.
-  const pub = bus.pubConn as (Redis | Cluster) & { mqgwPublishMany: (...args: Array<string | Buffer>) => Promise<number> }
-  pub.defineCommand('mqgwPublishMany', { numberOfKeys: 0, lua: PUBLISH_MANY })
+  const pub = bus.pubConn as (Redis | Cluster) & { mqgwPublishPacked: (batch: Buffer) => Promise<number> }
+  pub.defineCommand('mqgwPublishPacked', { numberOfKeys: 0, lua: PUBLISH_PACKED })
   let args: Array<string | Buffer> = []
   let callbacks: Array<(err?: Error) => void> = []
   // The last batch sent, settled either way; batches waiting on Redis, so that a message that
@@ -91,7 +124,7 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
     callbacks = []
     // A batch of skipped messages only (a.length 0) waits for the batches before it; their
     // subscribers here already have them, so a failure before them is not theirs.
-    const sent = a.length === 0 ? tail.then(() => {}) : a.length === 2 ? pub.publish(a[0]!, a[1]!) : pub.mqgwPublishMany(...a)
+    const sent = a.length === 0 ? tail.then(() => {}) : a.length === 2 ? pub.publish(a[0]!, a[1]!) : pub.mqgwPublishPacked(packBatch(a))
     inFlight++
     sent.then(() => { for (const cb of cbs) cb() }, (err: Error) => { for (const cb of cbs) cb(a.length === 0 ? undefined : err) })
     tail = sent.then(settled, settled)
@@ -110,7 +143,7 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
       return
     }
     const id = prefix + (counter++).toString(36)
-    const payload = codec.pack({ id, msg })
+    const payload = encodeBusMessage(id, msg)
     bus._emit(msg)
     if (callbacks.length === 0) setImmediate(flush)
     args.push(msg.topic, payload)
@@ -125,7 +158,7 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
     if (channel[4] === 0 && channel.compare(ROUTE_CHANNELS, 0, ROUTE_CHANNELS.length, 0, Math.min(channel.length, ROUTE_CHANNELS.length)) === 0) return
     let packet: { id: string, msg: unknown }
     try {
-      packet = codec.unpack(payload) as { id: string, msg: unknown }
+      packet = decodeBusMessage(payload)
     } catch (err) {
       // Something else PUBLISHed on a subscribed channel (anyone who can write to Redis can):
       // a throw here would escape ioredis' event emit and end the process. Reported, the

@@ -88,13 +88,15 @@ export async function createRedisBackend (cfg: RedisPersistenceConfig, nodeId: s
   // Defect 6: the whole queue flows on reconnect; it is bounded by maxOfflineQueue anyway.
   const isCluster = cfg.redis.cluster !== undefined
   // ioredis writes every command with its own write() (a syscall each: ~17 % of a Redis-mode
-  // node's CPU under QoS 1 load, profiled in bench/redis aggregate). The bus PUBLISHes and the
-  // store's commands of one turn leave in one writev instead, as client sockets do
-  // (write-batching.ts); replies and order are unchanged. On each connect: a reconnect is a
-  // new socket. Cluster clients keep a connection per master; left as they are.
-  for (const c of isCluster ? [pubConn] : [conn, pubConn]) {
-    c.on('connect', () => { const stream = (c as Redis).stream as unknown; if (stream instanceof Writable) batchWritesPerTurn(stream) })
-  }
+  // node's CPU under QoS 1 load, profiled in bench/redis aggregate). The store's commands of
+  // one turn leave in one writev instead, as client sockets do (write-batching.ts); replies
+  // and order are unchanged. On each connect: a reconnect is a new socket. Cluster clients
+  // keep a connection per master; left as they are. Not the bus's publishing connection: its
+  // only command is redis-bus.ts' one script call per turn, already the turn's batch, sent
+  // from a setImmediate; corking it there deferred the write to the next loop iteration
+  // (immediates queued while immediates run wait for the next turn), one more loop pass and
+  // poll on every cross-node message's path.
+  if (!isCluster) conn.on('connect', () => { const stream = (conn as Redis).stream as unknown; if (stream instanceof Writable) batchWritesPerTurn(stream) })
   /** The queue bound: one script call on one Redis; by separate commands on a Cluster (its scripts cannot reach packet keys in other slots). */
   const trimQueue = isCluster
     ? (key: string, keep: number) => trimQueueByCommands(conn, key, keep)

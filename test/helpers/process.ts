@@ -5,6 +5,35 @@ import { pollUntil } from './mqtt.js'
 
 export const CLI = join(process.cwd(), 'dist/app/cli.js')
 
+/**
+ * Children of this test process (gateways, redis-server, sentinels...), SIGKILLed if it exits or
+ * is stopped before it stopped them: a test file that runs past its time bound is ended by the
+ * runner (SIGTERM) without its after() hooks, and its servers would otherwise keep running and
+ * take CPU from every later file (seen: three gateways and a redis-server left by a timed-out
+ * file).
+ */
+const children = new Set<ChildProcess>()
+function killChildren (): void {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
+      try { process.kill(child.pid, 'SIGKILL') } catch { /* already gone */ }
+    }
+  }
+}
+let stopHandlers = false
+export function track<C extends ChildProcess> (child: C): C {
+  if (!stopHandlers) {
+    stopHandlers = true
+    process.once('exit', killChildren)
+    for (const [signal, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+      process.once(signal, () => { killChildren(); process.exit(code) })
+    }
+  }
+  children.add(child)
+  child.once('exit', () => children.delete(child))
+  return child
+}
+
 /** Ports freePort() has returned in this process: never returned twice. */
 const handedOut = new Set<number>()
 
@@ -49,11 +78,11 @@ export async function spawnGateway (args: string[], env: Record<string, string> 
   // BENCH_GATEWAY_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`): node flags for the
   // gateway only; NODE_OPTIONS refuses --cpu-prof and would reach every process anyway.
   const nodeArgs = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
-  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
+  const child = track(spawn(process.execPath, [...nodeArgs, CLI, ...args], {
     ...(cwd !== undefined ? { cwd } : {}),
     env: { ...process.env, MQGW_MQTT_HOST: '127.0.0.1', MQGW_WS_HOST: '127.0.0.1', MQGW_MQTT_PORT: String(ports.mqtt), MQGW_WS_PORT: String(ports.ws), MQGW_ADMIN_PORT: String(ports.admin), ...env },
     stdio: ['ignore', 'pipe', 'pipe']
-  })
+  }))
   let out = ''
   let err = ''
   child.stdout!.on('data', (c: Buffer) => { out += c.toString() })
@@ -73,7 +102,7 @@ export async function spawnGateway (args: string[], env: Record<string, string> 
 /** Runs a command to completion with a time bound; never throws on a non-zero exit. */
 export function run (cmd: string, args: string[], timeoutMs = 15000, cwd?: string): Promise<{ code: number | null, stdout: string, stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(cwd !== undefined ? { cwd } : {}) })
+    const child = track(spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(cwd !== undefined ? { cwd } : {}) }))
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
@@ -86,7 +115,7 @@ export function run (cmd: string, args: string[], timeoutMs = 15000, cwd?: strin
 
 /** Starts a command and returns it running (for subscribers that wait for messages). */
 export function start (cmd: string, args: string[]): { child: ChildProcess, output: () => string, done: Promise<number | null> } {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = track(spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }))
   let output = ''
   child.stdout!.on('data', (c: Buffer) => { output += c.toString() })
   child.stderr!.on('data', (c: Buffer) => { output += c.toString() })

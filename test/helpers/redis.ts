@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Cluster, Redis } from 'ioredis'
 import { pollUntil } from './mqtt.js'
-import { freePort } from './process.js'
+import { freePort, track } from './process.js'
 
 /**
  * A real redis-server of our own on 127.0.0.1 (scripts/test.sh installs Debian's
@@ -26,9 +26,9 @@ export class TestRedis {
 
   async start (): Promise<void> {
     if (this.port === 0) this.port = await freePort()
-    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir,
+    const child = track(spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir,
       '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--protected-mode', 'no', '--logfile', join(this.dir, 'redis.log'), ...this.extraArgs],
-    { stdio: 'ignore' })
+    { stdio: 'ignore' }))
     this.#child = child
     const spawnError = new Promise<never>((_resolve, reject) => child.once('error', (err) => reject(new Error(`redis-server could not start: ${err.message} (npm test installs it)`))))
     const answered = await pollUntil(() => Promise.race([spawnError, this.#ping()]), (ok) => ok, 10000, 50)

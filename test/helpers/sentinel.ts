@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { pollUntil } from './mqtt.js'
-import { freePort } from './process.js'
+import { freePort, track } from './process.js'
 import { TestRedis } from './redis.js'
 
 export const MASTER_NAME = 'mymaster'
@@ -73,7 +73,7 @@ export class TestSentinelGroup {
         `sentinel failover-timeout ${MASTER_NAME} 5000`,
         ''
       ].join('\n'))
-      const child = spawn('redis-sentinel', [file], { stdio: 'ignore' })
+      const child = track(spawn('redis-sentinel', [file], { stdio: 'ignore' }))
       child.once('error', () => {})
       this.#sentinels.push(child)
       this.sentinelPorts.push(port)

@@ -4,7 +4,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pollUntil } from './mqtt.js'
-import { CLI, freePort } from './process.js'
+import { CLI, freePort, track } from './process.js'
 
 /** Bind-tests `port` on 127.0.0.1. */
 function isFree (port: number): Promise<boolean> {
@@ -57,7 +57,7 @@ listeners:
   ws: { host: 127.0.0.1, port: ${ports.ws} }
   admin: { host: 127.0.0.1, port: ${ports.admin} }
 ${yaml}`)
-  const child = spawn(process.execPath, [CLI, '--config', file, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = track(spawn(process.execPath, [CLI, '--config', file, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] }))
   let out = ''
   child.stdout!.on('data', (c: Buffer) => { out += c.toString() })
   child.stderr!.on('data', (c: Buffer) => { out += c.toString() })

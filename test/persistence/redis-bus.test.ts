@@ -74,7 +74,7 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
       probe.destroy()
     }
     // Sent back to back (not one per PUBACK), so the node reads several per turn and their
-    // PUBLISHes go out together in the script call (PUBLISH_MANY), whose order is checked below.
+    // PUBLISHes go out together in the script call (PUBLISH_PACKED), whose order is checked below.
     const db2 = redis.client()
     // EVALSHA, or EVAL when Redis did not have the script yet (ioredis' NOSCRIPT fallback).
     const scriptCalls = async (): Promise<number> => {
@@ -98,6 +98,32 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
     assert.deepEqual(remote.received.map((m) => m.payload), expected, 'other node: each once, in order')
     await endClient(pubB)
     await Promise.all([endClient(local.client), endClient(remote.client), endClient(pub)])
+  })
+
+  it('a batch packed into one script argument keeps every channel and payload byte for byte: non-ASCII and 300-character topics, empty and 70,000-byte payloads, in order', async () => {
+    const remote = await connectCollecting(b.url, { clientId: 'bus-packed-sub' })
+    await remote.client.subscribeAsync('packed/#', { qos: 1 })
+    const pub = (await connectCollecting(a.url, { clientId: 'bus-packed-pub' })).client
+    const db = redis.client()
+    const scriptCalls = async (): Promise<number> => {
+      const stats = await db.info('commandstats')
+      return [...stats.matchAll(/cmdstat_eval(?:sha)?:calls=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0)
+    }
+    const topics = ['packed/a', 'packed/température/€/😀', `packed/${'x'.repeat(300)}`]
+    const payloads = ['', 'é'.repeat(35000), 'plain\u0000nul']
+    const sent = Array.from({ length: 60 }, (_, i) => ({ topic: topics[i % 3]!, payload: `${i}:${payloads[Math.floor(i / 3) % 3]!}` }))
+    try {
+      const before = await scriptCalls()
+      // Back to back: the node reads several per turn and sends them in one script call.
+      await Promise.all(sent.map((m) => pub.publishAsync(m.topic, m.payload, { qos: 1 })))
+      assert.ok(await scriptCalls() > before, 'some PUBLISHes went out batched')
+      await pub.publishAsync('packed/marker', 'marker', { qos: 1 })
+      await waitFor(() => remote.received.some((m) => m.payload === 'marker'), 'the marker on the other node')
+      assert.deepEqual(remote.received.map((m) => ({ topic: m.topic, payload: m.payload })), [...sent, { topic: 'packed/marker', payload: 'marker' }])
+    } finally {
+      db.disconnect()
+      await Promise.all([endClient(remote.client), endClient(pub)])
+    }
   })
 
   // Redis sends node B each message three times (one channel, two patterns); the bus drops the
@@ -162,11 +188,18 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
     try {
       // 0xc1 is never used in MessagePack: the decoder throws on it.
       assert.ok(await db.publish('junk/raw', Buffer.from([0xc1, 0x00])) >= 1, 'node a subscribes the channel')
+      // MessagePack that is not a bus message { id, msg }: nil, a number, a map without msg.
+      // msgpackr reads them without complaint; the handler dereferenced the result (nil: a
+      // TypeError thrown out of ioredis' event emit, which ended the process).
+      for (const junk of [[0xc0], [0x01], [0x81, 0xa2, 0x69, 0x64, 0x01]]) {
+        assert.ok(await db.publish('junk/msgpack', Buffer.from(junk)) >= 1, 'node a subscribes the channel')
+      }
       // Marker on the same path: a well-formed bus message after the bad one.
       await new Promise<void>((resolve, reject) => stock.emit({ cmd: 'publish', topic: 'junk/after', payload: Buffer.from('after'), qos: 0, retain: false, dup: false, brokerId: 'stock', brokerCounter: 2 }, (err) => err === undefined ? resolve() : reject(err)))
       await waitFor(() => sub.received.some((m) => m.payload === 'after'), 'the message after the undecodable one')
       assert.deepEqual(sub.received.map((m) => m.topic), ['junk/after'])
       assert.match(a.stdout() + a.stderr(), /undecodable bus message dropped.*junk\/raw|junk\/raw.*undecodable bus message dropped/)
+      assert.equal(a.child.exitCode, null, 'node a still runs')
     } finally {
       db.disconnect()
       await endClient(sub.client)

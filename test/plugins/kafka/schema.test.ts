@@ -51,3 +51,15 @@ describe('kafka section: produceLingerMs', () => {
     assert.match(problems('kafka: { brokers: ["k:9092"], produceLingerMs: 0.5 }'), /kafka\.produceLingerMs/)
   })
 })
+
+describe('kafka section: fetchPauseMs', () => {
+  it('defaults to 0; 0 and 50 are accepted; above 50 ms, negative or not a whole number is refused by name', () => {
+    const config = parseConfig('kafka: { brokers: ["127.0.0.1:9092"] }', { plugins, env: {} })
+    assert.equal((config.kafka as { fetchPauseMs: number }).fetchPauseMs, 0)
+    assert.equal(problems('kafka: { brokers: ["k:9092"], fetchPauseMs: 0 }'), '')
+    assert.equal(problems('kafka: { brokers: ["k:9092"], fetchPauseMs: 50 }'), '')
+    assert.match(problems('kafka: { brokers: ["k:9092"], fetchPauseMs: 51 }'), /kafka\.fetchPauseMs/)
+    assert.match(problems('kafka: { brokers: ["k:9092"], fetchPauseMs: -1 }'), /kafka\.fetchPauseMs/)
+    assert.match(problems('kafka: { brokers: ["k:9092"], fetchPauseMs: 1.5 }'), /kafka\.fetchPauseMs/)
+  })
+})
