@@ -140,6 +140,8 @@ const linger = process.argv.find((a) => a.startsWith('--linger='))?.split('=')[1
 if (linger !== undefined && !/^\d+$/.test(linger)) throw new Error(`--linger=${linger}: not a whole number of ms`)
 // --fetch-pause=N: the bridge's fetchPauseMs (default: the plugin's).
 const fetchPause = process.argv.find((a) => a.startsWith('--fetch-pause='))?.split('=')[1]
+// --linger alone turns the fetch pause off (the plugin refuses both waits together).
+const pauseMs = fetchPause ?? (linger !== undefined && Number(linger) > 0 ? '0' : undefined)
 if (fetchPause !== undefined && !/^\d+$/.test(fetchPause)) throw new Error(`--fetch-pause=${fetchPause}: not a whole number of ms`)
 if (commitInterval !== undefined && !/^\d+$/.test(commitInterval)) throw new Error(`--commit-interval=${commitInterval}: not a whole number of ms`)
 const roundsArg = process.argv.find((a) => a.startsWith('--rounds='))?.split('=')[1] ?? '3'
@@ -175,7 +177,7 @@ ${process.argv.includes('--tcp-nodelay') ? 'listeners: { mqtt: { tcpNoDelay: tru
   groupId: bench-bridge
   routes: [ { mqtt: "chat/#", kafkaTopic: chat } ]
   consume: [ { kafkaTopic: chat } ]
-${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}${linger !== undefined ? `  produceLingerMs: ${linger}\n` : ''}${fetchPause !== undefined ? `  fetchPauseMs: ${fetchPause}\n` : ''}`)
+${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}${linger !== undefined ? `  produceLingerMs: ${linger}\n` : ''}${pauseMs !== undefined ? `  fetchPauseMs: ${pauseMs}\n` : ''}`)
   const gw = await spawnGateway(['--config', file], {}, 'readyz', 120000)
   try {
     const url = `mqtt://127.0.0.1:${gw.ports.mqtt}`
