@@ -107,12 +107,18 @@ export function rssKiB (pid: number): number {
   return Number.parseInt(procStatus(pid, 'VmRSS') ?? '0', 10)
 }
 
-/** CPU time (user + system) in seconds. */
-export function cpuSeconds (pid: number): number {
+/** User and system CPU time in seconds (/proc/PID/stat; throws once the process is gone). */
+export function cpuTimes (pid: number): { user: number, sys: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+  return { user: Number(fields[11]) / CLK_TCK, sys: Number(fields[12]) / CLK_TCK }
+}
+
+/** CPU time (user + system) in seconds; the one reader of /proc/PID/stat for every bench. */
+export function cpuSeconds (pid: number): number {
+  const { user, sys } = cpuTimes(pid)
+  return user + sys
 }
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
 

@@ -16,10 +16,9 @@
  * mqtt-packet), not the Go generator: connects/s here is the generator's limit, not the
  * broker's; read the CPU columns.
  */
-import { readFileSync } from 'node:fs'
 import { connect as netConnect, type Socket } from 'node:net'
 import mqttPacket from 'mqtt-packet'
-import { pinSelf, startBroker, type BrokerName, type RunningBroker } from './brokers.js'
+import { cpuTimes, pinSelf, startBroker, type BrokerName, type RunningBroker } from './brokers.js'
 import { commandFlags, report } from './lib.js'
 
 const { flags, num } = commandFlags()
@@ -32,13 +31,6 @@ const CONNECT_TIMEOUT_MS = 10000
 /** The whole run's bound; a phase that would start after it is skipped. */
 const BUDGET_MS = num('budget-ms', 240000)
 
-const CLK_TCK = 100
-
-function userSys (pid: number): { user: number, sys: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return { user: Number(f[11]) / CLK_TCK, sys: Number(f[12]) / CLK_TCK }
-}
 
 /** Pause milliseconds of each kind in the broker's --trace-gc lines so far. */
 function gcPauses (broker: RunningBroker): { scavenge: number, markCompact: number } {
@@ -74,7 +66,7 @@ for (const name of brokers) {
     for (let phase = 1; phase <= phases && Date.now() - started < BUDGET_MS; phase++) {
       const open: Socket[] = []
       await sleep(400) // the previous phase's closes are done
-      const cpu0 = userSys(broker.pid)
+      const cpu0 = cpuTimes(broker.pid)
       const gc0 = gcPauses(broker)
       const t0 = performance.now()
       let next = 0
@@ -85,7 +77,7 @@ for (const name of brokers) {
         }
       }))
       const seconds = (performance.now() - t0) / 1000
-      const cpu1 = userSys(broker.pid)
+      const cpu1 = cpuTimes(broker.pid)
       const gc1 = gcPauses(broker)
       const perConn = (s: number): number => s * 1e6 / clients
       rows.push({

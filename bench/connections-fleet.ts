@@ -10,12 +10,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawnGateway, type GatewayProcess } from '../test/helpers/process.js'
 import { TestRedis } from '../test/helpers/redis.js'
-import { startBroker, track, type RunningBroker } from './brokers.js'
+import { cpuSeconds as processCpuSeconds, startBroker, track, type RunningBroker } from './brokers.js'
 
 
 // ---- /proc readers -------------------------------------------------------------------------
 
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
 export const PAGE_SIZE = Number(spawnSync('getconf', ['PAGESIZE'], { encoding: 'utf8' }).stdout.trim()) || 4096
 
 /** VmRSS in KiB (0 when the process is gone). */
@@ -25,13 +24,9 @@ export function rssKiB (pid: number): number {
   } catch { return 0 }
 }
 
-/** user + system CPU seconds of a process. */
+/** user + system CPU seconds of a process; 0 once it is gone. */
 export function cpuSeconds (pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK
-  } catch { return 0 }
+  try { return processCpuSeconds(pid) } catch { return 0 }
 }
 
 /** Open descriptors of a process. */

@@ -22,17 +22,15 @@ import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TestKafka } from '../test/helpers/kafka.js'
+import { cpuSeconds as processCpuSeconds } from './brokers.js'
 import { loadgen, report, spawnGateway, stopGateway } from './lib.js'
 
 interface PubSubResult { seconds: number, messagesPerSecond: number, p50ms: number, p90ms: number, p99ms: number, maxms: number, received: number, lateSends: number }
 
-/** CPU seconds (user + system) a process has used so far, from /proc (clock ticks of 10 ms). */
+/** CPU seconds (user + system) a process has used so far; NaN when it is unknown or gone. */
 function cpuSeconds (pid: number | undefined): number {
   if (pid === undefined) return NaN
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
-    return (Number(fields[11]) + Number(fields[12])) / 100
-  } catch { return NaN }
+  try { return processCpuSeconds(pid) } catch { return NaN }
 }
 
 /**
