@@ -19,7 +19,7 @@ import { createHash } from 'node:crypto'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { freePort } from '../test/helpers/process.js'
+import { freePort, track } from '../test/helpers/process.js'
 
 export type BrokerName = 'gateway' | 'aedes' | 'mosquitto' | 'node-floor'
 /** The peers a compare run uses unless told otherwise. */
@@ -30,19 +30,6 @@ export const KNOWN_BROKERS: readonly BrokerName[] = [...BROKERS, 'node-floor']
 export const BROKER_CORE = 1
 export const LOADGEN_CORE = 0
 export const MOSQUITTO = '/usr/sbin/mosquitto'
-
-const live = new Set<ChildProcess>()
-function killAll (): void {
-  for (const child of live) {
-    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
-      try { process.kill(child.pid, 'SIGKILL') } catch { /* already gone */ }
-    }
-  }
-}
-process.on('exit', killAll)
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => { killAll(); process.exit(130) })
-}
 
 /** The fd limit to ask for: 65536, or the hard limit if lower (raising it needs CAP_SYS_RESOURCE). */
 export const FD_LIMIT: number = (() => {
@@ -58,11 +45,8 @@ export function spawnPinned (core: number, cmd: string, args: string[], env: Nod
   return child
 }
 
-/** Kills `child` (SIGKILL) if this process exits or is interrupted while it still runs. */
-export function track (child: ChildProcess): void {
-  live.add(child)
-  child.once('exit', () => live.delete(child))
-}
+/** Children are SIGKILLed if this process exits or is interrupted while they still run (one registry with the tests' helpers). */
+export { track }
 
 /** Calls `onLine` with each complete line `stream` delivers (the generators' JSON-lines protocol). */
 export function onLines (stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
