@@ -49,15 +49,15 @@ export class MalformedStringError extends Error {
 type GuardedParser = ParserInternals & { _guardMaxPacketSize: number, _guardMaxConnectPacketSize: number, _guardError: Error | null }
 
 type GuardedMethods = Pick<ParserInternals, '_parseLength' | '_parseString' | '_emitError'>
-const guardedMethods = new WeakMap<object, GuardedMethods>()
 /** Parser prototypes that carry the guarded methods. */
 const guardedPrototypes = new WeakSet<object>()
 
-/** The guarded methods for one parser prototype, created once and shared by every parser. */
-function guardedMethodsFor (original: ParserInternals): GuardedMethods {
-  const base = Object.getPrototypeOf(original) as ParserInternals
-  const cached = guardedMethods.get(base)
-  if (cached) return cached
+/**
+ * Puts the guarded methods on a parser prototype, once (a second pass would wrap the guarded
+ * methods again): the originals are read from its chain before they are shadowed.
+ */
+function installGuards (base: ParserInternals): void {
+  if (guardedPrototypes.has(base)) return
   const baseParseLength = base._parseLength
   const baseParseString = base._parseString
   const baseEmitError = base._emitError
@@ -113,8 +113,8 @@ function guardedMethodsFor (original: ParserInternals): GuardedMethods {
         baseEmitError.call(this, reason)
     }
   }
-  guardedMethods.set(base, methods)
-  return methods
+  Object.assign(base, methods)
+  guardedPrototypes.add(base)
 }
 
 /** `maxConnectPacketSize` applies to every packet before CONNACK (capped by `maxPacketSize`). */
@@ -130,14 +130,7 @@ export function guardParser (client: Client, maxPacketSize: number, maxConnectPa
   if (!Object.hasOwn(parser, '_guardMaxPacketSize')) {
     throw new Error('Aedes parser without the packet guard fields (patches/aedes+1.2.0.patch not applied?); packet guards cannot be installed')
   }
-  const proto = Object.getPrototypeOf(parser) as ParserInternals
-  if (!guardedPrototypes.has(proto)) {
-    const methods = guardedMethodsFor(parser)
-    proto._parseLength = methods._parseLength
-    proto._parseString = methods._parseString
-    proto._emitError = methods._emitError
-    guardedPrototypes.add(proto)
-  }
+  installGuards(Object.getPrototypeOf(parser) as ParserInternals)
   const guarded = parser as GuardedParser
   guarded._guardMaxPacketSize = maxPacketSize
   guarded._guardMaxConnectPacketSize = Math.min(maxConnectPacketSize, maxPacketSize)
