@@ -28,6 +28,8 @@ describe('bench node-floor peer', () => {
 
   it('answers a CONNECT split across writes with CONNACK 0, PINGREQs with PINGRESP, and closes on DISCONNECT', { timeout: 10000 }, async () => {
     const socket = net.connect({ port: floor.port, host: '127.0.0.1' })
+    const failed: Error[] = []
+    socket.on('error', (err) => { failed.push(err) })
     await once(socket, 'connect')
     const next = reader(socket)
     socket.write(CONNECT.subarray(0, 1))
@@ -43,5 +45,6 @@ describe('bench node-floor peer', () => {
     socket.write(Buffer.from([0xe0, 0]))
     await ended
     socket.destroy()
+    assert.deepEqual(failed, [], 'no socket error')
   })
 })
