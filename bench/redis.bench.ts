@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TestRedis } from '../test/helpers/redis.js'
 import { cpuSeconds } from './brokers.js'
-import { aggregate, redisPid } from './redis-aggregate.js'
+import { aggregate, commandsPerMessage, redisCommandCalls, redisPid } from './redis-aggregate.js'
 import { loadgen, report, spawnGateway, stopGateway, type GatewayProcess } from './lib.js'
 
 const require = createRequire(import.meta.url)
@@ -68,17 +68,27 @@ async function throughput (redis: TestRedis): Promise<void> {
       return { 'A µs/msg': ca, 'B µs/msg': cb, 'redis µs/msg': cr }
     }
     let c0 = sample()
+    let calls0 = await redisCommandCalls(redis)
     const r = await loadgen<PubSubResult>({ ...job, url, publishUrl })
     const cpuR = perMessage(c0, r.received)
-    raw.redis = { ...r, cpuMicrosPerMessage: cpuR }
+    const callsR = commandsPerMessage(calls0, await redisCommandCalls(redis), r.received)
+    raw.redis = { ...r, cpuMicrosPerMessage: cpuR, redisCallsPerMessage: callsR }
     rows.push({ setup: 'two nodes, Redis (pub B → sub A)', 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms, ...cpuR })
+    // Which Redis commands a message costs (INFO commandstats; a script's inner calls counted).
+    console.log(`Redis commands per message, clean subscriber: ${callsR}`)
     // The same with a persistent (clean:false) subscriber: each message is also written to its
     // session queue in Redis before the PUBACK, and cleared again by the subscriber's PUBACK.
-    c0 = sample()
-    const p = await loadgen<PubSubResult>({ ...job, url, publishUrl, persistentSubscriber: true })
-    const cpuP = perMessage(c0, p.received)
-    raw.redisPersistent = { ...p, cpuMicrosPerMessage: cpuP }
-    rows.push({ setup: 'two nodes, Redis, persistent sub', 'msgs/s': p.messagesPerSecond, 'p50 ms': p.p50ms, 'p99 ms': p.p99ms, ...cpuP })
+    // `--clean-only` leaves it out (20,000 messages at ~12 commands each take 6-20 s).
+    if (!process.argv.includes('--clean-only')) {
+      c0 = sample()
+      calls0 = await redisCommandCalls(redis)
+      const p = await loadgen<PubSubResult>({ ...job, url, publishUrl, persistentSubscriber: true })
+      const cpuP = perMessage(c0, p.received)
+      const callsP = commandsPerMessage(calls0, await redisCommandCalls(redis), p.received)
+      raw.redisPersistent = { ...p, cpuMicrosPerMessage: cpuP, redisCallsPerMessage: callsP }
+      console.log(`Redis commands per message, persistent subscriber: ${callsP}`)
+      rows.push({ setup: 'two nodes, Redis, persistent sub', 'msgs/s': p.messagesPerSecond, 'p50 ms': p.p50ms, 'p99 ms': p.p99ms, ...cpuP })
+    }
   } finally {
     await stopGateway(a)
     await stopGateway(b)
@@ -190,7 +200,7 @@ async function subscribeStorm (redis: TestRedis): Promise<void> {
   report('Subscribe storm: 3,000 clients connect to node A and each subscribes to a filter of its own, 100 in flight (CPU includes the clients\' disconnects)', rows, raw)
 }
 
-// `node dist/bench/redis.bench.js [throughput|ready|connect|aggregate|subscribe] [sessions|pairs]`: every part by default.
+// `node dist/bench/redis.bench.js [throughput|ready|connect|aggregate|subscribe] [sessions|pairs] [--clean-only]`: every part by default.
 const args = process.argv.slice(2)
 const parts = args.filter((a) => a === 'throughput' || a === 'ready' || a === 'connect' || a === 'aggregate' || a === 'subscribe')
 const sessionsArg = args.find((a) => /^\d+$/.test(a))
