@@ -59,7 +59,7 @@ let used = 0
  * Which optional fields `msg` has (bit 1 messageId, bit 2 clientId) when it is the fixed
  * layout, field for field and in order, with plain values; -1 when it is not.
  */
-function flatLayout (msg: object): number {
+export function flatLayout (msg: object): number {
   const keys = Object.keys(msg)
   const n = keys.length
   if (n < 8 || n > 10) return -1
@@ -122,19 +122,25 @@ function writeNumber (buf: Buffer, pos: number, v: number): number {
   return pos
 }
 
-/** MessagePack of `{ id, msg }`, the same bytes as `codec.pack({ id, msg })`. */
-export function encodeBusMessage (id: string, msg: object): Buffer {
-  const extra = flatLayout(msg)
-  if (extra < 0) return codec.pack({ id, msg })
+/**
+ * At most how many bytes encodeBusMessageInto writes for `msg`, which flatLayout accepted:
+ * strings at 3 bytes a character plus header, fields at most 9 bytes, names.
+ */
+export function fixedBound (idLength: number, msg: object): number {
   const p = msg as FlatPacket
-  // Upper bound: strings at 3 bytes a character plus header, fields at most 9 bytes, names.
-  const bound = 160 + 3 * (id.length + p.cmd.length + p.brokerId.length + p.topic.length + (p.clientId?.length ?? 0)) + p.payload.length
-  if (used + bound > slab.length) {
-    slab = Buffer.allocUnsafe(Math.max(SLAB, bound))
-    used = 0
-  }
-  const buf = slab
-  const start = used
+  return 160 + 3 * (idLength + p.cmd.length + p.brokerId.length + p.topic.length + (p.clientId?.length ?? 0)) + p.payload.length
+}
+
+/**
+ * Writes MessagePack of `{ id, msg }` (the same bytes as `codec.pack({ id, msg })`) into `buf`
+ * at `start` and returns where it ends; `layout` is flatLayout(msg) (not -1) and `buf` has
+ * fixedBound(id.length, msg) bytes from `start`. The Redis bus writes each message straight
+ * into its turn's packed script argument this way (redis-bus.ts), not into a buffer of its
+ * own that the batch then copied.
+ */
+export function encodeBusMessageInto (buf: Buffer, start: number, id: string, msg: object, layout: number): number {
+  const extra = layout
+  const p = msg as FlatPacket
   let pos = start + ID_KEY.copy(buf, start)
   pos = writeString(buf, pos, id)
   pos += MSG_KEY.copy(buf, pos)
@@ -159,8 +165,21 @@ export function encodeBusMessage (id: string, msg: object): Buffer {
     else buf[pos++] = 0xc0
   }
   if ((extra & 2) !== 0) pos = writeString(buf, writeKey(buf, pos, CLIENT_ID), p.clientId!)
-  used = pos
-  return buf.subarray(start, pos)
+  return pos
+}
+
+/** MessagePack of `{ id, msg }`, the same bytes as `codec.pack({ id, msg })`. */
+export function encodeBusMessage (id: string, msg: object): Buffer {
+  const layout = flatLayout(msg)
+  if (layout < 0) return codec.pack({ id, msg })
+  const bound = fixedBound(id.length, msg)
+  if (used + bound > slab.length) {
+    slab = Buffer.allocUnsafe(Math.max(SLAB, bound))
+    used = 0
+  }
+  const start = used
+  used = encodeBusMessageInto(slab, start, id, msg, layout)
+  return slab.subarray(start, used)
 }
 
 // --- reader ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
-import { decodeBusMessage, encodeBusMessage } from './bus-codec.js'
+import { decodeBusMessage, encodeBusMessage, encodeBusMessageInto, fixedBound, flatLayout } from './bus-codec.js'
 import { ROUTE_CHANNEL_PREFIX } from './route-table.js'
 
 /**
@@ -32,15 +32,20 @@ import { ROUTE_CHANNEL_PREFIX } from './route-table.js'
  * MessagePack: no records extension, fixmaps, `undefined` as nil (what msgpack-lite writes and
  * reads; a decoded absent messageId is null either way).
  */
+/** What Aedes subscribes on the bus: called with each matching packet and a `done`. */
+type Listener = (msg: unknown, done: () => void) => void
+
 interface RedisBus {
   pubConn: Redis | Cluster
   subConn: Redis | Cluster
   closed?: boolean
-  /** mqemitter's local emit (MQEmitter.prototype.emit, saved by mqemitter-redis as `_emit`). */
-  _emit: (msg: unknown, cb?: (err?: Error) => void) => void
+  /** mqemitter's local matcher (the subscription index, replaced in redis.ts): on() adds to it. */
+  _matcher: { match: (topic: string) => Listener[] }
   _onError: (err?: Error) => void
   emit: (msg: { topic: string }, done?: (err?: Error) => void) => void
 }
+
+const noop = (): void => {}
 
 // msgpack of { id, msg }: fixmap(2), fixstr "id", then the id as a fixstr (< 32 bytes).
 const HEAD = Buffer.from([0x82, 0xa2, 0x69, 0x64])
@@ -52,6 +57,8 @@ const HEAD = Buffer.from([0x82, 0xa2, 0x69, 0x64])
  * rest of its turn; MAX_BATCH bounds how long one call holds Redis.
  */
 const MAX_BATCH = 500
+/** Bytes of the buffer that a turn's packed batches are written into (a larger batch gets its own). */
+const BATCH_SLAB = 256 * 1024
 /**
  * The batch travels as one argument, `[u16 channel length][channel][u32 payload length]
  * [payload]` per message, unpacked by the script (Redis' Lua `struct`, `c0` = a string of the
@@ -70,22 +77,6 @@ while pos <= len do
 end
 return n`
 
-/** `[channel, payload, ...]` as PUBLISH_PACKED reads it. */
-export function packBatch (args: ReadonlyArray<string | Buffer>): Buffer {
-  let bound = 0
-  for (let i = 0; i < args.length; i += 2) bound += 6 + (args[i] as string).length * 3 + (args[i + 1] as Buffer).length
-  const out = Buffer.allocUnsafe(bound)
-  let pos = 0
-  for (let i = 0; i < args.length; i += 2) {
-    const n = out.write(args[i] as string, pos + 2)
-    out.writeUInt16BE(n, pos)
-    pos += 2 + n
-    const payload = args[i + 1] as Buffer
-    out.writeUInt32BE(payload.length, pos)
-    pos += 4 + payload.copy(out, pos + 4)
-  }
-  return out.subarray(0, pos)
-}
 /** Sentinels' announcements, which a pattern subscription (`#` becomes `*`) also receives. */
 const SENTINEL_HELLO = Buffer.from('__sentinel__:hello')
 
@@ -103,13 +94,61 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
   const prefixBytes = Buffer.from(prefix)
   const idStart = HEAD.length + 1
   let counter = 0
-  const isEcho = (payload: Buffer): boolean =>
-    payload.length > idStart + prefixBytes.length && payload.compare(prefixBytes, 0, prefixBytes.length, idStart, idStart + prefixBytes.length) === 0
+  // Byte by byte, not Buffer#compare (a native call per message): another node's id differs
+  // from this prefix within its first random characters.
+  const isEcho = (payload: Buffer): boolean => {
+    const n = prefixBytes.length
+    if (payload.length <= idStart + n) return false
+    for (let i = 0; i < n; i++) if (payload[idStart + i] !== prefixBytes[i]) return false
+    return true
+  }
 
-  // The PUBLISHes of one event-loop turn: [channel, payload, ...] and their callbacks, in order.
   const pub = bus.pubConn as (Redis | Cluster) & { mqgwPublishPacked: (batch: Buffer) => Promise<number> }
   pub.defineCommand('mqgwPublishPacked', { numberOfKeys: 0, lua: PUBLISH_PACKED })
-  let args: Array<string | Buffer> = []
+
+  /**
+   * This node's listeners of `msg.topic`, each called with the message and one shared no-op
+   * `done`: what mqemitter's own emit (`_emit`) did with no callback, without its per-message
+   * bookkeeping (a fastparallel holder and a release function per listener, for a callback
+   * nobody waits for: ~2-3 % of a node's CPU in bench/redis aggregate, profiled). Listeners
+   * are called as mqemitter called them (`this` the bus, in match order, a throw not caught).
+   */
+  const deliverLocal = (msg: { topic: string }): void => {
+    if (bus.closed === true) return
+    const listeners = bus._matcher.match(msg.topic)
+    for (let i = 0; i < listeners.length; i++) listeners[i]!.call(bus, msg, noop)
+  }
+
+  /**
+   * This turn's PUBLISHes, written as they come straight in PUBLISH_PACKED's layout: each
+   * message is encoded in place after its channel (no buffer of its own that packBatch then
+   * copied). The batch is a view into `slab`, never overwritten once sent (ioredis holds it
+   * until it is written); a batch that outgrows the slab moves to a new one.
+   */
+  let slab = Buffer.allocUnsafe(BATCH_SLAB)
+  let batchStart = 0
+  let pos = 0
+  let count = 0
+  const reserve = (n: number): void => {
+    if (pos + n <= slab.length) return
+    const next = Buffer.allocUnsafe(Math.max(BATCH_SLAB, 2 * (pos - batchStart + n)))
+    slab.copy(next, 0, batchStart, pos)
+    pos -= batchStart
+    batchStart = 0
+    slab = next
+  }
+  const append = (topic: string, id: string, msg: { topic: string }): void => {
+    const layout = flatLayout(msg)
+    const encoded = layout < 0 ? encodeBusMessage(id, msg) : undefined
+    reserve(6 + 3 * topic.length + (encoded === undefined ? fixedBound(id.length, msg) : encoded.length))
+    const n = slab.write(topic, pos + 2)
+    slab.writeUInt16BE(n, pos)
+    const at = pos + 2 + n + 4
+    const end = encoded === undefined ? encodeBusMessageInto(slab, at, id, msg, layout) : at + encoded.copy(slab, at)
+    slab.writeUInt32BE(end - at, at - 4)
+    pos = end
+    count++
+  }
   let callbacks: Array<(err?: Error) => void> = []
   // The last batch sent, settled either way; batches waiting on Redis, so that a message that
   // skips Redis is acknowledged after the ones before it (PUBACKs in PUBLISH order).
@@ -119,14 +158,22 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
   const flush = (): void => {
     if (callbacks.length === 0) return
     const cbs = callbacks
-    const a = args
-    args = []
+    const n = count
+    const batch = slab.subarray(batchStart, pos)
+    batchStart = pos
+    count = 0
     callbacks = []
-    // A batch of skipped messages only (a.length 0) waits for the batches before it; their
-    // subscribers here already have them, so a failure before them is not theirs.
-    const sent = a.length === 0 ? tail.then(() => {}) : a.length === 2 ? pub.publish(a[0]!, a[1]!) : pub.mqgwPublishPacked(packBatch(a))
+    // A batch of skipped messages only (n 0) waits for the batches before it; their
+    // subscribers here already have them, so a failure before them is not theirs. One
+    // message: a plain PUBLISH of the channel and payload (views into the batch).
+    let sent: Promise<unknown>
+    if (n === 0) sent = tail.then(() => {})
+    else if (n === 1) {
+      const channelEnd = 2 + batch.readUInt16BE(0)
+      sent = pub.publish(batch.subarray(2, channelEnd), batch.subarray(channelEnd + 4))
+    } else sent = pub.mqgwPublishPacked(batch)
     inFlight++
-    sent.then(() => { for (const cb of cbs) cb() }, (err: Error) => { for (const cb of cbs) cb(a.length === 0 ? undefined : err) })
+    sent.then(() => { for (const cb of cbs) cb() }, (err: Error) => { for (const cb of cbs) cb(n === 0 ? undefined : err) })
     tail = sent.then(settled, settled)
   }
 
@@ -135,24 +182,22 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
     if (bus.closed === true) { cb(new Error('mqemitter-redis is closed')); return }
     // The route table's channels are never an MQTT message's (nor forged as one).
     if (msg.topic.startsWith(ROUTE_CHANNEL_PREFIX) || !wantsRemote(msg.topic)) {
-      bus._emit(msg)
+      deliverLocal(msg)
       // No other node subscribes: nothing to wait for, unless earlier PUBLISHes still are.
       if (callbacks.length === 0 && inFlight === 0) { cb(); return }
       if (callbacks.length === 0) setImmediate(flush)
       if (callbacks.push(cb) >= MAX_BATCH) flush()
       return
     }
-    const id = prefix + (counter++).toString(36)
-    const payload = encodeBusMessage(id, msg)
-    bus._emit(msg)
+    append(msg.topic, prefix + (counter++).toString(36), msg)
+    deliverLocal(msg)
     if (callbacks.length === 0) setImmediate(flush)
-    args.push(msg.topic, payload)
     if (callbacks.push(cb) >= MAX_BATCH) flush()
   }
 
   let lastId: string | undefined
   const handler = (channel: Buffer, payload: Buffer): void => {
-    if (isEcho(payload) || channel.equals(SENTINEL_HELLO)) return
+    if (isEcho(payload) || (channel.length === SENTINEL_HELLO.length && channel.equals(SENTINEL_HELLO))) return
     // A pattern subscription (`#` becomes `*`) also receives the route table's messages (U+0000
     // at index 4: never in an MQTT topic, so one byte test per message settles it).
     if (channel[4] === 0 && channel.compare(ROUTE_CHANNELS, 0, ROUTE_CHANNELS.length, 0, Math.min(channel.length, ROUTE_CHANNELS.length)) === 0) return
@@ -172,7 +217,7 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
     // id up in an LRU with a TTL (~3 % of a node's CPU in bench/redis aggregate, profiled).
     if (packet.id === lastId) return
     lastId = packet.id
-    bus._emit(packet.msg)
+    deliverLocal(packet.msg as { topic: string })
   }
   // mqemitter-redis' own listeners (decode, then emit every message, echoes included) go.
   bus.subConn.removeAllListeners('messageBuffer')
