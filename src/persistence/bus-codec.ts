@@ -86,6 +86,26 @@ function writeKey (buf: Buffer, pos: number, i: number): number {
   return pos
 }
 
+/**
+ * `s` as UTF-8 at `pos` (no header); returns the end. ASCII byte by byte (no native call:
+ * Buffer#write's argument handling costs more than a topic's bytes), anything else by write.
+ */
+export function writeUtf8 (buf: Buffer, pos: number, s: string): number {
+  const n = s.length
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i)
+    if (c >= 0x80) return pos + buf.write(s, pos)
+    buf[pos + i] = c
+  }
+  return pos + n
+}
+
+/** Copies `b` into `buf` at `pos`: TypedArray#set, without Buffer#copy's argument handling in JS. */
+function put (buf: Buffer, pos: number, b: Uint8Array): number {
+  buf.set(b, pos)
+  return pos + b.length
+}
+
 function writeString (buf: Buffer, pos: number, s: string): number {
   const n = s.length
   // ASCII up to 64 characters (ids, topics, broker ids) byte by byte: no native call.
@@ -141,9 +161,8 @@ export function fixedBound (idLength: number, msg: object): number {
 export function encodeBusMessageInto (buf: Buffer, start: number, id: string, msg: object, layout: number): number {
   const extra = layout
   const p = msg as FlatPacket
-  let pos = start + ID_KEY.copy(buf, start)
-  pos = writeString(buf, pos, id)
-  pos += MSG_KEY.copy(buf, pos)
+  let pos = writeString(buf, put(buf, start, ID_KEY), id)
+  pos = put(buf, pos, MSG_KEY)
   buf[pos++] = 0x80 | (8 + (extra & 1) + (extra >> 1))
   pos = writeString(buf, writeKey(buf, pos, 0), p.cmd)
   pos = writeString(buf, writeKey(buf, pos, 1), p.brokerId)
@@ -152,9 +171,7 @@ export function encodeBusMessageInto (buf: Buffer, start: number, id: string, ms
   pos = writeKey(buf, pos, 4)
   const n = p.payload.length
   if (n < 0x100) { buf[pos++] = 0xc4; buf[pos++] = n } else if (n < 0x10000) { buf[pos++] = 0xc5; buf.writeUInt16BE(n, pos); pos += 2 } else { buf[pos++] = 0xc6; buf.writeUInt32BE(n, pos); pos += 4 }
-  p.payload.copy(buf, pos)
-  pos += n
-  pos = writeNumber(buf, writeKey(buf, pos, 5), p.qos)
+  pos = writeNumber(buf, writeKey(buf, put(buf, pos, p.payload), 5), p.qos)
   buf[writeKey(buf, pos, 6)] = p.retain ? 0xc3 : 0xc2
   pos += KEY_BYTES[6]!.length + 1
   buf[writeKey(buf, pos, 7)] = p.dup ? 0xc3 : 0xc2
@@ -241,6 +258,15 @@ function readString (slot: number): string {
   return s
 }
 
+/** Steps over a string field; '' in its place. */
+function skipString (): string {
+  const t = byte()
+  const n = t >= 0xa0 && t < 0xc0 ? t & 0x1f : t === 0xd9 ? byte() : t === 0xda ? (byte() << 8) | byte() : -1
+  if (n < 0 || at + n > src.length) throw NOT_FIXED
+  at += n
+  return ''
+}
+
 function readNumber (): number {
   const t = byte()
   if (t < 0x80) return t
@@ -277,9 +303,9 @@ function readPayload (): Buffer {
   return b
 }
 
-function readFixed (): { id: string, msg: FlatPacket } {
+function readFixed (withId: boolean): { id: string, msg: FlatPacket } {
   expect(ID_KEY)
-  const id = readString(-1)
+  const id = withId ? readString(-1) : skipString()
   expect(MSG_KEY)
   const size = byte()
   if (size < 0x88 || size > 0x8a) throw NOT_FIXED
@@ -319,13 +345,14 @@ function readFixed (): { id: string, msg: FlatPacket } {
  * (msgpackr's error) or not a bus message: anything that can PUBLISH on this Redis can send
  * `nil`, a number or a map without `msg`, which msgpackr reads without complaint and which
  * the bus's handler would then dereference (a TypeError out of ioredis' event emit ends the
- * process); redis-bus.ts logs and drops what throws here.
+ * process); redis-bus.ts logs and drops what throws here. `withId` false: the fixed layout's
+ * id comes back as '' (the bus compares it as bytes, redis-bus.ts); msgpackr's path reads it.
  */
-export function decodeBusMessage (payload: Buffer): { id: string, msg: { topic: string } } {
+export function decodeBusMessage (payload: Buffer, withId = true): { id: string, msg: { topic: string } } {
   src = payload
   at = 0
   try {
-    return readFixed()
+    return readFixed(withId)
   } catch {
     // NOT_FIXED or a fixed-width read past the end: msgpackr reads it, or throws its own error.
   } finally {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
-import { decodeBusMessage, encodeBusMessage, encodeBusMessageInto, fixedBound, flatLayout } from './bus-codec.js'
+import { decodeBusMessage, encodeBusMessage, encodeBusMessageInto, fixedBound, flatLayout, writeUtf8 } from './bus-codec.js'
 import { ROUTE_CHANNEL_PREFIX } from './route-table.js'
 
 /**
@@ -58,7 +58,7 @@ const HEAD = Buffer.from([0x82, 0xa2, 0x69, 0x64])
  */
 const MAX_BATCH = 500
 /** Bytes of the buffer that a turn's packed batches are written into (a larger batch gets its own). */
-const BATCH_SLAB = 256 * 1024
+const BATCH_SLAB = 512 * 1024
 /**
  * The batch travels as one argument, `[u16 channel length][channel][u32 payload length]
  * [payload]` per message, unpacked by the script (Redis' Lua `struct`, `c0` = a string of the
@@ -76,6 +76,12 @@ while pos <= len do
   n = n + 1
 end
 return n`
+
+/** Whether `a` from `start` holds the first `n` bytes of `b`. */
+function sameBytes (a: Buffer, start: number, b: Buffer, n: number): boolean {
+  for (let i = 0; i < n; i++) if (a[start + i] !== b[i]) return false
+  return true
+}
 
 /** Sentinels' announcements, which a pattern subscription (`#` becomes `*`) also receives. */
 const SENTINEL_HELLO = Buffer.from('__sentinel__:hello')
@@ -132,7 +138,7 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
   const reserve = (n: number): void => {
     if (pos + n <= slab.length) return
     const next = Buffer.allocUnsafe(Math.max(BATCH_SLAB, 2 * (pos - batchStart + n)))
-    slab.copy(next, 0, batchStart, pos)
+    next.set(slab.subarray(batchStart, pos))
     pos -= batchStart
     batchStart = 0
     slab = next
@@ -141,11 +147,16 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
     const layout = flatLayout(msg)
     const encoded = layout < 0 ? encodeBusMessage(id, msg) : undefined
     reserve(6 + 3 * topic.length + (encoded === undefined ? fixedBound(id.length, msg) : encoded.length))
-    const n = slab.write(topic, pos + 2)
-    slab.writeUInt16BE(n, pos)
-    const at = pos + 2 + n + 4
-    const end = encoded === undefined ? encodeBusMessageInto(slab, at, id, msg, layout) : at + encoded.copy(slab, at)
-    slab.writeUInt32BE(end - at, at - 4)
+    const channelEnd = writeUtf8(slab, pos + 2, topic)
+    slab.writeUInt16BE(channelEnd - pos - 2, pos)
+    const at = channelEnd + 4
+    let end: number
+    if (encoded === undefined) end = encodeBusMessageInto(slab, at, id, msg, layout)
+    else {
+      slab.set(encoded, at)
+      end = at + encoded.length
+    }
+    slab.writeUInt32BE(end - at, channelEnd)
     pos = end
     count++
   }
@@ -162,6 +173,9 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
     const batch = slab.subarray(batchStart, pos)
     batchStart = pos
     count = 0
+    // Less than half a slab left: the next batch starts in a new one rather than being
+    // copied there when it outgrows the rest (a turn's batch is at most MAX_BATCH messages).
+    if (slab.length - pos < BATCH_SLAB / 2) { slab = Buffer.allocUnsafe(BATCH_SLAB); batchStart = pos = 0 }
     callbacks = []
     // A batch of skipped messages only (n 0) waits for the batches before it; their
     // subscribers here already have them, so a failure before them is not theirs. One
@@ -195,15 +209,33 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
     if (callbacks.push(cb) >= MAX_BATCH) flush()
   }
 
+  // The duplicate check (see below): the last message's id, as its encoded bytes when it
+  // came in the usual encoding (HEAD, then a fixstr: compared, the string never built), else
+  // as the decoded string.
   let lastId: string | undefined
+  const lastIdBytes = Buffer.alloc(32)
+  let lastIdLength = -1
   const handler = (channel: Buffer, payload: Buffer): void => {
     if (isEcho(payload) || (channel.length === SENTINEL_HELLO.length && channel.equals(SENTINEL_HELLO))) return
     // A pattern subscription (`#` becomes `*`) also receives the route table's messages (U+0000
     // at index 4: never in an MQTT topic, so one byte test per message settles it).
     if (channel[4] === 0 && channel.compare(ROUTE_CHANNELS, 0, ROUTE_CHANNELS.length, 0, Math.min(channel.length, ROUTE_CHANNELS.length)) === 0) return
+    // One message reaches this connection once per subscription of it that matches (a channel
+    // and patterns, or several patterns), and those copies are adjacent and byte for byte the
+    // same: Redis writes them all while running the one PUBLISH. So the last id is enough where
+    // mqemitter-redis looked every id up in an LRU with a TTL (~3 % of a node's CPU in
+    // bench/redis aggregate, profiled).
+    const idLength = payload.length > idStart && payload[0] === HEAD[0] && payload[1] === HEAD[1] && payload[2] === HEAD[2] &&
+      payload[3] === HEAD[3] && (payload[4]! & 0xe0) === 0xa0 ? payload[4]! & 0x1f : -1
+    if (idLength >= 0) {
+      if (idLength === lastIdLength && sameBytes(payload, idStart, lastIdBytes, idLength)) return
+      for (let i = 0; i < idLength; i++) lastIdBytes[i] = payload[idStart + i]!
+      lastIdLength = idLength
+      lastId = undefined
+    }
     let packet: { id: string, msg: unknown }
     try {
-      packet = decodeBusMessage(payload)
+      packet = decodeBusMessage(payload, idLength < 0)
     } catch (err) {
       // Something else PUBLISHed on a subscribed channel (anyone who can write to Redis can):
       // a throw here would escape ioredis' event emit and end the process. Reported, the
@@ -211,12 +243,11 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
       onUndecodable(channel.toString(), err as Error)
       return
     }
-    // One message reaches this connection once per subscription of it that matches (a channel
-    // and patterns, or several patterns), and those copies are adjacent: Redis writes them all
-    // while running the one PUBLISH. So the last id is enough where mqemitter-redis looked every
-    // id up in an LRU with a TTL (~3 % of a node's CPU in bench/redis aggregate, profiled).
-    if (packet.id === lastId) return
-    lastId = packet.id
+    if (idLength < 0) {
+      if (packet.id === lastId) return
+      lastId = packet.id
+      lastIdLength = -1
+    }
     deliverLocal(packet.msg as { topic: string })
   }
   // mqemitter-redis' own listeners (decode, then emit every message, echoes included) go.

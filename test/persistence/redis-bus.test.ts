@@ -20,6 +20,7 @@ import { startNode, type ClusterNode } from '../helpers/cluster.js'
 import { connectCollecting, endClient, waitFor } from '../helpers/mqtt.js'
 import { RawClient } from '../helpers/raw-client.js'
 import { TestRedis } from '../helpers/redis.js'
+import { codec } from '../../src/persistence/bus-codec.js'
 
 const require = createRequire(import.meta.url)
 interface StockBus {
@@ -146,6 +147,28 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
       assert.deepEqual(subs[2]!.received.map((m) => m.payload), [...expected, 'marker'])
     } finally {
       await Promise.all([...subs.map((c) => endClient(c.client)), endClient(pub)])
+    }
+  })
+
+  // The bus's own check, which Aedes' would hide above: adjacent messages with one id are one
+  // message, whatever their content (here the broker counter differs, so Aedes delivers both
+  // without the bus's check). A short id is compared as its encoded bytes, a 40-character one
+  // (str8, as other encoders write long ids) as the decoded string; both paths, then a marker.
+  it('adjacent bus messages with the same id are delivered once, for a short (fixstr) and a long (str8) id', async () => {
+    const sub = await connectCollecting(b.url, { clientId: 'bus-sameid-sub' })
+    await sub.client.subscribeAsync('sameid/#', { qos: 0 })
+    const db = redis.client()
+    const message = (id: string, counter: number, payload: string): Buffer => codec.pack({ id, msg: { cmd: 'publish', brokerId: 'forger', brokerCounter: counter, topic: 'sameid/x', payload: Buffer.from(payload), qos: 0, retain: false, dup: false } })
+    try {
+      const long = 'L'.repeat(40)
+      for (const [id, counter, payload] of [['short-1', 1, 's1'], ['short-1', 2, 's1-again'], [long, 3, 'l1'], [long, 4, 'l1-again'], ['short-2', 5, 's2']] as const) {
+        assert.ok(await db.publish('sameid/x', message(id, counter, payload)) >= 1, 'node b subscribes the channel')
+      }
+      await waitFor(() => sub.received.some((m) => m.payload === 's2'), 'the marker')
+      assert.deepEqual(sub.received.map((m) => m.payload), ['s1', 'l1', 's2'])
+    } finally {
+      db.disconnect()
+      await endClient(sub.client)
     }
   })
 
