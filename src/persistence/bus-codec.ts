@@ -142,10 +142,7 @@ function writeNumber (buf: Buffer, pos: number, v: number): number {
   return pos
 }
 
-/**
- * At most how many bytes encodeBusMessageInto writes for `msg`, which flatLayout accepted:
- * strings at 3 bytes a character plus header, fields at most 9 bytes, names.
- */
+/** At most how many bytes `msg` (flatLayout not -1) takes: strings at 3 bytes a character plus header, fields at most 9 bytes, names. */
 export function fixedBound (idLength: number, msg: object): number {
   const p = msg as FlatPacket
   return 160 + 3 * (idLength + p.cmd.length + p.brokerId.length + p.topic.length + (p.clientId?.length ?? 0)) + p.payload.length
@@ -153,19 +150,50 @@ export function fixedBound (idLength: number, msg: object): number {
 
 /**
  * Writes MessagePack of `{ id, msg }` (the same bytes as `codec.pack({ id, msg })`) into `buf`
- * at `start` and returns where it ends; `layout` is flatLayout(msg) (not -1) and `buf` has
- * fixedBound(id.length, msg) bytes from `start`. The Redis bus writes each message straight
- * into its turn's packed script argument this way (redis-bus.ts), not into a buffer of its
- * own that the batch then copied.
+ * at `start` and returns where it ends, for the bus's ids: `prefix` (its bytes) + `counter` in
+ * base 36, fewer than 32 ASCII characters in all, written without building the id string.
+ * `layout` is flatLayout(msg) (not -1); `buf` has fixedBound(prefix.length + 11, msg) bytes
+ * from `start`. The Redis bus writes each message straight into its turn's packed script
+ * argument this way (redis-bus.ts), not into a buffer of its own that the batch then copied.
  */
-export function encodeBusMessageInto (buf: Buffer, start: number, id: string, msg: object, layout: number): number {
+export function encodeCounterIdMessageInto (buf: Buffer, start: number, prefix: Uint8Array, counter: number, msg: object, layout: number): number {
+  let pos = put(buf, start, ID_KEY)
+  const header = pos++
+  pos = put(buf, pos, prefix)
+  // Digits most significant first: counted, then written from the end.
+  let digits = 1
+  for (let v = counter; v >= 36; v = Math.floor(v / 36)) digits++
+  if (prefix.length + digits > 31 || !Number.isSafeInteger(counter) || counter < 0) throw new RangeError('bus id: prefix and counter must fit a fixstr')
+  for (let i = digits - 1, v = counter; i >= 0; i--, v = Math.floor(v / 36)) buf[pos + i] = BASE36[v % 36]!
+  pos += digits
+  buf[header] = 0xa0 | (prefix.length + digits)
+  return encodeRest(buf, pos, msg, layout)
+}
+const BASE36 = Buffer.from('0123456789abcdefghijklmnopqrstuvwxyz')
+
+/** The last (cmd, brokerId) with their keys as bytes: a node's are almost always the same pair, copied in one set(). */
+let headCmd = ''
+let headBroker = ''
+let headBytes: Uint8Array = new Uint8Array(0)
+
+function writeCmdBroker (buf: Buffer, pos: number, cmd: string, brokerId: string): number {
+  if (cmd !== headCmd || brokerId !== headBroker) {
+    const tmp = Buffer.allocUnsafe(KEY_BYTES[0]!.length + KEY_BYTES[1]!.length + 10 + 3 * (cmd.length + brokerId.length))
+    const end = writeString(tmp, writeKey(tmp, writeString(tmp, writeKey(tmp, 0, 0), cmd), 1), brokerId)
+    headBytes = tmp.subarray(0, end)
+    headCmd = cmd
+    headBroker = brokerId
+  }
+  return put(buf, pos, headBytes)
+}
+
+/** Everything after the id: `msg` and its fields. */
+function encodeRest (buf: Buffer, start: number, msg: object, layout: number): number {
   const extra = layout
   const p = msg as FlatPacket
-  let pos = writeString(buf, put(buf, start, ID_KEY), id)
-  pos = put(buf, pos, MSG_KEY)
+  let pos = put(buf, start, MSG_KEY)
   buf[pos++] = 0x80 | (8 + (extra & 1) + (extra >> 1))
-  pos = writeString(buf, writeKey(buf, pos, 0), p.cmd)
-  pos = writeString(buf, writeKey(buf, pos, 1), p.brokerId)
+  pos = writeCmdBroker(buf, pos, p.cmd, p.brokerId)
   pos = writeNumber(buf, writeKey(buf, pos, 2), p.brokerCounter)
   pos = writeString(buf, writeKey(buf, pos, 3), p.topic)
   pos = writeKey(buf, pos, 4)
@@ -195,7 +223,7 @@ export function encodeBusMessage (id: string, msg: object): Buffer {
     used = 0
   }
   const start = used
-  used = encodeBusMessageInto(slab, start, id, msg, layout)
+  used = encodeRest(slab, writeString(slab, put(slab, start, ID_KEY), id), msg, layout)
   return slab.subarray(start, used)
 }
 

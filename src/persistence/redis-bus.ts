@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
-import { decodeBusMessage, encodeBusMessage, encodeBusMessageInto, fixedBound, flatLayout, writeUtf8 } from './bus-codec.js'
+import { decodeBusMessage, encodeBusMessage, encodeCounterIdMessageInto, fixedBound, flatLayout, writeUtf8 } from './bus-codec.js'
 import { ROUTE_CHANNEL_PREFIX } from './route-table.js'
 
 /**
@@ -143,15 +143,17 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
     batchStart = 0
     slab = next
   }
-  const append = (topic: string, id: string, msg: { topic: string }): void => {
+  // The message's id is this process's prefix and a counter (base 36).
+  const append = (topic: string, msg: { topic: string }): void => {
+    const n0 = counter++
     const layout = flatLayout(msg)
-    const encoded = layout < 0 ? encodeBusMessage(id, msg) : undefined
-    reserve(6 + 3 * topic.length + (encoded === undefined ? fixedBound(id.length, msg) : encoded.length))
+    const encoded = layout < 0 ? encodeBusMessage(prefix + n0.toString(36), msg) : undefined
+    reserve(6 + 3 * topic.length + (encoded === undefined ? fixedBound(prefixBytes.length + 11, msg) : encoded.length))
     const channelEnd = writeUtf8(slab, pos + 2, topic)
     slab.writeUInt16BE(channelEnd - pos - 2, pos)
     const at = channelEnd + 4
     let end: number
-    if (encoded === undefined) end = encodeBusMessageInto(slab, at, id, msg, layout)
+    if (encoded === undefined) end = encodeCounterIdMessageInto(slab, at, prefixBytes, n0, msg, layout)
     else {
       slab.set(encoded, at)
       end = at + encoded.length
@@ -203,7 +205,7 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
       if (callbacks.push(cb) >= MAX_BATCH) flush()
       return
     }
-    append(msg.topic, prefix + (counter++).toString(36), msg)
+    append(msg.topic, msg)
     deliverLocal(msg)
     if (callbacks.length === 0) setImmediate(flush)
     if (callbacks.push(cb) >= MAX_BATCH) flush()

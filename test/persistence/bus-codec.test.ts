@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
 import { describe, it } from 'node:test'
-import { codec, decodeBusMessage, encodeBusMessage } from '../../src/persistence/bus-codec.js'
+import { codec, decodeBusMessage, encodeBusMessage, encodeCounterIdMessageInto, fixedBound, flatLayout } from '../../src/persistence/bus-codec.js'
 
 const require = createRequire(import.meta.url)
 // mqemitter-redis' own encoder: the bytes a node of the previous version (or plain mqemitter-redis) writes.
@@ -79,6 +79,24 @@ describe('bus codec: the fixed bus layout, byte for byte msgpackr, everything el
       const id = `mqABCDEFGHIJKLMNOP-${name.length.toString(36)}`
       assert.deepEqual(encodeBusMessage(id, msg), codec.pack({ id, msg }), name)
     }
+  })
+
+  it('the bus\'s counter ids written in place are msgpackr\'s bytes of prefix + counter in base 36, for each layout and alternating broker ids', () => {
+    const prefix = 'mqABCDEFGHIJKLMNOP-'
+    const fixed = cases.filter(([, msg]) => flatLayout(msg) >= 0)
+    assert.ok(fixed.length >= 10, 'most cases are the fixed layout')
+    let k = 0
+    for (const counter of [0, 35, 36, 1295, 1296, 46655, 2 ** 31, Date.now() * 1000, Number.MAX_SAFE_INTEGER]) {
+      for (const [name, msg] of fixed) {
+        // A new broker id every few messages: the cached (cmd, brokerId) bytes must follow it.
+        const m = { ...msg, brokerId: `node-${k++ % 3}` }
+        const buf = Buffer.alloc(fixedBound(prefix.length + 11, m) + 8, 0xee)
+        const end = encodeCounterIdMessageInto(buf, 4, Buffer.from(prefix), counter, m, flatLayout(m))
+        assert.deepEqual(buf.subarray(4, end), codec.pack({ id: prefix + counter.toString(36), msg: m }), `${name}, counter ${counter}`)
+        assert.equal(buf[3], 0xee, 'nothing written before the start')
+      }
+    }
+    assert.throws(() => encodeCounterIdMessageInto(Buffer.alloc(512), 0, Buffer.from('x'.repeat(25)), 36 ** 7, fixed[0]![1], flatLayout(fixed[0]![1])), RangeError)
   })
 
   it('reads what msgpackr reads, from msgpackr\'s bytes and from msgpack-lite\'s', () => {
