@@ -5,6 +5,7 @@ import { RateLimitedWarn, type Logger } from '../log.js'
 import { SubscriptionIndex } from '../bus/subscription-index.js'
 import { RouteAcks, type ChangeReply } from './route-acks.js'
 import { RouteChangeBatches, type RouteChange } from './route-batch.js'
+import { TurnClock } from './turn-clock.js'
 import { ROUTE_CHANGE, ROUTE_JOIN, ROUTE_LEAVE, ROUTE_LOAD, ROUTE_TICK } from './route-scripts.js'
 
 const MEMBERS_KEY = 'mqgw:{routes}:members'
@@ -76,6 +77,7 @@ export class RouteTable {
   #closed = false
   #ready = false
   #leaseUntil = 0
+  readonly #clock = new TurnClock()
   #pending: Control[] = []
   readonly #versions = new Map<string, number>()
   readonly #nodeFilters = new Map<string, Set<string>>()
@@ -115,7 +117,7 @@ export class RouteTable {
 
   /** Whether a message on `topic` must go to Redis: some other node may have a subscriber for it. */
   wantsRemote (topic: string): boolean {
-    if (!this.#ready || performance.now() >= this.#leaseUntil) return true
+    if (!this.#ready || this.#clock.now() >= this.#leaseUntil) return true
     let wanted = this.#cache.get(topic)
     if (wanted === undefined) {
       try {
