@@ -258,12 +258,14 @@ function byte (): number {
 }
 
 /**
- * A string field as the last message had it, if its bytes are the same: `cmd`, the publishing
- * node's broker id, the topic and the publisher's client id repeat from message to message
- * (a stream of one publisher), so they are compared, not decoded again; a different value
- * usually differs within its first bytes.
+ * Recent strings per field (cmd, broker id, topic, client id repeat across messages), direct-
+ * mapped by length and three bytes, compared byte for byte (never trusted), decoded only on a
+ * miss: one entry per field missed nearly always once many publishers' messages interleave
+ * (bench/redis aggregate). Short ASCII strings only (the comparison is a character per byte).
  */
-const last: string[] = ['', '', '', '']
+const CACHED_SLOTS = 256
+const CACHED_MAX_LENGTH = 128
+const seen: string[] = new Array<string>(4 * CACHED_SLOTS).fill('')
 
 function readString (slot: number): string {
   const t = byte()
@@ -271,17 +273,18 @@ function readString (slot: number): string {
   if (n < 0) throw NOT_FIXED
   const end = at + n
   if (end > src.length) throw NOT_FIXED
-  if (slot >= 0) {
-    const prev = last[slot]!
+  let k = -1
+  if (slot >= 0 && n > 0 && n <= CACHED_MAX_LENGTH) {
+    k = slot * CACHED_SLOTS + ((n * 31 + src[end - 1]! * 7 + src[at + (n >> 1)]! * 131 + src[at]!) & (CACHED_SLOTS - 1))
+    const prev = seen[k]!
     if (prev.length === n) {
       let same = true
-      for (let i = 0; i < n; i++) if (prev.charCodeAt(i) !== src[at + i]) { same = false; break }
+      for (let i = n - 1; i >= 0; i--) if (prev.charCodeAt(i) !== src[at + i]) { same = false; break }
       if (same) { at = end; return prev }
     }
   }
   const s = src.toString('utf8', at, end)
-  // Kept only when its bytes are its characters (ASCII): the comparison above assumes it.
-  if (slot >= 0 && s.length === n) last[slot] = s
+  if (k >= 0 && s.length === n) seen[k] = s
   at = end
   return s
 }

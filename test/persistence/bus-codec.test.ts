@@ -128,6 +128,19 @@ describe('bus codec: the fixed bus layout, byte for byte msgpackr, everything el
     assert.equal(three.msg.brokerId, 'node-bbé')
   })
 
+  it('many interleaved topics and client ids of one length (more than the string cache holds, colliding in it) each read as themselves', () => {
+    let seed = 7
+    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n }
+    for (let i = 0; i < 3000; i++) {
+      const k = rand(700)
+      const topic = `t/${String(k).padStart(4, '0')}/x`
+      const clientId = `c-${String(rand(700)).padStart(4, '0')}`
+      const got = decodeBusMessage(encodeBusMessage(`id${i}`, packet({ topic }, 1, clientId))) as { msg: Record<string, unknown> }
+      assert.equal(got.msg.topic, topic)
+      assert.equal(got.msg.clientId, clientId)
+    }
+  })
+
   it('a message\'s payload is its own: later messages do not overwrite earlier ones\' bytes', () => {
     const first = encodeBusMessage('x1', packet({ payload: Buffer.from('first') }))
     const copy = Buffer.from(first)
