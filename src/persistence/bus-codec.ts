@@ -60,16 +60,18 @@ let used = 0
  * layout, field for field and in order, with plain values; -1 when it is not.
  */
 export function flatLayout (msg: object): number {
-  const keys = Object.keys(msg)
-  const n = keys.length
-  if (n < 8 || n > 10) return -1
-  for (let i = 0; i < 8; i++) if (keys[i] !== FIELDS[i]) return -1
+  // for-in, not Object.keys: no array per message (~15 ns less in a micro-bench). It also walks
+  // inherited enumerable keys, which then fail the layout: msgpackr encodes such a message.
+  let i = 0
   let extra = 0
   let next = MESSAGE_ID
-  for (let i = 8; i < n; i++) {
-    const k = keys[i]
-    if (next === MESSAGE_ID && k === 'messageId') { extra |= 1; next = CLIENT_ID } else if (k === 'clientId') { extra |= 2; next = -1 } else return -1
+  for (const k in msg) {
+    if (i < 8) {
+      if (k !== FIELDS[i]) return -1
+    } else if (next === MESSAGE_ID && k === 'messageId') { extra |= 1; next = CLIENT_ID } else if (next !== -1 && k === 'clientId') { extra |= 2; next = -1 } else return -1
+    i++
   }
+  if (i < 8) return -1
   const p = msg as FlatPacket
   const ok = typeof p.cmd === 'string' && typeof p.brokerId === 'string' && typeof p.brokerCounter === 'number' &&
     typeof p.topic === 'string' && Buffer.isBuffer(p.payload) && typeof p.qos === 'number' &&
