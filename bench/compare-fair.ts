@@ -13,6 +13,12 @@
  * lag ("gen lag p99 ms": due time to write call; a starved generator or a broker that stopped
  * reading makes it grow).
  *
+ * The paced run goes to the process whose maximum was just measured, over new connections: the
+ * broker is measured warm, as one that has been serving. A fresh Node process runs its first
+ * second or so on code that is not optimised yet; offered 90 % of its warm maximum, the gateway
+ * fell behind in the warm-up and the window opened on a backlog (latency peak per 100 ms 600 ms
+ * at the start, draining to 5-40 ms after ~1 s), which set the p99. FANIN90_COLD=1 runs the paced
+ * run on a fresh process instead (what a restarted broker meets when offered full load at once).
  *
  * fanin-80 is the same at 80 % (how the tail grows with the load). During the paced run the
  * harness samples the kernel's TCP queues of the broker's connections every FANIN90_SAMPLE_MS ms
@@ -24,7 +30,9 @@
  * FANIN90_SAMPLES=1 also keeps every sample (raw.paced.kernelSamples, for bench/fanin-breakdown.ts).
  *
  *   node dist/bench/compare.bench.js fanin-90 --brokers=gateway,aedes --rounds=3
- *   FANIN90_RATE=120000 node dist/bench/compare.bench.js fanin-90     a fixed offered rate, no maximum run (fanin-80 too)
+ *   FANIN90_RATE=120000 node dist/bench/compare.bench.js fanin-90     a fixed offered rate (fanin-80 too; the maximum is
+ *                                                                    still measured first, warming the process; with
+ *                                                                    FANIN90_COLD=1 it is skipped)
  */
 import type { BrokerName, RunningBroker } from './brokers.js'
 import { startQueueSampler, summariseQueues, type QueueSample, type QueueSummary } from './kernel-queues.js'
@@ -55,6 +63,8 @@ export interface FairMeasured { row: Row, raw: unknown, notes: string[], primary
 /** The harness functions of compare.bench.ts the scenario runs on. */
 export interface FairHarness<R extends FairFlowRun> {
   flowRun: (name: BrokerName, job: (port: number, broker: RunningBroker) => object & { timeLimitMs: number }) => Promise<R>
+  /** Runs `body`'s generator runs one after the other on one broker process. */
+  flowRunsOnOneBroker: <T>(name: BrokerName, body: (run: (job: (port: number, broker: RunningBroker) => object & { timeLimitMs: number }) => Promise<R>) => Promise<T>) => Promise<T>
   checks: (name: string, r: R) => string[]
   disturbed: (r: R) => boolean
   diag: (r: R) => Row
@@ -72,6 +82,7 @@ export function fairScenarios<R extends FairFlowRun> (h: FairHarness<R>, fanin: 
   const fixed = process.env.FANIN90_RATE === undefined ? undefined : Number(process.env.FANIN90_RATE)
   if (fixed !== undefined && !(fixed > 0 && fixed <= 10_000_000)) throw new Error('FANIN90_RATE takes a rate in msgs/s (1..10000000)')
   const keepSamples = process.env.FANIN90_SAMPLES === '1'
+  const cold = process.env.FANIN90_COLD === '1'
   // Off unless asked for: the sampler runs in this process, on the load generator's core, and a
   // read of /proc/net/tcp costs ~2 µs per socket on the machine, TIME_WAIT ones included (10,000
   // after the idle scenario: ~20 ms per sample, the whole core at one sample per 20 ms).
@@ -81,14 +92,24 @@ export function fairScenarios<R extends FairFlowRun> (h: FairHarness<R>, fanin: 
     title: `${faninTitle}; paced at ${fraction * 100} % of the broker's closed-loop maximum (measured first, same broker)`,
     ratioColumns: ['max msgs/s', 'delivered msgs/s', 'p50 ms', 'p99 ms'],
     runOnce: async (name) => {
-      const max = fixed === undefined ? await h.flowRun(name, (port) => fanin(port)) : undefined
-      const rate = fixed ?? Math.round(fraction * max!.deliveredPerSecond)
-      let sampler: { stop: () => QueueSample[] } | undefined
-      let samples: QueueSample[] = []
-      const r = await h.flowRun(name, (port) => {
+      const pacedJob = (rate: number) => (port: number) => {
         if (sampleMs !== undefined) sampler = startQueueSampler(port, sampleMs)
         return { ...fanin(port), rate, latency: true }
-      }).finally(() => { samples = sampler?.stop() ?? [] })
+      }
+      let sampler: { stop: () => QueueSample[] } | undefined
+      let samples: QueueSample[] = []
+      const stopSampler = (): void => { samples = sampler?.stop() ?? [] }
+      const { max, rate, r } = cold
+        ? await (async () => {
+          const max = fixed === undefined ? await h.flowRun(name, (port) => fanin(port)) : undefined
+          const rate = fixed ?? Math.round(fraction * max!.deliveredPerSecond)
+          return { max, rate, r: await h.flowRun(name, pacedJob(rate)).finally(stopSampler) }
+        })()
+        : await h.flowRunsOnOneBroker(name, async (run) => {
+          const max = await run((port) => fanin(port))
+          const rate = fixed ?? Math.round(fraction * max.deliveredPerSecond)
+          return { max, rate, r: await run(pacedJob(rate)).finally(stopSampler) }
+        })
       let queues: QueueSummary | undefined
       if (r.windowStartUnixMs !== undefined && r.latencyPeakPer100ms !== undefined && r.latencyMs !== undefined) {
         queues = summariseQueues(samples, r.windowStartUnixMs, r.latencyPeakPer100ms, r.latencyMs.p99, rate, r.wireBytesPerDelivery ?? 117, PUBLISHERS)

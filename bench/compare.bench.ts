@@ -160,36 +160,54 @@ async function waitQuiet (maxMs: number): Promise<{ quiet: boolean, busy: number
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 const pct = (part: number | undefined, seconds: number | undefined): number => part !== undefined && seconds ? Math.max(0, part / seconds * 100) : NaN
 
-/** Starts `name`, runs `body`, always stops the broker; returns the pinning facts with the body's value. */
-async function withBroker<T> (name: BrokerName, body: (b: RunningBroker) => Promise<T>): Promise<T & { brokerCpus: string, brokerFdLimit: string }> {
+/** Starts `name`, runs `body`, always stops the broker; fails if the broker died meanwhile. */
+async function onBroker<T> (name: BrokerName, body: (b: RunningBroker) => Promise<T>): Promise<T> {
   const broker = await startBroker(name)
   try {
-    const facts = { brokerCpus: cpusAllowed(broker.pid), brokerFdLimit: fdLimitOf(broker.pid) }
     const value = await body(broker)
     if (broker.child.exitCode !== null || broker.child.signalCode !== null) throw new Error(`broker died during the run: ${broker.output()}`)
-    return { ...value, ...facts }
+    return value
   } finally {
     await broker.stop()
   }
 }
 
+/** onBroker, with the broker's pinning facts beside the body's value. */
+async function withBroker<T> (name: BrokerName, body: (b: RunningBroker) => Promise<T>): Promise<T & { brokerCpus: string, brokerFdLimit: string }> {
+  return onBroker(name, async (broker) => ({ ...await body(broker), brokerCpus: cpusAllowed(broker.pid), brokerFdLimit: fdLimitOf(broker.pid) }))
+}
+
+/** One generator run on a running broker, with the broker's CPU and the cores' other load over its window. */
+async function measureFlow<J extends { timeLimitMs: number }> (broker: RunningBroker, job: (port: number, broker: RunningBroker) => J): Promise<FlowRun> {
+  const run: LoadgenRun<FlowResult & GeneratorFacts> = await runGenerators<FlowResult>(job(broker.port, broker) as J & { scenario: string }, broker, generator)
+  const w = run.windowSeconds
+  const c = run.cores
+  const loadgenSeconds = run.result.loadgenCpuPercent / 100 * run.result.seconds
+  const brokerCpuPercent = pct(run.brokerCpuSeconds, w)
+  return {
+    ...run.result,
+    ...limited(generatorLimit({ ...run.result, brokerCpuPercent })),
+    cpuMicrosPerOp: cpuPerOp(brokerCpuPercent, run.result.loadgenCpuPercent, run.result.deliveredPerSecond),
+    brokerCpuPercent,
+    otherCpuBrokerCore: c === undefined || run.brokerCpuSeconds === undefined ? NaN : pct(c.brokerCoreBusy - run.brokerCpuSeconds, w),
+    otherCpuLoadgenCore: c === undefined ? NaN : pct(c.loadgenCoreBusy - loadgenSeconds - c.orchestrator, w),
+    stealPercent: pct(c?.steal, w),
+    brokerCpus: cpusAllowed(broker.pid),
+    brokerFdLimit: fdLimitOf(broker.pid)
+  }
+}
+
+/** A fresh broker process for one generator run. */
 async function flowRun<J extends { timeLimitMs: number }> (name: BrokerName, job: (port: number, broker: RunningBroker) => J): Promise<FlowRun> {
-  return withBroker(name, async (broker) => {
-    const run: LoadgenRun<FlowResult & GeneratorFacts> = await runGenerators<FlowResult>(job(broker.port, broker) as J & { scenario: string }, broker, generator)
-    const w = run.windowSeconds
-    const c = run.cores
-    const loadgenSeconds = run.result.loadgenCpuPercent / 100 * run.result.seconds
-    const brokerCpuPercent = pct(run.brokerCpuSeconds, w)
-    return {
-      ...run.result,
-      ...limited(generatorLimit({ ...run.result, brokerCpuPercent })),
-      cpuMicrosPerOp: cpuPerOp(brokerCpuPercent, run.result.loadgenCpuPercent, run.result.deliveredPerSecond),
-      brokerCpuPercent,
-      otherCpuBrokerCore: c === undefined || run.brokerCpuSeconds === undefined ? NaN : pct(c.brokerCoreBusy - run.brokerCpuSeconds, w),
-      otherCpuLoadgenCore: c === undefined ? NaN : pct(c.loadgenCoreBusy - loadgenSeconds - c.orchestrator, w),
-      stealPercent: pct(c?.steal, w)
-    }
-  })
+  return flowRunsOnOneBroker(name, (run) => run(job))
+}
+
+/**
+ * Several generator runs, one after the other, on one broker process (fanin-90: the paced run on
+ * the process whose maximum was just measured, so a JIT-compiled runtime is measured warm).
+ */
+async function flowRunsOnOneBroker<T> (name: BrokerName, body: (run: <J extends { timeLimitMs: number }>(job: (port: number, broker: RunningBroker) => J) => Promise<FlowRun>) => Promise<T>): Promise<T> {
+  return onBroker(name, (broker) => body((job) => measureFlow(broker, job)))
 }
 
 /** Columns every flow row ends with. */
@@ -321,7 +339,7 @@ const scenarios: Record<string, Scenario> = {
 
 const allScenarios: Record<string, Scenario | WsScenario> = {
   ...scenarios,
-  ...fairScenarios({ flowRun, checks, disturbed, diag, missing }, faninJob, scenarios.fanin!.title),
+  ...fairScenarios({ flowRun, flowRunsOnOneBroker, checks, disturbed, diag, missing }, faninJob, scenarios.fanin!.title),
   ...wsScenarios({ flowRun, checks, disturbed, diag, missing }, { fanin: faninJob, qos1: qos1Job, fanout: fanoutJob },
     { fanin: scenarios.fanin!.title, qos1: scenarios.qos1!.title, fanout: scenarios.fanout!.title })
 }
