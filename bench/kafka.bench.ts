@@ -138,8 +138,7 @@ const linger = process.argv.find((a) => a.startsWith('--linger='))?.split('=')[1
 if (linger !== undefined && !/^\d+$/.test(linger)) throw new Error(`--linger=${linger}: not a whole number of ms`)
 // --fetch-pause=N: the bridge's fetchPauseMs (default: the plugin's).
 const fetchPause = process.argv.find((a) => a.startsWith('--fetch-pause='))?.split('=')[1]
-// --linger alone turns the fetch pause off (the plugin refuses both waits together).
-const pauseMs = fetchPause ?? (linger !== undefined && Number(linger) > 0 ? '0' : undefined)
+const pauseMs = fetchPause
 if (fetchPause !== undefined && !/^\d+$/.test(fetchPause)) throw new Error(`--fetch-pause=${fetchPause}: not a whole number of ms`)
 if (commitInterval !== undefined && !/^\d+$/.test(commitInterval)) throw new Error(`--commit-interval=${commitInterval}: not a whole number of ms`)
 const roundsArg = process.argv.find((a) => a.startsWith('--rounds='))?.split('=')[1] ?? '3'

@@ -40,7 +40,8 @@ export const kafkaConfigSchema = z.strictObject({
    * handed over in one turn leave together, after that turn. bench/kafka, pattern 2 paced at
    * 4,000 msgs/s, 6 alternating pairs: 2 ms cut the gateway's CPU per message by ~19 % and Kafka's
    * by ~28 %, but p50 went from 3.8 to 5.4 ms and p99 from 21 to 29 ms (medians): off by default,
-   * as the bridge's goal is latency; a deployment short of CPU turns it on.
+   * as the bridge's goal is latency; a deployment short of CPU turns it on. Composes with
+   * fetchPauseMs (README, Kafka bridge).
    */
   produceLingerMs: z.number().int().min(0).max(50).default(0),
   /**
@@ -49,9 +50,9 @@ export const kafkaConfigSchema = z.strictObject({
    * request; adds up to this much to a consumed record's latency. An idle topic is still long-polled
    * without a pause. 0: the next fetch at once. Default 2: bench/kafka on a quiet machine, pattern 2
    * closed loop 4,579 → 8,249 msgs/s (gateway CPU 111 → 55 µs per message, Kafka 136 → 59), paced at
-   * 2,000 msgs/s p50 1.81 → 3.56 ms and p99 10.5 → 10.2 ms: twice the capacity for ~2 ms. Not together
-   * with produceLingerMs (refused below): both at 2 ms collapsed bench/kafka's closed loop to a fifth
-   * of the pause alone (README, Kafka bridge).
+   * 2,000 msgs/s p50 1.81 → 3.56 ms and p99 10.5 → 10.2 ms: twice the capacity for ~2 ms. With
+   * produceLingerMs as well the closed loop once fell to a fifth: a publisher's reads were handled one
+   * TCP segment per produce round trip (fixed in the Aedes patch, lib/read-turns.js; README).
    */
   fetchPauseMs: z.number().int().min(0).max(50).default(2),
   /**
@@ -60,8 +61,5 @@ export const kafkaConfigSchema = z.strictObject({
    * the records of up to this long (at least once).
    */
   commitIntervalMs: z.number().int().min(0).max(60000).default(100)
-}).refine((v) => v.produceLingerMs === 0 || v.fetchPauseMs === 0, {
-  message: 'produceLingerMs and fetchPauseMs wait together (the two waits compound: bench/kafka\'s closed loop fell to a fifth); set fetchPauseMs: 0 to use produceLingerMs',
-  path: ['produceLingerMs']
 })
 export type KafkaConfig = z.infer<typeof kafkaConfigSchema>

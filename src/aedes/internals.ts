@@ -13,7 +13,7 @@ import * as aedesModule from 'aedes'
  * | one subscription save per SUBSCRIBE      | patch: lib/handlers/subscribe.js      |
  * | packet size and UTF-8 guards in the parser | packet-guard.ts (methods on the LeanParser prototype, once); patch: lib/client.js LeanParser declares their fields |
  * | one socket write per turn (TCP/TLS; WS: one frame per turn, listeners/ws-duplex.ts) | write-batching.ts |
- * | flowing-mode reads ('data' from the read callback, not 'readable' + read()); a read arriving while the previous read's packets are handled is put back and the stream paused; client.pause()/resume() hold the stream; the CONNECT holds reads until its emptyQueue's resume() (the stored queue's replay needs the client's PUBACKs) | patch: lib/read-turns.js, lib/client.js onData, handlers/index.js |
+ * | flowing-mode reads ('data' from the read callback, not 'readable' + read()); a read arriving while the previous read's packets are handled is put back and the stream paused, and what waited is parsed as one chunk when they are done (issue #15); client.pause()/resume() hold the stream; the CONNECT holds reads until its emptyQueue's resume() (the stored queue's replay needs the client's PUBACKs) | patch: lib/read-turns.js, lib/client.js onData, handlers/index.js |
  * | at most 4 full socket reads per turn, then the other sockets (TCP, TLS, WebSocket) | patch: lib/read-turns.js countLargeRead |
  * | message id counter of a Redis node       | internals.ts `continuePacketCounter`  |
  * | mqemitter-redis' local matcher           | internals.ts `replaceLocalMatcher`    |

@@ -10,7 +10,8 @@ import { RawClient } from '../helpers/raw-client.js'
 /**
  * How the Aedes patch reads a client's stream (node_modules/aedes/lib/read-turns.js, issue #14
  * CPU per read): flowing-mode 'data' instead of 'readable' + read(); a read that arrives while a
- * packet of an earlier read is still being handled waits in the (paused) stream; a socket that
+ * packet of an earlier read is still being handled waits in the (paused) stream, and all that
+ * waited is then parsed as one chunk (issue #15, as Aedes' read() did); a socket that
  * keeps libuv's 64 KiB buffer full is read at most READS_PER_TURN (4) times in one turn before
  * the other ready sockets (fairness, issue #14 fan-in stalls). Real sockets on 127.0.0.1 and a
  * real (patched) Aedes broker throughout.
@@ -93,6 +94,48 @@ describe('flowing-mode reads (Aedes patch lib/read-turns.js)', () => {
     assert.deepEqual(got, Array.from({ length: FIRST + SECOND }, (_, i) => i))
     assert.deepEqual(pub.packets.filter((p) => p.cmd === 'puback').map((p) => (p as mqttPacket.IPubackPacket).messageId),
       Array.from({ length: FIRST }, (_, i) => i + 1), 'PUBACKs in order')
+    assert.equal(server.readableFlowing, true, 'reading again')
+  })
+
+  it('the reads that arrived while a read\'s packets were handled are parsed together once those finish, not one read per handling round (issue #15)', async () => {
+    // Each PUBLISH waits at authorizePublish until the test releases it (a routed QoS 1 PUBLISH
+    // waits for Kafka's ack the same way). Resumed one chunk at a time, the reads that arrived
+    // meanwhile were handled one per round: one TCP segment's packets per Kafka round trip.
+    const waiting: Array<() => void> = []
+    const authorized: string[] = []
+    const broker = await Aedes.createBroker({
+      authorizePublish: (_client, packet, done) => { authorized.push(packet.payload.toString()); waiting.push(() => done(null)) }
+    })
+    cleanups.push(() => new Promise<void>((resolve) => broker.close(() => resolve())))
+    const { port, accepted, clients } = await serve(broker, cleanups)
+    const pub = await RawClient.connect(port, 'rt-merge')
+    cleanups.push(() => { pub.socket.destroy() })
+    const server = accepted[0]!
+    const parsed: number[] = []
+    const parser = (clients[0] as unknown as ParserInternals)._parser
+    const parse = parser.parse.bind(parser)
+    parser.parse = (buf: Buffer) => { parsed.push(buf.length); parse(buf) }
+
+    pub.socket.write(publish('rt/m', '0', 1, 1))
+    await waitFor(() => waiting.length === 1, 'the first PUBLISH at the gate')
+    // Five more writes, each one its own chunk in the server stream (the next is written once the
+    // previous one is buffered there), while the first PUBLISH is still being handled.
+    const LATER = 5
+    const one = publish('rt/m', '1', 1, 2).length
+    for (let i = 1; i <= LATER; i++) {
+      pub.socket.write(publish('rt/m', String(i), 1, i + 1))
+      await waitFor(() => server.readableLength >= i * one, `write ${i} buffered at the server`)
+    }
+    assert.equal(server.readableFlowing, false, 'the server stream is paused while the first PUBLISH is handled')
+    assert.deepEqual(authorized, ['0'])
+    const before = parsed.length
+    waiting.shift()!()
+    await waitFor(() => authorized.length === 1 + LATER, 'the five later PUBLISHes at the gate together (the first one alone released)')
+    assert.deepEqual(authorized, ['0', '1', '2', '3', '4', '5'], 'in order')
+    assert.deepEqual(parsed.slice(before), [LATER * one], 'the five buffered reads parsed as one chunk')
+    for (const release of waiting.splice(0)) release()
+    await waitFor(() => pub.packets.filter((p) => p.cmd === 'puback').length === 1 + LATER, 'every PUBACK')
+    assert.deepEqual(pub.packets.filter((p) => p.cmd === 'puback').map((p) => (p as mqttPacket.IPubackPacket).messageId), [1, 2, 3, 4, 5, 6], 'PUBACKs in order')
     assert.equal(server.readableFlowing, true, 'reading again')
   })
 

@@ -43,11 +43,13 @@ describe('kafka section: commitIntervalMs', () => {
 })
 
 describe('kafka section: produceLingerMs', () => {
-  it('defaults to 0 (no linger); 2 ms is accepted with fetchPauseMs 0, refused beside a fetch pause; above 50 ms or not a whole number is refused by name', () => {
+  it('defaults to 0 (no linger); 2 ms is accepted with or without a fetch pause; above 50 ms, negative or not a whole number is refused by name', () => {
     const config = parseConfig('kafka: { brokers: ["127.0.0.1:9092"] }', { plugins, env: {} })
     assert.equal((config.kafka as { produceLingerMs: number }).produceLingerMs, 0)
     assert.equal(problems('kafka: { brokers: ["k:9092"], produceLingerMs: 2, fetchPauseMs: 0 }'), '')
-    assert.match(problems('kafka: { brokers: ["k:9092"], produceLingerMs: 2 }'), /kafka\.produceLingerMs.*fetchPauseMs: 0/)
+    assert.equal(problems('kafka: { brokers: ["k:9092"], produceLingerMs: 2 }'), '', 'beside the default fetch pause')
+    assert.equal(problems('kafka: { brokers: ["k:9092"], produceLingerMs: 50, fetchPauseMs: 50 }'), '')
+    assert.match(problems('kafka: { brokers: ["k:9092"], produceLingerMs: -1 }'), /kafka\.produceLingerMs/)
     assert.match(problems('kafka: { brokers: ["k:9092"], produceLingerMs: 51 }'), /kafka\.produceLingerMs/)
     assert.match(problems('kafka: { brokers: ["k:9092"], produceLingerMs: 0.5 }'), /kafka\.produceLingerMs/)
   })
