@@ -205,10 +205,14 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
       if (callbacks.push(cb) >= MAX_BATCH) flush()
       return
     }
+    // Encoded before local delivery (as before: what the other nodes get is the message as
+    // published), its callback queued with it, so a listener that throws cannot leave a batch
+    // entry without its callback.
     append(msg.topic, msg)
-    deliverLocal(msg)
     if (callbacks.length === 0) setImmediate(flush)
-    if (callbacks.push(cb) >= MAX_BATCH) flush()
+    const full = callbacks.push(cb) >= MAX_BATCH
+    deliverLocal(msg)
+    if (full) flush()
   }
 
   // The duplicate check (see below): the last message's id, as its encoded bytes when it
