@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
+import { noop } from '../noop.js'
 import { decodeBusMessage, encodeBusMessage, encodeCounterIdMessageInto, fixedBound, flatLayout, writeUtf8 } from './bus-codec.js'
 import { ROUTE_CHANNEL_PREFIX } from './route-table.js'
 
@@ -44,8 +45,6 @@ interface RedisBus {
   _onError: (err?: Error) => void
   emit: (msg: { topic: string }, done?: (err?: Error) => void) => void
 }
-
-const noop = (): void => {}
 
 // msgpack of { id, msg }: fixmap(2), fixstr "id", then the id as a fixstr (< 32 bytes).
 const HEAD = Buffer.from([0x82, 0xa2, 0x69, 0x64])
@@ -102,12 +101,8 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
   let counter = 0
   // Byte by byte, not Buffer#compare (a native call per message): another node's id differs
   // from this prefix within its first random characters.
-  const isEcho = (payload: Buffer): boolean => {
-    const n = prefixBytes.length
-    if (payload.length <= idStart + n) return false
-    for (let i = 0; i < n; i++) if (payload[idStart + i] !== prefixBytes[i]) return false
-    return true
-  }
+  const isEcho = (payload: Buffer): boolean =>
+    payload.length > idStart + prefixBytes.length && sameBytes(payload, idStart, prefixBytes, prefixBytes.length)
 
   const pub = bus.pubConn as (Redis | Cluster) & { mqgwPublishPacked: (batch: Buffer) => Promise<number> }
   pub.defineCommand('mqgwPublishPacked', { numberOfKeys: 0, lua: PUBLISH_PACKED })
