@@ -49,12 +49,6 @@ interface FlatPacket {
 
 // --- writer ---------------------------------------------------------------------------------
 
-// Output slab: each message is a view into it, never overwritten (ioredis holds it until
-// written); a new slab when the rest is too small, as msgpackr does.
-const SLAB = 64 * 1024
-let slab = Buffer.allocUnsafe(SLAB)
-let used = 0
-
 /**
  * Which optional fields `msg` has (bit 1 messageId, bit 2 clientId) when it is the fixed
  * layout, field for field and in order, with plain values; -1 when it is not.
@@ -215,18 +209,16 @@ function encodeRest (buf: Buffer, start: number, msg: object, layout: number): n
   return pos
 }
 
-/** MessagePack of `{ id, msg }`, the same bytes as `codec.pack({ id, msg })`. */
+/**
+ * MessagePack of `{ id, msg }`, the same bytes as `codec.pack({ id, msg })`, in a buffer of its
+ * own. The bus writes its messages into its turn's batch (encodeCounterIdMessageInto) and
+ * comes here only for other layouts; any id, as other encoders write them.
+ */
 export function encodeBusMessage (id: string, msg: object): Buffer {
   const layout = flatLayout(msg)
   if (layout < 0) return codec.pack({ id, msg })
-  const bound = fixedBound(id.length, msg)
-  if (used + bound > slab.length) {
-    slab = Buffer.allocUnsafe(Math.max(SLAB, bound))
-    used = 0
-  }
-  const start = used
-  used = encodeRest(slab, writeString(slab, put(slab, start, ID_KEY), id), msg, layout)
-  return slab.subarray(start, used)
+  const buf = Buffer.allocUnsafe(fixedBound(id.length, msg))
+  return buf.subarray(0, encodeRest(buf, writeString(buf, put(buf, 0, ID_KEY), id), msg, layout))
 }
 
 // --- reader ---------------------------------------------------------------------------------
@@ -238,13 +230,6 @@ const NOT_FIXED = new NotFixed('not the fixed bus layout')
 let src: Buffer = Buffer.alloc(0)
 let at = 0
 
-function expect (bytes: Buffer): void {
-  const n = bytes.length
-  if (at + n > src.length) throw NOT_FIXED
-  for (let i = 0; i < n; i++) if (src[at + i] !== bytes[i]) throw NOT_FIXED
-  at += n
-}
-
 /** Whether `bytes` come next; consumes them if so. */
 function matches (bytes: Buffer): boolean {
   const n = bytes.length
@@ -252,6 +237,10 @@ function matches (bytes: Buffer): boolean {
   for (let i = 0; i < n; i++) if (src[at + i] !== bytes[i]) return false
   at += n
   return true
+}
+
+function expect (bytes: Buffer): void {
+  if (!matches(bytes)) throw NOT_FIXED
 }
 
 function byte (): number {
@@ -269,12 +258,17 @@ const CACHED_SLOTS = 256
 const CACHED_MAX_LENGTH = 128
 const seen: string[] = new Array<string>(4 * CACHED_SLOTS).fill('')
 
-function readString (slot: number): string {
+/** A string's header (fixstr, str8, str16): its length, checked against what is left. */
+function stringLength (): number {
   const t = byte()
   const n = t >= 0xa0 && t < 0xc0 ? t & 0x1f : t === 0xd9 ? byte() : t === 0xda ? (byte() << 8) | byte() : -1
-  if (n < 0) throw NOT_FIXED
+  if (n < 0 || at + n > src.length) throw NOT_FIXED
+  return n
+}
+
+function readString (slot: number): string {
+  const n = stringLength()
   const end = at + n
-  if (end > src.length) throw NOT_FIXED
   let k = -1
   if (slot >= 0 && n > 0 && n <= CACHED_MAX_LENGTH) {
     k = slot * CACHED_SLOTS + ((n * 31 + src[end - 1]! * 7 + src[at + (n >> 1)]! * 131 + src[at]!) & (CACHED_SLOTS - 1))
@@ -293,10 +287,7 @@ function readString (slot: number): string {
 
 /** Steps over a string field; '' in its place. */
 function skipString (): string {
-  const t = byte()
-  const n = t >= 0xa0 && t < 0xc0 ? t & 0x1f : t === 0xd9 ? byte() : t === 0xda ? (byte() << 8) | byte() : -1
-  if (n < 0 || at + n > src.length) throw NOT_FIXED
-  at += n
+  at += stringLength()
   return ''
 }
 
