@@ -99,17 +99,17 @@ export function fairScenarios<R extends FairFlowRun> (h: FairHarness<R>, fanin: 
       let sampler: { stop: () => QueueSample[] } | undefined
       let samples: QueueSample[] = []
       const stopSampler = (): void => { samples = sampler?.stop() ?? [] }
+      type Run = (job: (port: number) => object & { timeLimitMs: number }) => Promise<R>
+      // The maximum, then the paced run at its fraction (or FANIN90_RATE); warm: both on one
+      // process; cold: each on a fresh one, and no maximum run when the rate is fixed.
+      const maxThenPaced = async (runMax: Run, runPaced: Run): Promise<{ max: R | undefined, rate: number, r: R }> => {
+        const max = cold && fixed !== undefined ? undefined : await runMax((port) => fanin(port))
+        const rate = fixed ?? Math.round(fraction * max!.deliveredPerSecond)
+        return { max, rate, r: await runPaced(pacedJob(rate)).finally(stopSampler) }
+      }
       const { max, rate, r } = cold
-        ? await (async () => {
-          const max = fixed === undefined ? await h.flowRun(name, (port) => fanin(port)) : undefined
-          const rate = fixed ?? Math.round(fraction * max!.deliveredPerSecond)
-          return { max, rate, r: await h.flowRun(name, pacedJob(rate)).finally(stopSampler) }
-        })()
-        : await h.flowRunsOnOneBroker(name, async (run) => {
-          const max = await run((port) => fanin(port))
-          const rate = fixed ?? Math.round(fraction * max.deliveredPerSecond)
-          return { max, rate, r: await run(pacedJob(rate)).finally(stopSampler) }
-        })
+        ? await maxThenPaced((job) => h.flowRun(name, job), (job) => h.flowRun(name, job))
+        : await h.flowRunsOnOneBroker(name, (run) => maxThenPaced(run, run))
       let queues: QueueSummary | undefined
       if (r.windowStartUnixMs !== undefined && r.latencyPeakPer100ms !== undefined && r.latencyMs !== undefined) {
         queues = summariseQueues(samples, r.windowStartUnixMs, r.latencyPeakPer100ms, r.latencyMs.p99, rate, r.wireBytesPerDelivery ?? 117, PUBLISHERS)

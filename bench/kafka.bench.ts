@@ -138,7 +138,6 @@ const linger = process.argv.find((a) => a.startsWith('--linger='))?.split('=')[1
 if (linger !== undefined && !/^\d+$/.test(linger)) throw new Error(`--linger=${linger}: not a whole number of ms`)
 // --fetch-pause=N: the bridge's fetchPauseMs (default: the plugin's).
 const fetchPause = process.argv.find((a) => a.startsWith('--fetch-pause='))?.split('=')[1]
-const pauseMs = fetchPause
 if (fetchPause !== undefined && !/^\d+$/.test(fetchPause)) throw new Error(`--fetch-pause=${fetchPause}: not a whole number of ms`)
 if (commitInterval !== undefined && !/^\d+$/.test(commitInterval)) throw new Error(`--commit-interval=${commitInterval}: not a whole number of ms`)
 const roundsArg = process.argv.find((a) => a.startsWith('--rounds='))?.split('=')[1] ?? '3'
@@ -174,7 +173,7 @@ ${process.argv.includes('--tcp-nodelay') ? 'listeners: { mqtt: { tcpNoDelay: tru
   groupId: bench-bridge
   routes: [ { mqtt: "chat/#", kafkaTopic: chat } ]
   consume: [ { kafkaTopic: chat } ]
-${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}${linger !== undefined ? `  produceLingerMs: ${linger}\n` : ''}${pauseMs !== undefined ? `  fetchPauseMs: ${pauseMs}\n` : ''}`)
+${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}${linger !== undefined ? `  produceLingerMs: ${linger}\n` : ''}${fetchPause !== undefined ? `  fetchPauseMs: ${fetchPause}\n` : ''}`)
   const gw = await spawnGateway(['--config', file], {}, 'readyz', 120000)
   try {
     const url = `mqtt://127.0.0.1:${gw.ports.mqtt}`

@@ -17,7 +17,6 @@
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { Redis } from 'ioredis'
 import type { TestRedis } from '../test/helpers/redis.js'
 import { cpuSeconds, onLines } from './brokers.js'
 import { GO_LOADGEN } from './generators.js'
@@ -98,13 +97,18 @@ function runQos1 (job: object, sample: () => number[]): Promise<{ result: FlowRe
   })
 }
 
-export async function redisPid (redis: TestRedis): Promise<number> {
-  const c = new Redis(redis.port, '127.0.0.1')
+/** One INFO section of the bench's Redis (TestRedis.client(): its own 'error' handler). */
+async function redisInfo (redis: TestRedis, section: string): Promise<string> {
+  const c = redis.client()
   try {
-    return Number(/process_id:(\d+)/.exec(await c.info('server'))?.[1])
+    return await c.info(section)
   } finally {
     c.disconnect()
   }
+}
+
+export async function redisPid (redis: TestRedis): Promise<number> {
+  return Number(/process_id:(\d+)/.exec(await redisInfo(redis, 'server'))?.[1])
 }
 
 /**
@@ -113,14 +117,9 @@ export async function redisPid (redis: TestRedis): Promise<number> {
  * around a run, the difference says which commands a message costs.
  */
 export async function redisCommandCalls (redis: TestRedis): Promise<Map<string, number>> {
-  const c = new Redis(redis.port, '127.0.0.1')
-  try {
-    const calls = new Map<string, number>()
-    for (const m of (await c.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls.set(m[1]!, Number(m[2]))
-    return calls
-  } finally {
-    c.disconnect()
-  }
+  const calls = new Map<string, number>()
+  for (const m of (await redisInfo(redis, 'commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls.set(m[1]!, Number(m[2]))
+  return calls
 }
 
 /** `cmd:calls/message ...` of the commands called during a run (INFO itself left out), most first. */
