@@ -1,10 +1,11 @@
+import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Kafka, logLevel, type LogEntry } from 'kafkajs'
-import { pollUntil } from './mqtt.js'
+import { Kafka, logLevel, type LogEntry, type Producer } from 'kafkajs'
+import { collect, connectClient, endClient, pollUntil } from './mqtt.js'
 
 /** scripts/kafka/kafka.sh, found upwards from this file (test/helpers/ in the sources, dist/test/helpers/ once built). */
 function findScript (): string {
@@ -165,5 +166,26 @@ export async function createTopics (brokers: string[], names: string[], partitio
     if (!led) throw new Error(`topics ${names.join(', ')} have no leaders after 15 s`)
   } finally {
     await admin.disconnect()
+  }
+}
+
+/**
+ * Returns once the gateway at `mqttUrl` delivers what is produced to `kafkaTopic` (its bridge's
+ * consumer group starts at the end of each topic once it joined): a probe record, addressed to
+ * MQTT `mqttTopic` by its mqtt-topic header, is produced every 500 ms until an MQTT subscriber
+ * gets one (60 s at most); fails the calling test if none arrived.
+ */
+export async function awaitBridgeConsuming (mqttUrl: string, producer: Producer, kafkaTopic: string, mqttTopic: string): Promise<void> {
+  const probe = await connectClient(mqttUrl)
+  try {
+    const got = collect(probe)
+    await probe.subscribeAsync(mqttTopic, { qos: 0 })
+    const probed = await pollUntil(async () => {
+      await producer.send({ topic: kafkaTopic, messages: [{ value: 'probe', headers: { 'mqtt-topic': mqttTopic } }] })
+      return got.length
+    }, (n) => n > 0, 60000, 500)
+    assert.ok(probed > 0, `the gateway consumes Kafka (topic ${kafkaTopic}, within 60 s)`)
+  } finally {
+    await endClient(probe)
   }
 }

@@ -4,8 +4,8 @@ import { Partitioners, type Producer } from 'kafkajs'
 import mqttPacket, { type Packet } from 'mqtt-packet'
 import { kafkaPlugin } from '../../../plugins/kafka/plugin.js'
 import { startTestGateway, type TestGateway } from '../../helpers/gateway.js'
-import { TestKafka } from '../../helpers/kafka.js'
-import { collect, connectClient, endClient, pollUntil, sleep, waitFor } from '../../helpers/mqtt.js'
+import { awaitBridgeConsuming, TestKafka } from '../../helpers/kafka.js'
+import { collect, connectClient, endClient, sleep, waitFor } from '../../helpers/mqtt.js'
 import { RawClient } from '../../helpers/raw-client.js'
 
 /**
@@ -37,15 +37,7 @@ kafka:
     producer = kafka.client('lp-business').producer({ createPartitioner: Partitioners.DefaultPartitioner })
     await producer.connect()
     // The bridge's consumer starts at the end of each topic once it joined: a probe until one arrives.
-    const probe = await connectClient(gw.mqttUrl)
-    const got = collect(probe)
-    await probe.subscribeAsync('lp-probe', { qos: 0 })
-    const probed = await pollUntil(async () => {
-      await producer.send({ topic: 'lp-probe', messages: [{ value: 'probe', headers: { 'mqtt-topic': 'lp-probe' } }] })
-      return got.length
-    }, (n) => n > 0, 60000, 500)
-    assert.ok(probed > 0, 'the gateway consumes Kafka')
-    await endClient(probe)
+    await awaitBridgeConsuming(gw.mqttUrl, producer, 'lp-probe', 'lp-probe')
   })
   after(async () => {
     await producer?.disconnect().catch(() => {})

@@ -7,7 +7,7 @@ import { Partitioners, type Consumer, type Producer } from 'kafkajs'
 import { aclPlugin } from '../../../plugins/acl/plugin.js'
 import { kafkaPlugin } from '../../../plugins/kafka/plugin.js'
 import { startTestGateway, type TestGateway } from '../../helpers/gateway.js'
-import { TEST_CONSUMER, TestKafka } from '../../helpers/kafka.js'
+import { awaitBridgeConsuming, TEST_CONSUMER, TestKafka } from '../../helpers/kafka.js'
 import { closesWithin, collect, connectClient, endClient, pollUntil, waitFor, type Received } from '../../helpers/mqtt.js'
 
 interface Record { topic: string, key: string, value: Buffer, headers: { [k: string]: string } }
@@ -75,15 +75,7 @@ kafka:
       }
     })
     // The gateway's consumer starts at the end of each topic once it joined: wait until a probe arrives.
-    const probe = await connectClient(gw.mqttUrl)
-    const got = collect(probe)
-    await probe.subscribeAsync('probe', { qos: 0 })
-    const probed = await pollUntil(async () => {
-      await producer.send({ topic: 'push', messages: [{ value: 'probe', headers: { 'mqtt-topic': 'probe' } }] })
-      return got.length
-    }, (n) => n > 0, 60000, 500)
-    assert.ok(probed > 0, 'the gateway consumes Kafka')
-    await endClient(probe)
+    await awaitBridgeConsuming(gw.mqttUrl, producer, 'push', 'probe')
   })
   after(async () => {
     await moderator?.disconnect().catch(() => {})
