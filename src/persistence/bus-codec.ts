@@ -287,7 +287,9 @@ function readString (slot: number): string {
 
 /** Steps over a string field; '' in its place. */
 function skipString (): string {
-  at += stringLength()
+  // Not `at += stringLength()`: that reads `at` before the call moves it past the header.
+  const n = stringLength()
+  at += n
   return ''
 }
 

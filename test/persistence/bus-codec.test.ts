@@ -115,6 +115,29 @@ describe('bus codec: the fixed bus layout, byte for byte msgpackr, everything el
     }
   })
 
+  it('the layout is read by the fixed reader, msgpackr never called, with the id read or skipped (the bus skips ids it compares as bytes)', () => {
+    const unpack = codec.unpack
+    let calls = 0
+    codec.unpack = ((...args: Parameters<typeof unpack>) => { calls++; return unpack.apply(codec, args) }) as typeof unpack
+    try {
+      for (const [name, msg] of cases) {
+        const bytes = codec.pack({ id: 'mqxIWJYcoqybHKJ-CP-1', msg })
+        const read = decodeBusMessage(Buffer.from(bytes), true)
+        assert.equal(read.id, 'mqxIWJYcoqybHKJ-CP-1', name)
+        const skipped = decodeBusMessage(Buffer.from(bytes), false)
+        // '' is the fixed reader's answer for a skipped id (msgpackr's would be the id).
+        assert.equal(skipped.id, '', `${name}: id skipped`)
+        assert.deepEqual(skipped.msg, read.msg, name)
+        assert.equal(calls, 0, `${name}: read by msgpackr`)
+      }
+      // The spy sees msgpackr's calls: a message outside the layout goes there.
+      decodeBusMessage(Buffer.from(codec.pack({ id: 'i', msg: fallbacks[0]![1] })), false)
+      assert.equal(calls, 1)
+    } finally {
+      codec.unpack = unpack
+    }
+  })
+
   it('repeated strings are compared, not trusted: a changed broker id, topic or client id of the same length reads as itself', () => {
     const one = decodeBusMessage(encodeBusMessage('a', packet({ brokerId: 'node-aaaa' }))) as { msg: Record<string, unknown> }
     const two = decodeBusMessage(encodeBusMessage('b', packet({ brokerId: 'node-bbbb', topic: 'bench/qos2' }, 1, 'sensor-18'))) as { msg: Record<string, unknown> }
