@@ -129,6 +129,7 @@ async function runPubSub (job: PubSubJob): Promise<object> {
   let acked = 0
   let late = 0
   const started = performance.now()
+  const cpu0 = process.cpuUsage()
   const perMs = job.rate !== undefined && job.rate > 0 ? job.rate / 1000 : 0
   let ticker: NodeJS.Timeout | undefined
   await new Promise<void>((resolve) => {
@@ -163,11 +164,14 @@ async function runPubSub (job: PubSubJob): Promise<object> {
   })
   if (ticker) clearInterval(ticker)
   const seconds = (performance.now() - started) / 1000
+  // The generator's own CPU over the run: near 100 % of `seconds`, it (not the broker) was the limit.
+  const cpu = process.cpuUsage(cpu0)
+  const generatorBusy = (cpu.user + cpu.system) / 1e6 / seconds
   await Promise.all([sub.endAsync(true), pub.endAsync(true)])
   // A session left behind would keep queueing the next run's messages: a clean connect drops it.
   if (job.persistentSubscriber === true) await (await mqtt.connectAsync(job.url, { clientId: subId, reconnectPeriod: 0, clean: true, ...auth })).endAsync()
   latencies.sort((a, b) => a - b)
-  return { sent, acked, received, seconds, messagesPerSecond: received / seconds, p50ms: percentile(latencies, 50), p90ms: percentile(latencies, 90), p99ms: percentile(latencies, 99), maxms: latencies.at(-1) ?? 0, lateSends: late }
+  return { sent, acked, received, seconds, messagesPerSecond: received / seconds, p50ms: percentile(latencies, 50), p90ms: percentile(latencies, 90), p99ms: percentile(latencies, 99), maxms: latencies.at(-1) ?? 0, lateSends: late, generatorBusy }
 }
 
 const job = JSON.parse(process.argv[2] ?? '{}') as Job

@@ -33,7 +33,7 @@ const configFile = (name: string, body: string): string => {
   return file
 }
 
-interface PubSubResult { messagesPerSecond: number, p50ms: number, p99ms: number, received: number }
+interface PubSubResult { messagesPerSecond: number, p50ms: number, p99ms: number, received: number, generatorBusy: number }
 
 async function throughput (redis: TestRedis): Promise<void> {
   const job = { mode: 'pubsub', count: 20000, inflight: 100, topic: 'bench/qos1', qos: 1, payloadBytes: 100, timeLimitMs: 60000 }
@@ -48,7 +48,7 @@ async function throughput (redis: TestRedis): Promise<void> {
     const r = await loadgen<PubSubResult>({ ...job, url, publishUrl: url })
     const cpu = cpuSeconds(memory.child.pid!) - cpu0
     raw.memory = { ...r, cpuSeconds: cpu }
-    rows.push({ setup: 'one node, memory', 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms, 'A µs/msg': 1e6 * cpu / r.received })
+    rows.push({ setup: 'one node, memory', 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms, 'A µs/msg': 1e6 * cpu / r.received, 'generator busy %': 100 * r.generatorBusy })
   } finally {
     await stopGateway(memory)
   }
@@ -73,7 +73,7 @@ async function throughput (redis: TestRedis): Promise<void> {
     const cpuR = perMessage(c0, r.received)
     const callsR = commandsPerMessage(calls0, await redisCommandCalls(redis), r.received)
     raw.redis = { ...r, cpuMicrosPerMessage: cpuR, redisCallsPerMessage: callsR }
-    rows.push({ setup: 'two nodes, Redis (pub B → sub A)', 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms, ...cpuR })
+    rows.push({ setup: 'two nodes, Redis (pub B → sub A)', 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p99 ms': r.p99ms, ...cpuR, 'generator busy %': 100 * r.generatorBusy })
     // Which Redis commands a message costs (INFO commandstats; a script's inner calls counted).
     console.log(`Redis commands per message, clean subscriber: ${callsR}`)
     // The same with a persistent (clean:false) subscriber: each message is also written to its
@@ -87,7 +87,7 @@ async function throughput (redis: TestRedis): Promise<void> {
       const callsP = commandsPerMessage(calls0, await redisCommandCalls(redis), p.received)
       raw.redisPersistent = { ...p, cpuMicrosPerMessage: cpuP, redisCallsPerMessage: callsP }
       console.log(`Redis commands per message, persistent subscriber: ${callsP}`)
-      rows.push({ setup: 'two nodes, Redis, persistent sub', 'msgs/s': p.messagesPerSecond, 'p50 ms': p.p50ms, 'p99 ms': p.p99ms, ...cpuP })
+      rows.push({ setup: 'two nodes, Redis, persistent sub', 'msgs/s': p.messagesPerSecond, 'p50 ms': p.p50ms, 'p99 ms': p.p99ms, ...cpuP, 'generator busy %': 100 * p.generatorBusy })
     }
   } finally {
     await stopGateway(a)
