@@ -3,7 +3,7 @@
  * (client → Kafka → subscriber) against a direct topic on the same gateway process, side by
  * side. Starts its own Kafka (scripts/kafka/kafka.sh); load generator in its own process.
  * Prints the gateway's and Kafka's CPU per message and pattern 2's time per stage
- * (mqgw_kafka_stage_seconds). Options: --no-jvm-warmup, --commit-interval=MS, --tcp-nodelay (the
+ * (mqgw_kafka_stage_seconds). Options: --count=N (messages per closed-loop run, default 50,000), --no-jvm-warmup, --commit-interval=MS, --tcp-nodelay (the
  * gateway's MQTT listener with TCP_NODELAY; default off, as the gateway's own default), --rounds=N
  * (default 3): direct and pattern 2 alternate N times on the same gateway and Kafka; one row per
  * run (with the 1-minute load average, the machine being shared), then the medians. A direct
@@ -25,7 +25,7 @@ import { TestKafka } from '../test/helpers/kafka.js'
 import { cpuSeconds as processCpuSeconds } from './brokers.js'
 import { loadgen, report, spawnGateway, stopGateway } from './lib.js'
 
-interface PubSubResult { seconds: number, messagesPerSecond: number, p50ms: number, p90ms: number, p99ms: number, maxms: number, received: number, lateSends: number }
+interface PubSubResult { seconds: number, messagesPerSecond: number, p50ms: number, p90ms: number, p99ms: number, maxms: number, received: number, lateSends: number, generatorBusy: number }
 
 /** CPU seconds (user + system) a process has used so far; NaN when it is unknown or gone. */
 function cpuSeconds (pid: number | undefined): number {
@@ -143,6 +143,11 @@ if (commitInterval !== undefined && !/^\d+$/.test(commitInterval)) throw new Err
 const roundsArg = process.argv.find((a) => a.startsWith('--rounds='))?.split('=')[1] ?? '3'
 if (!/^[1-9]\d?$/.test(roundsArg)) throw new Error(`--rounds=${roundsArg}: a whole number from 1 to 99`)
 const rounds = Number(roundsArg)
+// Messages per closed-loop run. 10,000 was ~0.4 s on the direct topic, where the gateway's CPU
+// per message was still ~1.5x its value later in the same process; 50,000 is ~1 s there.
+const countArg = process.argv.find((a) => a.startsWith('--count='))?.split('=')[1] ?? '50000'
+if (!/^[1-9]\d{3,6}$/.test(countArg)) throw new Error(`--count=${countArg}: a whole number from 1,000 to 9,999,999`)
+const closedCount = Number(countArg)
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2 }
 /** One row of medians of the rows' numeric columns (same path and load). */
 function medianRow (own: Array<Record<string, string | number>>): Record<string, string | number> {
@@ -213,7 +218,7 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
       const io1 = syscalls(gw.child.pid)
       const after = await readStages(admin)
       const { pauses } = kafkaPauses(gcLog, gc0)
-      const row = { path: name, load, round: String(round), 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p90 ms': r.p90ms, 'p99 ms': r.p99ms, 'max ms': r.maxms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)), 'gw reads/msg': (io1[0] - io0[0]) / Math.max(1, r.received), 'gw writes/msg': (io1[1] - io0[1]) / Math.max(1, r.received), 'late sends': r.lateSends, 'flow dropped': (after.flowDropped ?? 0) - (before.flowDropped ?? 0), 'gw loop runq ms/s': waits[0]!, 'Kafka runq ms/s': waits[1]!, 'Kafka STW ms/s': pauses.reduce((a, b) => a + b, 0) / r.seconds, 'Kafka max STW ms': Math.max(0, ...pauses), 'load 1 min': load1 }
+      const row = { path: name, load, round: String(round), 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p90 ms': r.p90ms, 'p99 ms': r.p99ms, 'max ms': r.maxms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)), 'gw reads/msg': (io1[0] - io0[0]) / Math.max(1, r.received), 'gw writes/msg': (io1[1] - io0[1]) / Math.max(1, r.received), 'late sends': r.lateSends, 'gen busy %': 100 * r.generatorBusy, 'flow dropped': (after.flowDropped ?? 0) - (before.flowDropped ?? 0), 'gw loop runq ms/s': waits[0]!, 'Kafka runq ms/s': waits[1]!, 'Kafka STW ms/s': pauses.reduce((a, b) => a + b, 0) / r.seconds, 'Kafka max STW ms': Math.max(0, ...pauses), 'load 1 min': load1 }
       if (topic === 'chat/room') stageSums.set(load, addStages(stageSums.get(load), diffStages(before, after)))
       return row
     }
@@ -221,14 +226,14 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
     for (let round = 1; round <= rounds; round++) {
       let direct = NaN
       for (const [name, topic] of paths) {
-        const row = await run(name, topic, round, 'closed 100', { count: 10000 })
+        const row = await run(name, topic, round, 'closed 100', { count: closedCount })
         if (topic === 'direct/room') direct = row['msgs/s'] as number
         row['ratio to direct'] = (row['msgs/s'] as number) / direct
         closed.push(row)
       }
     }
     rows.push(...closed, ...medians(closed, paths.map(([n]) => n)))
-    report(`Kafka bridge: QoS 1 end to end, 10,000 messages, 100 in flight (saturation), same gateway, ${rounds} alternating rounds${noDelay ? ', generator TCP_NODELAY' : ''}`, rows, raw)
+    report(`Kafka bridge: QoS 1 end to end, ${closedCount.toLocaleString('en')} messages, 100 in flight (saturation), same gateway, ${rounds} alternating rounds${noDelay ? ', generator TCP_NODELAY' : ''}`, rows, raw)
     // Paced: at stated fractions of pattern 2's closed-loop maximum, each run about 4 s.
     const pacedArg = process.argv.find((a) => a.startsWith('--paced='))?.split('=')[1] ?? '50,90'
     const percents = pacedArg === 'none' ? [] : pacedArg.split(',').map(Number)
