@@ -32,4 +32,5 @@ USER node
 # MQTT/TCP, MQTT/WebSocket, admin (/healthz /readyz /metrics)
 EXPOSE 1883 8083 9100
 STOPSIGNAL SIGTERM
-CMD ["node", "dist/app/cli.js", "--config", "/app/config/cluster.yaml"]
+# The V8 flag: scripts/start.sh says why.
+CMD ["node", "--initial-old-space-size=64", "dist/app/cli.js", "--config", "/app/config/cluster.yaml"]

@@ -30,6 +30,12 @@ export const KNOWN_BROKERS: readonly BrokerName[] = [...BROKERS, 'node-floor']
 export const BROKER_CORE = 1
 export const LOADGEN_CORE = 0
 export const MOSQUITTO = '/usr/sbin/mosquitto'
+/** The node flags `npm start` runs the gateway with, read from scripts/start.sh's exec line (one source). */
+export const GATEWAY_NODE_FLAGS: readonly string[] = (() => {
+  const line = /^exec node (.*)dist\/app\/cli\.js/m.exec(readFileSync('scripts/start.sh', 'utf8'))
+  if (!line) throw new Error('scripts/start.sh: no `exec node ... dist/app/cli.js` line')
+  return line[1]!.split(' ').filter((a) => a !== '')
+})()
 
 /** The fd limit to ask for: 65536, or the hard limit if lower (raising it needs CAP_SYS_RESOURCE). */
 export const FD_LIMIT: number = (() => {
@@ -237,10 +243,10 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
       // the per-address bound on connections before CONNACK would refuse the bench's bursts.
       MQGW_MAX_UNAUTHENTICATED_PER_ADDRESS: '0'
     }
-    // As `npm start` runs it (scripts/start.sh: no node flags), plus BENCH_GATEWAY_NODE_ARGS for
-    // profiling (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+    // As `npm start` runs it (scripts/start.sh: its one V8 flag, GATEWAY_NODE_FLAGS), plus
+    // BENCH_GATEWAY_NODE_ARGS for profiling (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
     const extra = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
-    child = spawnPinned(BROKER_CORE, process.execPath, [...extra, join(process.cwd(), 'dist/app/cli.js'), '--config', 'config/gateway.yaml'], env)
+    child = spawnPinned(BROKER_CORE, process.execPath, [...GATEWAY_NODE_FLAGS, ...extra, join(process.cwd(), 'dist/app/cli.js'), '--config', 'config/gateway.yaml'], env)
   } else if (name === 'aedes') {
     wsPort = await freePort()
     child = spawnPinned(BROKER_CORE, process.execPath, [join(process.cwd(), 'dist/bench/plain-aedes.js'), String(port), pristineAedes(), String(wsPort)])
