@@ -30,7 +30,13 @@ export interface TopicLimits { maxTopicLength: number, maxTopicLevels: number }
 
 /** Whether a topic name or filter is longer (in bytes) or deeper than the configured limits. */
 export function exceedsTopicLimits (topic: string, limits: TopicLimits): boolean {
-  return Buffer.byteLength(topic) > limits.maxTopicLength || topicLevels(topic) > limits.maxTopicLevels
+  // Bounds first, so a usual topic is not measured at all (the two measures were ~2 % of the
+  // gateway's CPU per PUBLISH in bench/compare fan-in): UTF-8 takes at most 3 bytes per UTF-16
+  // code unit (a surrogate pair 4 for two), and a topic has at most one level more than it has
+  // characters.
+  const n = topic.length
+  if (n * 3 > limits.maxTopicLength && Buffer.byteLength(topic) > limits.maxTopicLength) return true
+  return n + 1 > limits.maxTopicLevels && topicLevels(topic) > limits.maxTopicLevels
 }
 
 /**
