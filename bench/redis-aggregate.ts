@@ -138,6 +138,7 @@ export async function aggregate (redis: TestRedis, configFile: (name: string, bo
   // AGG_INFLIGHT: messages in flight per publisher (default 32); with `aggregate 1` and
   // AGG_PLACEMENT=cross, one pair across two nodes against one memory node at its limit.
   const inflight = Number(process.env.AGG_INFLIGHT ?? 32)
+  if (!Number.isInteger(inflight) || inflight < 1) throw new Error(`AGG_INFLIGHT=${process.env.AGG_INFLIGHT}: a whole number of messages, at least 1`)
   const job = { scenario: 'qos1', pairs, inflight, warmupMs: 1500, windowMs: 6000, drainMs: 5000, payloadBytes: 100, latency: true, timeLimitMs: 90000 }
   const rows: Array<Record<string, string | number>> = []
   const raw: Record<string, unknown> = {}

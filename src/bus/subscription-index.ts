@@ -191,22 +191,21 @@ export class SubscriptionIndex<T extends {}> {
    * refuses such topics before they reach the bus).
    */
   match (topic: string): T[] {
-    // One pass gives the shard hash (FNV-1a over UTF-16 code units) and the level count.
+    // One pass gives the shard hash (FNV-1a over UTF-16 code units), the level count and where
+    // each level ends; a topic deeper than maxLevels throws at its first extra level, as qlobber does.
     let hash = FNV_OFFSET_BASIS
     let levels = 1
-    let firstSlash = -1
     const length = topic.length
     const ends = this.levelEnds
     for (let i = 0; i < length; i++) {
       const code = topic.charCodeAt(i)
       if (code === SLASH) {
-        if (firstSlash < 0) firstSlash = i
-        if (levels <= this.maxLevels) ends[levels - 1] = i
+        if (levels === this.maxLevels) throw new Error('too many words')
+        ends[levels - 1] = i
         levels++
       }
       hash = Math.imul(hash ^ code, FNV_PRIME)
     }
-    if (levels > this.maxLevels) throw new Error('too many words')
     ends[levels - 1] = length
 
     const result: T[] = []
@@ -227,7 +226,7 @@ export class SubscriptionIndex<T extends {}> {
       let first: string | undefined
       if (root.one === undefined && root.some === undefined) {
         if (root.literal === undefined) return result
-        first = firstSlash < 0 ? topic : topic.slice(0, firstSlash)
+        first = levels === 1 ? topic : topic.slice(0, ends[0])
         if (!root.literal.has(first)) return result
       }
       this.matchTopic = topic

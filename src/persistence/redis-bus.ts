@@ -68,7 +68,7 @@ const BATCH_SLAB = 512 * 1024
 const SPARE_SLABS = 4
 
 /** A slab and how many of the batches written into it still wait for Redis. */
-interface Slab { buf: Buffer, pending: number, retired: boolean }
+interface Slab { buf: Buffer, pending: number }
 /**
  * The batch travels as one argument, `[u16 channel length][channel][u32 payload length]
  * [payload]` per message, unpacked by the script (Redis' Lua `struct`, `c0` = a string of the
@@ -134,23 +134,17 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
   /**
    * This turn's PUBLISHes, written as they come straight in PUBLISH_PACKED's layout: each
    * message is encoded in place after its channel (no buffer of its own that packBatch then
-   * copied). The batch is a view into `slab`, never overwritten once sent (ioredis holds it
-   * until it is written); a batch that outgrows the slab moves to a new one.
+   * copied). The batch is a view into `slab`, not overwritten while it waits for Redis; a batch
+   * that outgrows the slab moves to a new one.
    */
   const spare: Slab[] = []
-  const newSlab = (size: number): Slab => size === BATCH_SLAB && spare.length > 0 ? spare.pop()! : { buf: Buffer.allocUnsafe(size), pending: 0, retired: false }
-  // A slab is reused only when no batch in it can still be read: ioredis has written a
-  // command's arguments before Redis can answer it, and a command it resends after a
-  // reconnect is not settled yet.
+  const newSlab = (size: number): Slab => size === BATCH_SLAB && spare.length > 0 ? spare.pop()! : { buf: Buffer.allocUnsafe(size), pending: 0 }
+  // A slab is reused only once it is no longer the one being written (`slab`) and no batch in
+  // it can still be read: ioredis has written a command's arguments before Redis can answer
+  // it, and a command it holds in its offline queue or resends after a reconnect is not
+  // settled yet.
   const release = (s: Slab): void => {
-    if (s.buf.length === BATCH_SLAB && spare.length < SPARE_SLABS) {
-      s.retired = false
-      spare.push(s)
-    }
-  }
-  const retire = (s: Slab): void => {
-    s.retired = true
-    if (s.pending === 0) release(s)
+    if (s.pending === 0 && s.buf.length === BATCH_SLAB && spare.length < SPARE_SLABS) spare.push(s)
   }
   let slab = newSlab(BATCH_SLAB)
   let batchStart = 0
@@ -162,8 +156,9 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
     next.buf.set(slab.buf.subarray(batchStart, pos))
     pos -= batchStart
     batchStart = 0
-    retire(slab)
+    const old = slab
     slab = next
+    release(old)
   }
   // The message's id is this process's prefix and a counter (base 36).
   const append = (topic: string, msg: { topic: string }): void => {
@@ -203,9 +198,9 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
     // Less than half a slab left: the next batch starts in another one rather than being
     // copied there when it outgrows the rest (a turn's batch is at most MAX_BATCH messages).
     if (owner.buf.length - pos < BATCH_SLAB / 2) {
-      retire(owner)
       slab = newSlab(BATCH_SLAB)
       batchStart = pos = 0
+      release(owner)
     }
     callbacks = []
     // A batch of skipped messages only (n 0) waits for the batches before it; their
@@ -223,7 +218,7 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
       ? settled
       : () => {
           settled()
-          if (--owner.pending === 0 && owner.retired) release(owner)
+          if (--owner.pending === 0 && owner !== slab) release(owner)
         }
     tail = sent.then(done, done)
   }
