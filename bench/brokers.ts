@@ -98,16 +98,17 @@ export function rssKiB (pid: number): number {
 }
 
 /** User and system CPU time in seconds (/proc/PID/stat; throws once the process is gone). */
-export function cpuTimes (pid: number): { user: number, sys: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+export function cpuTimes (pid: number, tid?: number): { user: number, sys: number } {
+  // With `tid`: that thread of the process alone (e.g. a Node process's event loop: tid = pid).
+  const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
   return { user: Number(fields[11]) / CLK_TCK, sys: Number(fields[12]) / CLK_TCK }
 }
 
 /** CPU time (user + system) in seconds; the one reader of /proc/PID/stat for every bench. */
-export function cpuSeconds (pid: number): number {
-  const { user, sys } = cpuTimes(pid)
+export function cpuSeconds (pid: number, tid?: number): number {
+  const { user, sys } = cpuTimes(pid, tid)
   return user + sys
 }
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
@@ -245,8 +246,9 @@ export async function startBroker (name: BrokerName): Promise<RunningBroker> {
     }
     // As `npm start` runs it (scripts/start.sh: its one V8 flag, GATEWAY_NODE_FLAGS), plus
     // BENCH_GATEWAY_NODE_ARGS for profiling (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+    // BENCH_GATEWAY_CONFIG: another configuration file, to compare a setting (default: the shipped defaults).
     const extra = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
-    child = spawnPinned(BROKER_CORE, process.execPath, [...GATEWAY_NODE_FLAGS, ...extra, join(process.cwd(), 'dist/app/cli.js'), '--config', 'config/gateway.yaml'], env)
+    child = spawnPinned(BROKER_CORE, process.execPath, [...GATEWAY_NODE_FLAGS, ...extra, join(process.cwd(), 'dist/app/cli.js'), '--config', process.env.BENCH_GATEWAY_CONFIG ?? 'config/gateway.yaml'], env)
   } else if (name === 'aedes') {
     wsPort = await freePort()
     child = spawnPinned(BROKER_CORE, process.execPath, [join(process.cwd(), 'dist/bench/plain-aedes.js'), String(port), pristineAedes(), String(wsPort)])

@@ -2,9 +2,10 @@
  * Kafka bridge (issue: Kafka bridge): end-to-end QoS 1 msgs/s and latency for pattern 2
  * (client → Kafka → subscriber) against a direct topic on the same gateway process, side by
  * side. Starts its own Kafka (scripts/kafka/kafka.sh); load generator in its own process.
- * Prints the gateway's and Kafka's CPU per message and pattern 2's time per stage
- * (mqgw_kafka_stage_seconds). Options: --count=N (messages per closed-loop run, default 50,000), --no-jvm-warmup, --commit-interval=MS, --tcp-nodelay (the
- * gateway's MQTT listener with TCP_NODELAY; default off, as the gateway's own default), --rounds=N
+ * Prints the gateway's and Kafka's CPU per message, how busy the gateway's event loop and the
+ * whole machine were (all cores: the gateway, Kafka and the generator share them), and pattern 2's time per stage
+ * (mqgw_kafka_stage_seconds). Options: --count=N (messages per closed-loop run, default 50,000), --no-jvm-warmup, --commit-interval=MS, --nagle (the
+ * gateway's MQTT listener with tcpNoDelay: false, Nagle on; the default was that until 2026-12), --rounds=N
  * (default 3): direct and pattern 2 alternate N times on the same gateway and Kafka; one row per
  * run (with the 1-minute load average, the machine being shared), then the medians. A direct
  * run is about one second, so one pair alone gave ratios from 0.4 to 1.1 on a busy machine.
@@ -19,18 +20,24 @@
  * others); its stop-the-world pauses per run (DIR/gc.log) are the `Kafka STW` columns.
  */
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
-import { loadavg, tmpdir } from 'node:os'
+import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TestKafka } from '../test/helpers/kafka.js'
-import { cpuSeconds as processCpuSeconds } from './brokers.js'
+import { coreSeconds, cpuSeconds as processCpuSeconds } from './brokers.js'
 import { loadgen, report, spawnGateway, stopGateway } from './lib.js'
 
 interface PubSubResult { seconds: number, messagesPerSecond: number, p50ms: number, p90ms: number, p99ms: number, maxms: number, received: number, lateSends: number, generatorBusy: number }
 
-/** CPU seconds (user + system) a process has used so far; NaN when it is unknown or gone. */
-function cpuSeconds (pid: number | undefined): number {
+/** CPU seconds (user + system) a process (or its thread `tid`) has used so far; NaN when it is unknown or gone. */
+function cpuSeconds (pid: number | undefined, tid?: number): number {
   if (pid === undefined) return NaN
-  try { return processCpuSeconds(pid) } catch { return NaN }
+  try { return processCpuSeconds(pid, tid) } catch { return NaN }
+}
+/** Busy seconds of all the machine's cores together since boot (/proc/stat). */
+function machineBusySeconds (): number {
+  let s = 0
+  for (let core = 0; core < cpus().length; core++) s += coreSeconds(core).busy
+  return s
 }
 
 /**
@@ -173,7 +180,7 @@ try {
   const file = join(dir, 'gateway.yaml')
   writeFileSync(file, `log: { level: warn }
 flow: {}
-${process.argv.includes('--tcp-nodelay') ? 'listeners: { mqtt: { tcpNoDelay: true } }\n' : ''}kafka:
+${process.argv.includes('--nagle') ? 'listeners: { mqtt: { tcpNoDelay: false } }\n' : ''}kafka:
   brokers: ["${kafka.brokers[0]}"]
   groupId: bench-bridge
   routes: [ { mqtt: "chat/#", kafkaTopic: chat } ]
@@ -200,7 +207,8 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
     const stageSums = new Map<string, Stages>()
     const kafkaPid = Number(readFileSync(join(kafka.dir, 'kafka.pid'), 'utf8'))
     const run = async (name: string, topic: string, round: number, load: string, extra: { count: number, rate?: number }): Promise<Record<string, string | number>> => {
-      const cpu0 = [cpuSeconds(gw.child.pid), cpuSeconds(kafkaPid)]
+      const cpu0 = [cpuSeconds(gw.child.pid), cpuSeconds(kafkaPid), cpuSeconds(gw.child.pid, gw.child.pid), machineBusySeconds()]
+      const startedAt = performance.now()
       const before = await readStages(admin)
       const wait0 = [runqueueWaitNs(gw.child.pid, true), runqueueWaitNs(kafkaPid, false)]
       const io0 = syscalls(gw.child.pid)
@@ -210,6 +218,12 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
       // Paced: bounded at the run's own length + 10 s (a message the flow plugin dropped never arrives).
       const r = await loadgen<PubSubResult>({ mode: 'pubsub', url, publishUrl: url, topic, qos: 1, inflight: extra.rate === undefined ? 100 : 2000, payloadBytes: 100, noDelay, ...extra, timeLimitMs: extra.rate === undefined ? 60000 : extra.count / extra.rate * 1000 + 10000 })
       raw[`${name} ${load} #${round}`] = r
+      // How busy the gateway's event loop and the whole machine were over the generator's run (its
+      // connects included): a closed-loop row whose loop is well below 100 % is bound by latency, and
+      // a machine near 100 % (all cores) by the cores the gateway, Kafka and the generator share.
+      const elapsed = (performance.now() - startedAt) / 1000
+      const loopBusy = 100 * (cpuSeconds(gw.child.pid, gw.child.pid) - cpu0[2]!) / elapsed
+      const machineBusy = 100 * (machineBusySeconds() - cpu0[3]!) / elapsed / cpus().length
       // CPU per delivered message: the gateway's and Kafka's (the JVM), µs; 10 ms clock ticks.
       const perMessage = (i: number, now: number): number => (now - cpu0[i]!) / Math.max(1, r.received) * 1e6
       // Waiting for a core, ms per second of the run: the event loop's (all of it is latency), Kafka's threads'.
@@ -218,7 +232,7 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
       const io1 = syscalls(gw.child.pid)
       const after = await readStages(admin)
       const { pauses } = kafkaPauses(gcLog, gc0)
-      const row = { path: name, load, round: String(round), 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p90 ms': r.p90ms, 'p99 ms': r.p99ms, 'max ms': r.maxms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)), 'gw reads/msg': (io1[0] - io0[0]) / Math.max(1, r.received), 'gw writes/msg': (io1[1] - io0[1]) / Math.max(1, r.received), 'late sends': r.lateSends, 'gen busy %': 100 * r.generatorBusy, 'flow dropped': (after.flowDropped ?? 0) - (before.flowDropped ?? 0), 'gw loop runq ms/s': waits[0]!, 'Kafka runq ms/s': waits[1]!, 'Kafka STW ms/s': pauses.reduce((a, b) => a + b, 0) / r.seconds, 'Kafka max STW ms': Math.max(0, ...pauses), 'load 1 min': load1 }
+      const row = { path: name, load, round: String(round), 'msgs/s': r.messagesPerSecond, 'p50 ms': r.p50ms, 'p90 ms': r.p90ms, 'p99 ms': r.p99ms, 'max ms': r.maxms, received: r.received, 'gateway CPU µs/msg': perMessage(0, cpuSeconds(gw.child.pid)), 'Kafka CPU µs/msg': perMessage(1, cpuSeconds(kafkaPid)), 'gw reads/msg': (io1[0] - io0[0]) / Math.max(1, r.received), 'gw writes/msg': (io1[1] - io0[1]) / Math.max(1, r.received), 'late sends': r.lateSends, 'gen busy %': 100 * r.generatorBusy, 'gw loop busy %': loopBusy, 'machine busy %': machineBusy, 'flow dropped': (after.flowDropped ?? 0) - (before.flowDropped ?? 0), 'gw loop runq ms/s': waits[0]!, 'Kafka runq ms/s': waits[1]!, 'Kafka STW ms/s': pauses.reduce((a, b) => a + b, 0) / r.seconds, 'Kafka max STW ms': Math.max(0, ...pauses), 'load 1 min': load1 }
       if (topic === 'chat/room') stageSums.set(load, addStages(stageSums.get(load), diffStages(before, after)))
       return row
     }
