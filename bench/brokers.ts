@@ -113,9 +113,9 @@ export function cpuSeconds (pid: number, tid?: number): number {
 }
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
 
-/** Busy and steal seconds of one core since boot (/proc/stat; busy = user+nice+system+irq+softirq). */
-export function coreSeconds (core: number): { busy: number, steal: number } {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${core} `))
+/** Busy and steal seconds of one core, or of all cores together without `core`, since boot (/proc/stat; busy = user+nice+system+irq+softirq). */
+export function coreSeconds (core?: number): { busy: number, steal: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${core ?? ''} `))
   const f = (line ?? '').trim().split(/\s+/).slice(1).map(Number)
   return { busy: ((f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0)) / CLK_TCK, steal: (f[7] ?? 0) / CLK_TCK }
 }

@@ -33,12 +33,6 @@ function cpuSeconds (pid: number | undefined, tid?: number): number {
   if (pid === undefined) return NaN
   try { return processCpuSeconds(pid, tid) } catch { return NaN }
 }
-/** Busy seconds of all the machine's cores together since boot (/proc/stat). */
-function machineBusySeconds (): number {
-  let s = 0
-  for (let core = 0; core < cpus().length; core++) s += coreSeconds(core).busy
-  return s
-}
 
 /**
  * Time a process's threads spent runnable but waiting for a core (ns; /proc/PID/task/TID/schedstat,
@@ -207,7 +201,7 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
     const stageSums = new Map<string, Stages>()
     const kafkaPid = Number(readFileSync(join(kafka.dir, 'kafka.pid'), 'utf8'))
     const run = async (name: string, topic: string, round: number, load: string, extra: { count: number, rate?: number }): Promise<Record<string, string | number>> => {
-      const cpu0 = [cpuSeconds(gw.child.pid), cpuSeconds(kafkaPid), cpuSeconds(gw.child.pid, gw.child.pid), machineBusySeconds()]
+      const cpu0 = [cpuSeconds(gw.child.pid), cpuSeconds(kafkaPid), cpuSeconds(gw.child.pid, gw.child.pid), coreSeconds().busy]
       const startedAt = performance.now()
       const before = await readStages(admin)
       const wait0 = [runqueueWaitNs(gw.child.pid, true), runqueueWaitNs(kafkaPid, false)]
@@ -223,7 +217,7 @@ ${commitInterval !== undefined ? `  commitIntervalMs: ${commitInterval}\n` : ''}
       // a machine near 100 % (all cores) by the cores the gateway, Kafka and the generator share.
       const elapsed = (performance.now() - startedAt) / 1000
       const loopBusy = 100 * (cpuSeconds(gw.child.pid, gw.child.pid) - cpu0[2]!) / elapsed
-      const machineBusy = 100 * (machineBusySeconds() - cpu0[3]!) / elapsed / cpus().length
+      const machineBusy = 100 * (coreSeconds().busy - cpu0[3]!) / elapsed / cpus().length
       // CPU per delivered message: the gateway's and Kafka's (the JVM), µs; 10 ms clock ticks.
       const perMessage = (i: number, now: number): number => (now - cpu0[i]!) / Math.max(1, r.received) * 1e6
       // Waiting for a core, ms per second of the run: the event loop's (all of it is latency), Kafka's threads'.

@@ -218,7 +218,8 @@ export function localFirstBus (mq: object, onUndecodable: (channel: string, err:
       ? settled
       : () => {
           settled()
-          if (--owner.pending === 0 && owner !== slab) release(owner)
+          owner.pending--
+          if (owner !== slab) release(owner)
         }
     tail = sent.then(done, done)
   }

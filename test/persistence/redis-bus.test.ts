@@ -5,6 +5,9 @@
  *    Redis), exactly once when Redis' echo arrives later (SIGCONT), in order;
  *  - the other nodes still get it through Redis, in order, also when a turn's PUBLISHes go out
  *    together in one script call (checked in Redis' command stats);
+ *  - the batch buffers: messages held in ioredis' offline queue (the bus connection reconnecting
+ *    to a stopped Redis) as views into buffers that later turns fill and retire reach the other
+ *    node intact, and so do later ones written into reused buffers;
  *  - the wire format is plain mqemitter-redis (msgpack { id, msg }): a stock mqemitter-redis
  *    on the same Redis (msgpack-lite, as a node of the previous version) reads the gateway's
  *    messages and the gateway delivers the stock emitter's. A node of the previous version
@@ -99,6 +102,54 @@ describe('Redis bus: local first, echo dropped, wire format of mqemitter-redis',
     assert.deepEqual(remote.received.map((m) => m.payload), expected, 'other node: each once, in order')
     await endClient(pubB)
     await Promise.all([endClient(local.client), endClient(remote.client), endClient(pub)])
+  })
+
+  it('batch buffers: ~3 MB published while the bus connection reconnects to a stopped Redis (each message in a turn of its own, held in ioredis\' offline queue while ~6 buffers fill and retire) and ~3 MB more once it answers (buffers reused) reach the other node once each, byte for byte', async () => {
+    // src/persistence/redis-bus.ts writes a turn's messages into a 512 KB buffer and reuses a
+    // buffer once every batch in it is answered. A one-message batch goes to ioredis as views into
+    // that buffer; a command in ioredis' offline queue (the connection not ready) holds them until
+    // it is written. (Written to a connected socket, the kernel copies them at once: a stopped
+    // Redis alone does not hold a view.)
+    const local = await connectCollecting(a.url, { clientId: 'slab-local' })
+    const remote = await connectCollecting(b.url, { clientId: 'slab-remote' })
+    await local.client.subscribeAsync('slab/#', { qos: 0 })
+    await remote.client.subscribeAsync('slab/#', { qos: 0 })
+    const payload = (i: number): string => `${i}:${String.fromCharCode(65 + i % 26).repeat(60000)}`
+    const db = redis.client()
+    const pid = Number(/process_id:(\d+)/.exec(await db.info('server'))?.[1])
+    assert.ok(pid > 0)
+    // One publisher per message: a client's next PUBLISH is read only once its PUBACK (which
+    // waits for Redis) is written, and each message must be handled while Redis is stopped.
+    const publishers = await Promise.all(Array.from({ length: 50 }, (_, i) => RawClient.connect(a.ports.mqtt!, `slab-pub-${i}`)))
+    const publish = async (i: number): Promise<void> => {
+      publishers[i % 50]!.send({ cmd: 'publish', topic: `slab/${i}`, payload: Buffer.from(payload(i)), qos: 1, messageId: 1 + Math.floor(i / 50), retain: false, dup: false })
+      // Handled: the node's own subscriber has it (local first, Redis or not).
+      await waitFor(() => local.received.some((m) => m.topic === `slab/${i}`), `slab/${i} handled by node A`)
+    }
+    // The nodes' bus publisher connections are dropped and Redis stopped before ioredis
+    // reconnects (100 ms): the reconnected socket is accepted by the kernel but never ready, so
+    // the next PUBLISHes wait in the offline queue.
+    const busPub = ((await db.call('CLIENT', 'LIST')) as string).split('\n').filter((l) => l.includes('name=mqtt-gateway:bus-pub')).map((l) => /^id=(\d+)/.exec(l)![1]!)
+    assert.equal(busPub.length, 3, 'one bus publisher connection per node')
+    for (const id of busPub) await db.call('CLIENT', 'KILL', 'ID', id)
+    db.disconnect()
+    process.kill(pid, 'SIGSTOP')
+    try {
+      for (let i = 0; i < 50; i++) await publish(i)
+      assert.equal(remote.received.length, 0, 'nothing reached node B while Redis was stopped')
+    } finally {
+      process.kill(pid, 'SIGCONT')
+    }
+    for (let i = 50; i < 100; i++) await publish(i)
+    await waitFor(() => remote.received.length >= 100, 'all 100 on node B', 30000)
+    // Each once; not in publish order: the messages are from 100 clients, and those published
+    // before ioredis reconnected reached node B after the later ones (seen here: 10-49, then 0-9).
+    const byIndex = [...remote.received].sort((x, y) => Number(x.topic.slice(5)) - Number(y.topic.slice(5)))
+    assert.deepEqual(byIndex.map((m) => m.topic), Array.from({ length: 100 }, (_, i) => `slab/${i}`), 'each once')
+    for (let i = 0; i < 100; i++) assert.ok(byIndex[i]!.payload === payload(i), `slab/${i}: payload byte for byte`)
+    await Promise.all(publishers.map((p) => p.waitFor((x) => x.cmd === 'puback' && x.messageId === 2, 'both PUBACKs')))
+    for (const p of publishers) p.destroy()
+    await Promise.all([endClient(local.client), endClient(remote.client)])
   })
 
   it('a batch packed into one script argument keeps every channel and payload byte for byte: non-ASCII and 300-character topics, empty and 70,000-byte payloads, in order', async () => {
